@@ -1,0 +1,268 @@
+//! Events that cross the ring buffer from `agent-ebpf` to `agent`.
+//!
+//! Every event starts with an [`EventHeader`]; its `kind` says which struct
+//! follows. Layouts are `#[repr(C)]` with explicit padding so the kernel and
+//! userspace agree byte for byte. Kernel pointers (`sk`, `skaddr`) travel only as
+//! join keys: userspace never exports them.
+#![no_std]
+
+/// Length of `task->comm`.
+pub const COMM_LEN: usize = 16;
+/// Largest payload prefix the kernel copies from one socket syscall. Enough for
+/// a request line plus the headers we read (host, traceparent, b3, x-request-id,
+/// x-gray-tag) in ordinary clients; longer heads are reassembled from several
+/// syscalls' prefixes only when each syscall starts inside the head.
+pub const MAX_PAYLOAD: usize = 1024;
+
+/// Address families as the kernel reports them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// [`TcpRetransmitEvent`]
+    TcpRetransmit = 1,
+    /// [`TcpConnectEvent`]: an active open ended (established or failed).
+    TcpConnect = 2,
+    /// [`TcpStateEvent`]: a socket reached ESTABLISHED passively, or CLOSE.
+    TcpState = 3,
+    /// [`SockOwnerEvent`]: first time a task was seen using a socket.
+    SockOwner = 4,
+    /// [`DataEvent`]: bytes read from or written to a TCP socket.
+    Data = 5,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::TcpRetransmit,
+            2 => Self::TcpConnect,
+            3 => Self::TcpState,
+            4 => Self::SockOwner,
+            5 => Self::Data,
+            _ => return None,
+        })
+    }
+}
+
+/// First bytes of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`] as u32.
+    pub kind: u32,
+    /// Thread id; 0 when the event fired outside task context (softirq).
+    pub pid: u32,
+    /// Process id (tgid); 0 when the event fired outside task context.
+    pub tgid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// cgroup v2 id of the task; 0 outside task context.
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// The 4-tuple of a TCP socket. IPv4 addresses are stored v4-mapped
+/// (`::ffff:a.b.c.d`) so one layout serves both families.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockTuple {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub _pad: u16,
+}
+
+/// One retransmission that the kernel actually sent (`err == 0`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpRetransmitEvent {
+    pub header: EventHeader,
+    /// Join key to the connection table; never exported.
+    pub sk: u64,
+    pub tuple: SockTuple,
+    /// Segments in the retransmitted skb (`tcp_skb_pcount`), which is what the
+    /// kernel adds to `TcpRetransSegs`.
+    pub segs: u32,
+    /// TCP state of the socket when it retransmitted.
+    pub state: u32,
+    /// 1 for `tcp_retransmit_synack`, 0 for `tcp_retransmit_skb`.
+    pub synack: u32,
+    pub _pad: u32,
+}
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    Established = 0,
+    /// RST in answer to the SYN (ECONNREFUSED).
+    Refused = 1,
+    /// SYN retries exhausted (ETIMEDOUT).
+    TimedOut = 2,
+    /// Closed from SYN_SENT for another reason (unreachable, aborted by close()).
+    Other = 3,
+}
+
+impl ConnectOutcome {
+    pub fn from_u32(v: u32) -> Self {
+        match v {
+            0 => Self::Established,
+            1 => Self::Refused,
+            2 => Self::TimedOut,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// An active open that left SYN_SENT. The header's task is the connecting task
+/// (captured when SYN_SENT was entered, which happens in its context).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpConnectEvent {
+    pub header: EventHeader,
+    pub sk: u64,
+    pub tuple: SockTuple,
+    /// SYN_SENT → ESTABLISHED/CLOSE, in nanoseconds.
+    pub duration_ns: u64,
+    /// A [`ConnectOutcome`] as u32.
+    pub outcome: u32,
+    /// The socket error the kernel reported (`inet_sk_error_report`), 0 if none.
+    pub error: u32,
+}
+
+/// Passive open established, or a socket reached CLOSE. Fires in softirq
+/// context too, so the header's task fields may be zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpStateEvent {
+    pub header: EventHeader,
+    pub sk: u64,
+    pub tuple: SockTuple,
+    pub oldstate: u32,
+    pub newstate: u32,
+}
+
+/// The first time a task reads or writes a TCP socket (per socket), so
+/// retransmits that fire in softirq context can be attributed to the owner.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockOwnerEvent {
+    pub header: EventHeader,
+    pub sk: u64,
+}
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Bytes the task read from the socket.
+    Ingress = 0,
+    /// Bytes the task wrote to the socket.
+    Egress = 1,
+}
+
+/// Syscall that moved the bytes of a [`DataEvent`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataSource {
+    Read = 0,
+    Readv = 1,
+    Recvfrom = 2,
+    Recvmsg = 3,
+    Write = 4,
+    Writev = 5,
+    Sendto = 6,
+    Sendmsg = 7,
+    Sendfile = 8,
+    Other = 9,
+}
+
+/// Bytes moved by one socket syscall. Only `captured` bytes of `payload` are
+/// valid, and only they are sent through the ring buffer (the tail of the
+/// struct is not transmitted): `size_of::<DataEvent>() - MAX_PAYLOAD + captured`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataEvent {
+    pub header: EventHeader,
+    pub sk: u64,
+    pub fd: i32,
+    /// A [`Direction`] as u32.
+    pub direction: u32,
+    /// A [`DataSource`] as u32.
+    pub source: u32,
+    /// Bytes the syscall moved (its return value).
+    pub len: u32,
+    /// Bytes of `payload` that are valid (≤ `MAX_PAYLOAD`, ≤ `len`).
+    pub captured: u32,
+    pub _pad: u32,
+    pub payload: [u8; MAX_PAYLOAD],
+}
+
+/// Offset of `payload` in [`DataEvent`]: the fixed part that is always sent.
+pub const DATA_EVENT_FIXED: usize = core::mem::size_of::<DataEvent>() - MAX_PAYLOAD;
+
+/// Kernel struct offsets found in BTF by userspace at start-up and handed to
+/// the probes through the `CONFIG` array map (aya has no CO-RE for Rust probes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    /// `offsetof(struct sk_buff, cb) + offsetof(struct tcp_skb_cb, tcp_gso_segs)`.
+    pub skb_gso_segs: u32,
+    /// 1 once userspace filled this struct; probes fall back to 1 segment per skb otherwise.
+    pub valid: u32,
+}
+
+/// Runtime settings for the probes (single entry of the `CONFIG` array map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProbeConfig {
+    pub offsets: KernelOffsets,
+    /// The agent's own tgid, so its sockets are never traced.
+    pub self_tgid: u32,
+    /// 1 to capture HTTP payloads (`DataEvent`s), 0 for TCP signals only.
+    pub capture_http: u32,
+}
+
+/// Indices of the per-CPU `COUNTERS` array (kernel-side self metrics).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelCounter {
+    /// An event could not be reserved in the ring buffer (consumer too slow).
+    RingbufFull = 0,
+    /// A retransmit tracepoint fired with `err != 0` (not sent, not counted).
+    RetransmitNotSent = 1,
+    /// A probe could not read what it needed (bpf_probe_read failed).
+    ReadFailed = 2,
+}
+pub const KERNEL_COUNTERS: u32 = 8;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for ProbeConfig {}
+}
+
+/// Safe view of the fixed header of a raw event, for userspace decoding.
+pub fn header_of(bytes: &[u8]) -> Option<EventHeader> {
+    if bytes.len() < core::mem::size_of::<EventHeader>() {
+        return None;
+    }
+    // SAFETY: length checked; EventHeader is plain data valid for any bytes.
+    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const EventHeader) })
+}
+
+/// Read a plain-data event of type `T` from the front of `bytes`.
+///
+/// # Safety
+/// `T` must be a `#[repr(C)]` struct of integers and byte arrays (valid for any
+/// bit pattern), as every event here is.
+pub unsafe fn read_event<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < core::mem::size_of::<T>() {
+        return None;
+    }
+    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+}

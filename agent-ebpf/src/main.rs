@@ -1,0 +1,19 @@
+//! sloguard's kernel side: tracepoint programs only (no kprobes/fentry on our
+//! kernels). Collect, filter cheaply, copy a bounded prefix, emit; parsing is
+//! userspace's job.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod tcp;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// GPL: bpf_probe_read_kernel and friends are GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,9 @@
+//! sloguard: the userspace half of an eBPF host agent that turns kernel-observed
+//! TCP and HTTP/1.x traffic into request-level SLO figures, alerts and route
+//! fuses. One module per box of the data flow in DESIGN.md; every module can
+//! be driven by synthetic events without a kernel.
+pub mod clock;
+pub mod config;
+pub mod request;
+pub mod service;
+pub mod tcp_stats;

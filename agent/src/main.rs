@@ -1,0 +1,61 @@
+//! `sloguard` binary: CLI edge; all logic lives in the library.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sloguard::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sloguard",
+    version,
+    about = "eBPF agent: request-level SLOs, alerts and route fusing from kernel tracepoints"
+)]
+struct Cli {
+    /// Config file (YAML). Without it: defaults plus SLOGUARD_* overrides.
+    #[arg(long, short = 'c', global = true, env = "SLOGUARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse and validate a config file, then exit (0 valid, 2 invalid).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+/// Exit code for a config that does not load.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sloguard: {}: {e}", file.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        None => {
+            let loaded = match &cli.config {
+                Some(p) => Config::load(p),
+                None => Config::from_env(),
+            };
+            match loaded {
+                Ok(_cfg) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sloguard: config: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `service_name` of a process: the first config rule that matches (process
+//! name, executable, local port, cgroup path), else the process name.
+use std::collections::HashMap;
+
+use globset::{Glob, GlobMatcher};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesConfig {
+    /// Rules tried in order; the first whose every given condition matches
+    /// names the service. No match: the process name (`comm`).
+    pub rules: Vec<ServiceRule>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceRule {
+    /// The service name to use.
+    pub name: String,
+    /// Glob on the process name (`comm`, 15 characters at most).
+    pub process: Option<String>,
+    /// Glob on the executable path (`/proc/PID/exe`).
+    pub exe: Option<String>,
+    /// Local TCP port of the connection (the listening port for servers).
+    pub port: Option<u16>,
+    /// Glob on the cgroup v2 path (`/proc/PID/cgroup`), e.g. `*/kubepods*/pod1234*`.
+    pub cgroup: Option<String>,
+}
+
+impl ServicesConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, r) in self.rules.iter().enumerate() {
+            let key = |f: &str| format!("services.rules[{i}].{f}");
+            if r.name.trim().is_empty() {
+                return Err(ConfigError::key(key("name"), "must not be empty"));
+            }
+            if r.process.is_none() && r.exe.is_none() && r.port.is_none() && r.cgroup.is_none() {
+                return Err(ConfigError::key(
+                    key("name"),
+                    "rule has no condition (process, exe, port or cgroup)",
+                ));
+            }
+            for (f, g) in [
+                ("process", &r.process),
+                ("exe", &r.exe),
+                ("cgroup", &r.cgroup),
+            ] {
+                if let Some(g) = g {
+                    Glob::new(g).map_err(|e| ConfigError::key(key(f), e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a rule is matched against.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessFacts<'a> {
+    pub comm: &'a str,
+    pub exe: Option<&'a str>,
+    pub cgroup: Option<&'a str>,
+    pub local_port: Option<u16>,
+}
+
+struct CompiledRule {
+    name: String,
+    process: Option<GlobMatcher>,
+    exe: Option<GlobMatcher>,
+    cgroup: Option<GlobMatcher>,
+    port: Option<u16>,
+}
+
+/// Compiled rules plus a per-process cache of what `/proc` says.
+pub struct ServiceResolver {
+    rules: Vec<CompiledRule>,
+    needs_proc: bool,
+    proc_cache: HashMap<u32, ProcInfo>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct ProcInfo {
+    exe: Option<String>,
+    cgroup: Option<String>,
+}
+
+/// Processes remembered at most; cleared wholesale beyond (pids are reused).
+const PROC_CACHE_CAP: usize = 4096;
+
+impl ServiceResolver {
+    /// `cfg` must have passed `validate()`.
+    pub fn new(cfg: &ServicesConfig) -> Self {
+        let m = |g: &Option<String>| {
+            g.as_ref()
+                .and_then(|g| Glob::new(g).ok())
+                .map(|g| g.compile_matcher())
+        };
+        let rules: Vec<CompiledRule> = cfg
+            .rules
+            .iter()
+            .map(|r| CompiledRule {
+                name: r.name.clone(),
+                process: m(&r.process),
+                exe: m(&r.exe),
+                cgroup: m(&r.cgroup),
+                port: r.port,
+            })
+            .collect();
+        let needs_proc = rules.iter().any(|r| r.exe.is_some() || r.cgroup.is_some());
+        Self {
+            rules,
+            needs_proc,
+            proc_cache: HashMap::new(),
+        }
+    }
+
+    /// Pure matching, no `/proc` access.
+    pub fn match_facts(&self, f: &ProcessFacts<'_>) -> String {
+        for r in &self.rules {
+            let ok = r.process.as_ref().is_none_or(|g| g.is_match(f.comm))
+                && r.exe
+                    .as_ref()
+                    .is_none_or(|g| f.exe.is_some_and(|e| g.is_match(e)))
+                && r.cgroup
+                    .as_ref()
+                    .is_none_or(|g| f.cgroup.is_some_and(|c| g.is_match(c)))
+                && r.port.is_none_or(|p| f.local_port == Some(p));
+            if ok {
+                return r.name.clone();
+            }
+        }
+        if f.comm.is_empty() {
+            "unknown".into()
+        } else {
+            f.comm.to_string()
+        }
+    }
+
+    /// Resolve for a live process, reading `/proc/PID/{exe,cgroup}` once per
+    /// pid and only when some rule needs them.
+    pub fn resolve(&mut self, tgid: u32, comm: &str, local_port: Option<u16>) -> String {
+        let info = if self.needs_proc && tgid != 0 {
+            if self.proc_cache.len() >= PROC_CACHE_CAP {
+                self.proc_cache.clear();
+            }
+            self.proc_cache
+                .entry(tgid)
+                .or_insert_with(|| read_proc(tgid))
+                .clone()
+        } else {
+            ProcInfo::default()
+        };
+        self.match_facts(&ProcessFacts {
+            comm,
+            exe: info.exe.as_deref(),
+            cgroup: info.cgroup.as_deref(),
+            local_port,
+        })
+    }
+
+    /// Forget a process (it exited).
+    pub fn forget(&mut self, tgid: u32) {
+        self.proc_cache.remove(&tgid);
+    }
+}
+
+fn read_proc(tgid: u32) -> ProcInfo {
+    let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
+        .ok()
+        .map(|p| p.display().to_string());
+    // cgroup v2: a single line "0::/path".
+    let cgroup = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        });
+    ProcInfo { exe, cgroup }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str) -> ServiceRule {
+        ServiceRule {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_comm_is_the_fallback() {
+        let cfg = ServicesConfig {
+            rules: vec![
+                ServiceRule {
+                    port: Some(8080),
+                    ..rule("api")
+                },
+                ServiceRule {
+                    process: Some("ngin*".into()),
+                    ..rule("gateway")
+                },
+                ServiceRule {
+                    process: Some("nginx".into()),
+                    ..rule("never")
+                },
+            ],
+        };
+        cfg.validate().unwrap();
+        let r = ServiceResolver::new(&cfg);
+        let f = |comm, port| ProcessFacts {
+            comm,
+            local_port: port,
+            ..Default::default()
+        };
+        assert_eq!(r.match_facts(&f("nginx", None)), "gateway");
+        assert_eq!(r.match_facts(&f("nginx", Some(8080))), "api");
+        assert_eq!(r.match_facts(&f("python3", None)), "python3");
+        assert_eq!(r.match_facts(&f("", None)), "unknown");
+    }
+
+    #[test]
+    fn all_conditions_of_a_rule_must_match() {
+        let cfg = ServicesConfig {
+            rules: vec![ServiceRule {
+                process: Some("java".into()),
+                cgroup: Some("*/payments/*".into()),
+                ..rule("payments")
+            }],
+        };
+        let r = ServiceResolver::new(&cfg);
+        let mut f = ProcessFacts {
+            comm: "java",
+            ..Default::default()
+        };
+        assert_eq!(r.match_facts(&f), "java");
+        f.cgroup = Some("/system.slice/payments/x.scope");
+        assert_eq!(r.match_facts(&f), "payments");
+    }
+
+    #[test]
+    fn invalid_rules_name_the_key() {
+        let bad = ServicesConfig {
+            rules: vec![rule("x")],
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("services.rules[0].name")
+        );
+        let bad = ServicesConfig {
+            rules: vec![ServiceRule {
+                process: Some("[".into()),
+                ..rule("x")
+            }],
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("services.rules[0].process")
+        );
+    }
+}
