@@ -1,0 +1,2 @@
+//! Alerts: what the detectors raise ([`model`]) and their delivery.
+pub mod model;

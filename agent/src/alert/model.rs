@@ -1,0 +1,86 @@
+//! The contract between the detectors (`slo`) and delivery/fusing (`alert`,
+//! `fuse`): one [`AlertEvent`] per state change or re-send of an alert.
+use std::time::{Duration, SystemTime};
+
+use crate::route::RouteKey;
+
+/// The alerts sloguard raises; `alertname` label values are fixed by DESIGN.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AlertKind {
+    /// L1: P99 above its SLO target (warning, notify only).
+    P99Breach,
+    /// L2: P99 spike together with a 5xx burst (critical, fuse).
+    P99SpikeWith5xxBurst,
+    /// A gray tag much worse than stable (warning).
+    GrayRollback,
+}
+
+impl AlertKind {
+    pub fn alertname(self) -> &'static str {
+        match self {
+            AlertKind::P99Breach => "SloguardP99Breach",
+            AlertKind::P99SpikeWith5xxBurst => "SloguardP99SpikeWith5xxBurst",
+            AlertKind::GrayRollback => "SloguardGrayRollback",
+        }
+    }
+
+    pub fn severity(self) -> &'static str {
+        match self {
+            AlertKind::P99SpikeWith5xxBurst => "critical",
+            AlertKind::P99Breach | AlertKind::GrayRollback => "warning",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+/// Figures of the period(s) that fired or resolved the alert.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertFigures {
+    pub requests: u64,
+    pub errors_5xx: u64,
+    pub error_ratio: f64,
+    pub p99: Duration,
+    pub slo_p99: Duration,
+    pub slo_error_ratio: f64,
+    /// Baseline of the route's P99 (median, MAD) over healthy periods.
+    pub baseline_median: Option<Duration>,
+    pub baseline_mad: Option<Duration>,
+    /// Periods in a row the condition held.
+    pub periods: u32,
+}
+
+/// What the kernel saw on the route's connections in the same periods.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelEvidence {
+    pub retransmitted_segments: u64,
+    /// Requests on the route whose connection retransmitted during the request.
+    pub requests_with_retransmits: u64,
+    pub connect_failures: u64,
+    pub connect_p99: Option<Duration>,
+    /// The remote endpoint with the most retransmits, if any (`ip:port`).
+    pub top_retransmit_peer: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertEvent {
+    pub kind: AlertKind,
+    pub status: AlertStatus,
+    pub route: RouteKey,
+    /// Gray tag the alert is about (`""` for all traffic of the route).
+    pub gray_tag: String,
+    pub starts_at: SystemTime,
+    /// Set when resolved.
+    pub ends_at: Option<SystemTime>,
+    pub figures: AlertFigures,
+    pub evidence: KernelEvidence,
+    /// Up to a few trace ids of slow or failed requests in the firing periods.
+    pub sample_trace_ids: Vec<String>,
+    /// One line for humans, e.g. "P99 spike coincides with 4.1 % retransmitted
+    /// segments to 10.0.3.7:5432".
+    pub diagnosis: String,
+}
