@@ -84,3 +84,15 @@ pub struct AlertEvent {
     /// segments to 10.0.3.7:5432".
     pub diagnosis: String,
 }
+
+/// The SLO engine's verdict on one route for one closed period; the fuse
+/// machine uses it to leave `half_open` (healthy) or re-open (unhealthy).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteVerdict {
+    pub route: RouteKey,
+    pub period_end: SystemTime,
+    pub requests: u64,
+    /// False when the period breached the route's SLO (P99 or error ratio)
+    /// with at least the minimum volume.
+    pub healthy: bool,
+}
