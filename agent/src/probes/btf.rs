@@ -1,0 +1,75 @@
+//! Kernel struct offsets the probes need, read from the running kernel's BTF
+//! (aya has no CO-RE for Rust probes, so userspace resolves them and hands
+//! them over in the CONFIG map).
+use agent_common::KernelOffsets;
+use btf_rs::{Btf, Type};
+
+use super::ProbeError;
+
+/// Offsets for this kernel, from `/sys/kernel/btf/vmlinux`.
+pub fn kernel_offsets() -> Result<KernelOffsets, ProbeError> {
+    let btf =
+        Btf::from_file("/sys/kernel/btf/vmlinux").map_err(|e| ProbeError::Btf(e.to_string()))?;
+    let cb = member_offset(&btf, "sk_buff", "cb")?;
+    let segs = member_offset(&btf, "tcp_skb_cb", "tcp_gso_segs")?;
+    Ok(KernelOffsets {
+        skb_gso_segs: cb + segs,
+        valid: 1,
+    })
+}
+
+/// Byte offset of `member` in `struct name`, searching anonymous
+/// struct/union members recursively (`tcp_gso_segs` sits in one).
+pub fn member_offset(btf: &Btf, name: &str, member: &str) -> Result<u32, ProbeError> {
+    let types = btf
+        .resolve_types_by_name(name)
+        .map_err(|e| ProbeError::Btf(format!("{name}: {e}")))?;
+    for t in types {
+        if let Type::Struct(s) = t {
+            if let Some(bits) = find_member(btf, &s, member, 0) {
+                return Ok(bits / 8);
+            }
+        }
+    }
+    Err(ProbeError::Btf(format!(
+        "struct {name} has no member {member}"
+    )))
+}
+
+fn find_member(btf: &Btf, s: &btf_rs::Struct, member: &str, base_bits: u32) -> Option<u32> {
+    for m in &s.members {
+        let off = base_bits + m.bit_offset();
+        let mname = btf.resolve_name(m).unwrap_or_default();
+        if mname == member {
+            return Some(off);
+        }
+        if mname.is_empty() {
+            // Anonymous struct or union: look inside.
+            if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m) {
+                if let Some(o) = find_member(btf, &inner, member, off) {
+                    return Some(o);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_gso_segs_in_this_kernel() {
+        if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+            assert!(std::env::var_os("CI").is_none(), "CI needs kernel BTF");
+            eprintln!("skipped: no /sys/kernel/btf/vmlinux");
+            return;
+        }
+        let o = kernel_offsets().unwrap();
+        assert_eq!(o.valid, 1);
+        // cb is 40 bytes into sk_buff on every x86_64 kernel since 4.x; gso_segs
+        // follows seq/end_seq (8 bytes) in tcp_skb_cb.
+        assert_eq!(o.skb_gso_segs, 40 + 8, "{o:?}");
+    }
+}

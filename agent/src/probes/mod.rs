@@ -1,0 +1,213 @@
+//! Loading and attaching the eBPF object, and reading what it reports.
+//!
+//! Everything that can go wrong here is an environment problem an operator
+//! must fix, so each error says in one line what to do.
+mod btf;
+pub mod programs;
+
+use std::path::Path;
+
+use agent_common::{KERNEL_COUNTERS, KernelCounter, ProbeConfig};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+
+use crate::config::ProbesConfig;
+
+pub use btf::kernel_offsets;
+
+/// The eBPF object built by `agent/build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "no kernel BTF at /sys/kernel/btf/vmlinux: sloguard needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux >= 6.3)"
+    )]
+    NoBtf,
+    #[error("cannot read kernel BTF: {0}")]
+    Btf(String),
+    #[error(
+        "not permitted to load eBPF programs ({0}): run as root, or grant CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE (see README, Requirements)"
+    )]
+    NotPermitted(String),
+    #[error(
+        "tracefs is not available at {path} and could not be mounted ({reason}): run `mount -t tracefs nodev {path}`"
+    )]
+    Tracefs { path: String, reason: String },
+    #[error("loading the eBPF object failed: {0}")]
+    Load(String),
+    #[error("attaching {program} to tracepoint {category}:{name} failed: {reason}")]
+    Attach {
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+        reason: String,
+    },
+    #[error("eBPF map {0} is missing or has the wrong type")]
+    Map(&'static str),
+}
+
+/// Loaded and attached probes. Dropping this detaches every program.
+pub struct Probes {
+    ebpf: aya::Ebpf,
+    attached: usize,
+}
+
+impl Probes {
+    /// Check the environment, load the object, hand it its config and attach
+    /// every tracepoint program.
+    pub fn load(cfg: &ProbesConfig) -> Result<Self, ProbeError> {
+        if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+            return Err(ProbeError::NoBtf);
+        }
+        ensure_tracefs(&cfg.tracefs)?;
+        let offsets = kernel_offsets()?;
+        let mut ebpf = aya::Ebpf::load(EBPF_OBJECT).map_err(|e| classify_load(&e.to_string()))?;
+
+        let probe_cfg = ProbeConfig {
+            offsets,
+            self_tgid: std::process::id(),
+            capture_http: cfg.capture_http as u32,
+        };
+        {
+            let map = ebpf.map_mut("CONFIG").ok_or(ProbeError::Map("CONFIG"))?;
+            let mut arr: Array<_, ProbeConfig> =
+                Array::try_from(map).map_err(|_| ProbeError::Map("CONFIG"))?;
+            arr.set(0, probe_cfg, 0)
+                .map_err(|e| classify_load(&e.to_string()))?;
+        }
+
+        let mut attached = 0;
+        for p in programs::TRACEPOINTS {
+            if p.http && !cfg.capture_http {
+                continue;
+            }
+            let attach_err = |reason: String| ProbeError::Attach {
+                program: p.program,
+                category: p.category,
+                name: p.name,
+                reason,
+            };
+            let prog: &mut TracePoint = ebpf
+                .program_mut(p.program)
+                .ok_or_else(|| attach_err("program not in the eBPF object".into()))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
+            prog.load()
+                .map_err(|e| match classify_load(&format!("{e:?}")) {
+                    ProbeError::NotPermitted(m) => ProbeError::NotPermitted(m),
+                    _ => attach_err(format!("verifier/load: {e:?}")),
+                })?;
+            prog.attach(p.category, p.name)
+                .map_err(|e| attach_err(e.to_string()))?;
+            attached += 1;
+        }
+        Ok(Self { ebpf, attached })
+    }
+
+    /// Number of attached programs (readiness).
+    pub fn attached(&self) -> usize {
+        self.attached
+    }
+
+    /// The event ring buffer; can be taken once.
+    pub fn take_ring_buffer(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::Map("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|_| ProbeError::Map("EVENTS"))
+    }
+
+    /// Kernel-side counters summed over CPUs, indexed by [`KernelCounter`].
+    pub fn kernel_counters(&self) -> Result<[u64; KERNEL_COUNTERS as usize], ProbeError> {
+        let map = self
+            .ebpf
+            .map("COUNTERS")
+            .ok_or(ProbeError::Map("COUNTERS"))?;
+        let arr: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|_| ProbeError::Map("COUNTERS"))?;
+        let mut out = [0u64; KERNEL_COUNTERS as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = arr.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn kernel_counter(&self, c: KernelCounter) -> u64 {
+        self.kernel_counters().map(|a| a[c as usize]).unwrap_or(0)
+    }
+}
+
+fn classify_load(msg: &str) -> ProbeError {
+    if msg.contains("EPERM")
+        || msg.contains("Operation not permitted")
+        || msg.contains("permission denied")
+    {
+        ProbeError::NotPermitted(msg.to_string())
+    } else {
+        ProbeError::Load(msg.to_string())
+    }
+}
+
+/// aya finds tracepoint ids through tracefs, which this kernel does not mount
+/// at boot.
+fn ensure_tracefs(path: &str) -> Result<(), ProbeError> {
+    let marker = Path::new(path).join("events");
+    if marker.exists() {
+        return Ok(());
+    }
+    // Older layouts expose tracefs under debugfs; aya checks that too.
+    if Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return Ok(());
+    }
+    let err = |reason: String| ProbeError::Tracefs {
+        path: path.to_string(),
+        reason,
+    };
+    let c_path = std::ffi::CString::new(path).map_err(|e| err(e.to_string()))?;
+    // SAFETY: valid NUL-terminated strings; null data is allowed for tracefs.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c_path.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(err(std::io::Error::last_os_error().to_string()));
+    }
+    if !marker.exists() {
+        return Err(err("mounted, but it has no events/ directory".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads the real object into this kernel: needs root (or CAP_BPF+PERFMON).
+    #[test]
+    fn loads_and_attaches_every_tracepoint() {
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            eprintln!("skipped: not root");
+            return;
+        }
+        let cfg = ProbesConfig::default();
+        let mut p = Probes::load(&cfg).expect("load");
+        let want = programs::TRACEPOINTS
+            .iter()
+            .filter(|t| cfg.capture_http || !t.http)
+            .count();
+        assert_eq!(p.attached(), want);
+        p.take_ring_buffer().expect("ring buffer");
+        assert!(p.take_ring_buffer().is_err(), "taken twice");
+        assert_eq!(p.kernel_counters().unwrap().len(), KERNEL_COUNTERS as usize);
+    }
+}
