@@ -5,6 +5,10 @@
 pub mod alert;
 pub mod clock;
 pub mod config;
+pub mod conn;
+pub mod events;
+pub mod metrics;
+pub mod pipeline;
 pub mod probes;
 pub mod request;
 pub mod route;

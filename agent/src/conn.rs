@@ -1,0 +1,167 @@
+//! The connection table: what the agent knows about each live TCP socket,
+//! keyed by the kernel socket pointer (a join key that never leaves the
+//! agent). Events in softirq context (retransmits) carry no useful task, so
+//! they are attributed through the owner recorded here.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Which end the traced process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The process connected (active open).
+    Client,
+    /// The process accepted (passive open).
+    Server,
+}
+
+/// The task that owns a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub tgid: u32,
+    pub comm: Arc<str>,
+    pub cgroup_id: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub owner: Option<Owner>,
+    /// Resolved `service_name`, cached once the owner is known.
+    pub service: Option<Arc<str>>,
+    pub role: Option<Role>,
+    /// SYN_SENT → ESTABLISHED, for connections the process opened.
+    pub connect_ns: Option<u64>,
+    /// Retransmitted segments so far (cumulative, for per-request deltas).
+    pub retrans_segs: u64,
+    pub last_seen_ns: u64,
+}
+
+impl ConnInfo {
+    fn new(now_ns: u64) -> Self {
+        Self {
+            local: None,
+            remote: None,
+            owner: None,
+            service: None,
+            role: None,
+            connect_ns: None,
+            retrans_segs: 0,
+            last_seen_ns: now_ns,
+        }
+    }
+
+    /// Role if known, else a guess from the ports: a local port outside the
+    /// ephemeral range facing an ephemeral remote port is a server socket.
+    pub fn role_or_guess(&self) -> Role {
+        if let Some(r) = self.role {
+            return r;
+        }
+        match (self.local, self.remote) {
+            (Some(l), Some(r)) if l.port() < 32768 && r.port() >= 32768 => Role::Server,
+            _ => Role::Client,
+        }
+    }
+}
+
+/// Bounded table of live connections.
+pub struct ConnTable {
+    map: HashMap<u64, ConnInfo>,
+    cap: usize,
+    evicted: u64,
+}
+
+impl ConnTable {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::with_capacity(cap.min(4096)),
+            cap: cap.max(16),
+            evicted: 0,
+        }
+    }
+
+    pub fn get(&self, sk: u64) -> Option<&ConnInfo> {
+        self.map.get(&sk)
+    }
+
+    /// The entry for `sk`, created if new (evicting the least recently seen
+    /// eighth of the table when full).
+    pub fn entry(&mut self, sk: u64, now_ns: u64) -> &mut ConnInfo {
+        if !self.map.contains_key(&sk) && self.map.len() >= self.cap {
+            self.evict(now_ns);
+        }
+        let e = self.map.entry(sk).or_insert_with(|| ConnInfo::new(now_ns));
+        e.last_seen_ns = e.last_seen_ns.max(now_ns);
+        e
+    }
+
+    pub fn entry_if_present(&mut self, sk: u64) -> Option<&mut ConnInfo> {
+        self.map.get_mut(&sk)
+    }
+
+    pub fn remove(&mut self, sk: u64) -> Option<ConnInfo> {
+        self.map.remove(&sk)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Entries dropped because the table was full (their sockets are still
+    /// alive; later events re-create them with less context).
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    fn evict(&mut self, _now_ns: u64) {
+        // Amortised O(1): one O(n) pass frees an eighth of the table.
+        let mut ages: Vec<u64> = self.map.values().map(|c| c.last_seen_ns).collect();
+        let k = (self.map.len() / 8).max(1);
+        let (_, cutoff, _) = ages.select_nth_unstable(k - 1);
+        let cutoff = *cutoff;
+        let before = self.map.len();
+        let mut budget = k;
+        self.map.retain(|_, c| {
+            if budget > 0 && c.last_seen_ns <= cutoff {
+                budget -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.evicted += (before - self.map.len()) as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_stays_bounded_and_evicts_oldest() {
+        let mut t = ConnTable::new(64);
+        for sk in 0..1000u64 {
+            t.entry(sk, sk);
+        }
+        assert!(t.len() <= 64);
+        assert!(t.evicted() >= 936);
+        // The newest entry survives.
+        assert!(t.get(999).is_some());
+        assert!(t.get(0).is_none());
+    }
+
+    #[test]
+    fn role_guess_uses_ephemeral_ports() {
+        let mut c = ConnInfo::new(0);
+        c.local = Some("127.0.0.1:8080".parse().unwrap());
+        c.remote = Some("127.0.0.1:45000".parse().unwrap());
+        assert_eq!(c.role_or_guess(), Role::Server);
+        c.role = Some(Role::Client);
+        assert_eq!(c.role_or_guess(), Role::Client);
+    }
+}

@@ -1,0 +1,377 @@
+//! The Prometheus endpoint: `/metrics` (OpenMetrics with exemplars when the
+//! scraper asks for it, Prometheus text 0.0.4 otherwise), `/healthz`,
+//! `/readyz`, and the agent's own metrics.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Why an event was lost (label `reason` of `sloguard_events_lost_total`).
+pub mod lost {
+    /// The kernel could not reserve ring-buffer space (consumer too slow).
+    pub const RINGBUF_FULL: &str = "ringbuf_full";
+    /// The reader's channel to the pipeline was full.
+    pub const CHANNEL_FULL: &str = "channel_full";
+    /// A record that did not decode.
+    pub const DECODE_ERROR: &str = "decode_error";
+}
+
+/// The agent's own health metrics.
+#[derive(Clone, Default)]
+pub struct SelfMetrics {
+    pub events: Family<KindLabels, Counter>,
+    pub lost: Family<ReasonLabels, Counter>,
+    pub connections: Gauge,
+    pub connections_evicted: Counter,
+    pub probes_attached: Gauge,
+}
+
+impl SelfMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "sloguard_events",
+            "Kernel events received, by kind",
+            self.events.clone(),
+        );
+        registry.register(
+            "sloguard_events_lost",
+            "Kernel events lost before processing, by reason",
+            self.lost.clone(),
+        );
+        registry.register(
+            "sloguard_connections",
+            "TCP connections in the agent's connection table",
+            self.connections.clone(),
+        );
+        registry.register(
+            "sloguard_connections_evicted",
+            "Connection-table entries evicted because the table was full",
+            self.connections_evicted.clone(),
+        );
+        registry.register(
+            "sloguard_probes_attached",
+            "eBPF programs attached to tracepoints",
+            self.probes_attached.clone(),
+        );
+        // Pre-create the lost series so a scrape shows zeros, not absence.
+        for r in [lost::RINGBUF_FULL, lost::CHANNEL_FULL, lost::DECODE_ERROR] {
+            let _ = self.lost.get_or_create(&ReasonLabels { reason: r });
+        }
+        for k in crate::events::ALL_KINDS {
+            let _ = self.events.get_or_create(&KindLabels {
+                kind: crate::events::kind_label(k),
+            });
+        }
+        registry.register(
+            "sloguard_build",
+            "sloguard build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register_collector(Box::new(ProcessCollector));
+    }
+}
+
+/// `process_*` metrics of this process, read from /proc at scrape time.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(p) = read_proc_self() else {
+            return Ok(());
+        };
+        let c = ConstCounter::new(p.cpu_seconds);
+        c.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "Total user and system CPU time spent",
+            Some(&Unit::Seconds),
+            c.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(p.rss_bytes as i64);
+        g.encode(encoder.encode_descriptor(
+            "process_resident_memory",
+            "Resident memory size",
+            Some(&Unit::Bytes),
+            g.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(p.start_time_secs);
+        g.encode(encoder.encode_descriptor(
+            "process_start_time",
+            "Start time of the process since the Unix epoch",
+            Some(&Unit::Seconds),
+            g.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+pub struct ProcSelf {
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+    pub start_time_secs: f64,
+}
+
+/// CPU time, RSS and start time of this process.
+pub fn read_proc_self() -> Option<ProcSelf> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the `(comm)` that may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    let start_ticks: f64 = f.get(19)?.parse().ok()?;
+    let rss_pages: u64 = f.get(21)?.parse().ok()?;
+    let btime = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })?;
+    Some(ProcSelf {
+        cpu_seconds: (utime + stime) / tick,
+        rss_bytes: rss_pages * page,
+        start_time_secs: btime + start_ticks / tick,
+    })
+}
+
+/// Shared state of the HTTP endpoint.
+#[derive(Clone)]
+pub struct MetricsState {
+    pub registry: Arc<Registry>,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Serve `/metrics`, `/healthz`, `/readyz` until `shutdown` resolves.
+pub async fn serve(
+    listen: SocketAddr,
+    state: MetricsState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    serve_on(listener, state, shutdown).await
+}
+
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: MetricsState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn ready_handler(State(s): State<MetricsState>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "probes not attached yet\n").into_response()
+    }
+}
+
+async fn metrics_handler(State(s): State<MetricsState>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let mut body = String::with_capacity(16 * 1024);
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &s.registry) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding failed: {e}\n"),
+        )
+            .into_response();
+    }
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            openmetrics_to_prometheus(&body),
+        )
+            .into_response()
+    }
+}
+
+/// Rewrite OpenMetrics text as Prometheus text format 0.0.4: counters are
+/// typed under their `_total` name, `info` becomes a gauge named `_info`,
+/// exemplars, `# UNIT` and `# EOF` go (0.0.4 parsers reject them).
+pub fn openmetrics_to_prometheus(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut pending_help: Option<(&str, &str)> = None;
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            pending_help = Some((name, text));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (name, ty) = match ty {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_string(), ty),
+                _ => (name.to_string(), "untyped"),
+            };
+            if let Some((_, text)) = pending_help.take() {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {ty}\n"));
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let sample = match line.find(" # {") {
+            Some(i) => &line[..i],
+            None => line,
+        };
+        out.push_str(sample);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::histogram::Histogram;
+
+    fn sample_registry() -> Registry {
+        let mut r = Registry::default();
+        let m = SelfMetrics::default();
+        m.register(&mut r);
+        m.events
+            .get_or_create(&KindLabels { kind: "data" })
+            .inc_by(3);
+        let h = Histogram::new([0.1, 1.0]);
+        h.observe(0.5);
+        r.register_with_unit("demo_duration", "demo", Unit::Seconds, h);
+        r
+    }
+
+    #[test]
+    fn prometheus_text_has_typed_totals_and_no_openmetrics_markers() {
+        let mut om = String::new();
+        prometheus_client::encoding::text::encode(&mut om, &sample_registry()).unwrap();
+        assert!(om.contains("# EOF"));
+        let text = openmetrics_to_prometheus(&om);
+        assert!(
+            text.contains("# TYPE sloguard_events_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sloguard_events_total{kind=\"data\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE sloguard_build_info gauge"), "{text}");
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn exemplars_are_stripped_for_prometheus_text() {
+        let om = "# TYPE x histogram\nx_bucket{le=\"1.0\"} 1 # {trace_id=\"ab\"} 0.5\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_prometheus(om),
+            "# TYPE x histogram\nx_bucket{le=\"1.0\"} 1\n"
+        );
+    }
+
+    /// promtool is the reference parser; the test needs it in CI.
+    #[test]
+    fn promtool_accepts_both_formats() {
+        let Some(promtool) = which("promtool") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs promtool (cargo xtask setup)"
+            );
+            eprintln!("skipped: promtool not installed");
+            return;
+        };
+        let mut om = String::new();
+        prometheus_client::encoding::text::encode(&mut om, &sample_registry()).unwrap();
+        for body in [openmetrics_to_prometheus(&om)] {
+            let out = promtool_check(&promtool, &body);
+            assert!(out.0, "promtool rejected:\n{}\n---\n{body}", out.1);
+        }
+    }
+
+    pub(crate) fn which(bin: &str) -> Option<std::path::PathBuf> {
+        std::env::var_os("PATH")?
+            .to_str()?
+            .split(':')
+            .map(|d| std::path::Path::new(d).join(bin))
+            .find(|p| p.exists())
+    }
+
+    pub(crate) fn promtool_check(promtool: &std::path::Path, body: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn promtool");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
