@@ -100,6 +100,9 @@ pub struct ProbesConfig {
     /// Capacity of the channel between the ring-buffer reader and the
     /// pipeline; when full the reader drops and counts (never blocks).
     pub channel_capacity: usize,
+    /// Size of the kernel ring buffer in bytes: a power of two, at least one
+    /// page. When it is full the kernel drops events and counts them.
+    pub ring_buffer_bytes: u32,
 }
 
 impl Default for ProbesConfig {
@@ -108,6 +111,7 @@ impl Default for ProbesConfig {
             capture_http: true,
             tracefs: "/sys/kernel/tracing".into(),
             channel_capacity: 65_536,
+            ring_buffer_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -176,6 +180,13 @@ impl Config {
             return Err(ConfigError::key(
                 "probes.channel_capacity",
                 "must be at least 1",
+            ));
+        }
+        let rb = self.probes.ring_buffer_bytes;
+        if !rb.is_power_of_two() || rb < 4096 {
+            return Err(ConfigError::key(
+                "probes.ring_buffer_bytes",
+                format!("{rb} is not a power of two of at least 4096"),
             ));
         }
         self.services.validate()?;
@@ -301,8 +312,39 @@ mod tests {
     }
 
     #[test]
+    fn ring_buffer_must_be_a_power_of_two() {
+        let e = parse("probes:\n  ring_buffer_bytes: 5000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("probes.ring_buffer_bytes"), "{e}");
+    }
+
+    #[test]
     fn bad_log_level_names_key() {
         let e = parse("log:\n  level: \"=[\"\n").unwrap_err().to_string();
         assert!(e.contains("log.level"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod reference_file {
+    use super::*;
+
+    /// The commented reference file and the compiled-in defaults are one
+    /// source of truth: same keys, same values.
+    #[test]
+    fn reference_file_equals_compiled_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sloguard.yaml");
+        let text = std::fs::read_to_string(path).expect("config/sloguard.yaml");
+        let file: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let defaults = serde_yaml_ng::to_value(Config::default()).unwrap();
+        assert_eq!(
+            file,
+            defaults,
+            "config/sloguard.yaml differs from Config::default(); defaults serialise as:\n{}",
+            serde_yaml_ng::to_string(&Config::default()).unwrap()
+        );
+        let parsed = Config::from_yaml_with_env(&text, Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(parsed, Config::default());
     }
 }

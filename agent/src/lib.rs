@@ -12,5 +12,6 @@ pub mod pipeline;
 pub mod probes;
 pub mod request;
 pub mod route;
+pub mod runtime;
 pub mod service;
 pub mod tcp_stats;

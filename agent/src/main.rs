@@ -30,6 +30,22 @@ enum Command {
 
 /// Exit code for a config that does not load.
 const EXIT_CONFIG: u8 = 2;
+/// Exit code for an environment problem at start (privileges, BTF, tracefs, port).
+const EXIT_RUNTIME: u8 = 1;
+
+fn init_logging(cfg: &Config) {
+    use sloguard::config::LogFormat;
+    // validate() already checked the filter parses.
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -49,11 +65,21 @@ fn main() -> ExitCode {
                 Some(p) => Config::load(p),
                 None => Config::from_env(),
             };
-            match loaded {
-                Ok(_cfg) => ExitCode::SUCCESS,
+            let cfg = match loaded {
+                Ok(cfg) => cfg,
                 Err(e) => {
                     eprintln!("sloguard: config: {e}");
-                    ExitCode::from(EXIT_CONFIG)
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            init_logging(&cfg);
+            match sloguard::runtime::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // One line saying what to do, not a backtrace.
+                    tracing::error!("{e}");
+                    eprintln!("sloguard: {e}");
+                    ExitCode::from(EXIT_RUNTIME)
                 }
             }
         }

@@ -62,7 +62,10 @@ impl Probes {
         }
         ensure_tracefs(&cfg.tracefs)?;
         let offsets = kernel_offsets()?;
-        let mut ebpf = aya::Ebpf::load(EBPF_OBJECT).map_err(|e| classify_load(&e.to_string()))?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .set_max_entries("EVENTS", cfg.ring_buffer_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| classify_load(&e.to_string()))?;
 
         let probe_cfg = ProbeConfig {
             offsets,
@@ -179,7 +182,15 @@ fn ensure_tracefs(path: &str) -> Result<(), ProbeError> {
         )
     };
     if rc != 0 {
-        return Err(err(std::io::Error::last_os_error().to_string()));
+        let e = std::io::Error::last_os_error();
+        // Without privileges the mount point is unreadable too: that is a
+        // privilege problem, not a missing tracefs.
+        if e.raw_os_error() == Some(libc::EPERM) {
+            return Err(ProbeError::NotPermitted(format!(
+                "cannot see or mount tracefs at {path}"
+            )));
+        }
+        return Err(err(e.to_string()));
     }
     if !marker.exists() {
         return Err(err("mounted, but it has no events/ directory".into()));

@@ -1,0 +1,68 @@
+//! What a test needs from the machine. In CI (`CI` set) a missing capability
+//! or tool is a failure; elsewhere the test is skipped with the reason.
+
+/// True when running under CI.
+pub fn ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// Returns false (skip) or panics (CI) when `ok` is false.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if ci() {
+        panic!("required in CI: {what}");
+    }
+    eprintln!("SKIPPED: {what}");
+    false
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Root plus kernel BTF: what loading the probes needs.
+pub fn require_kernel() -> bool {
+    require(
+        is_root(),
+        "root (CAP_BPF, CAP_PERFMON) to load eBPF programs",
+    ) && require(
+        std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "kernel BTF at /sys/kernel/btf/vmlinux",
+    )
+}
+
+/// Path of a program on PATH.
+pub fn which(bin: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(bin))
+        .find(|p| p.is_file())
+}
+
+pub fn require_tool(bin: &str) -> bool {
+    require(
+        which(bin).is_some(),
+        &format!("`{bin}` on PATH (cargo xtask setup installs it)"),
+    )
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The workspace's target directory.
+pub fn target_dir() -> std::path::PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => d.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+    }
+}

@@ -1,0 +1,127 @@
+//! The CLI contract: config errors name the key and exit 2; environment
+//! problems give one clear line and exit 1; `--help` everywhere.
+use tests::agent::{run_cli, sloguard_bin};
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn check_config_accepts_a_valid_file() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(
+        &d,
+        "ok.yaml",
+        "log:\n  level: debug\nmetrics:\n  listen: 127.0.0.1:9999\n",
+    );
+    let (code, err) = run_cli(&["check-config", &f]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn shipped_default_config_is_valid() {
+    let f = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sloguard.yaml");
+    let (code, err) = run_cli(&["check-config", f]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn bad_yaml_unknown_key_and_bad_value_exit_2_naming_the_problem() {
+    let d = tempfile::tempdir().unwrap();
+    let cases = [
+        ("bad.yaml", "metrics: [unclosed\n", "YAML"),
+        (
+            "unknown.yaml",
+            "metrics:\n  listne: 127.0.0.1:1\n",
+            "listne",
+        ),
+        (
+            "value.yaml",
+            "metrics:\n  listen: nowhere\n",
+            "metrics.listen",
+        ),
+        (
+            "range.yaml",
+            "probes:\n  ring_buffer_bytes: 1000\n",
+            "probes.ring_buffer_bytes",
+        ),
+        (
+            "type.yaml",
+            "tcp:\n  max_remote_endpoints: lots\n",
+            "tcp.max_remote_endpoints",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let f = write(&d, name, text);
+        for args in [
+            vec!["check-config", f.as_str()],
+            vec!["--config", f.as_str()],
+        ] {
+            let (code, err) = run_cli(&args);
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(
+                err.contains(needle),
+                "{args:?}: expected {needle:?} in {err:?}"
+            );
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+        }
+    }
+}
+
+#[test]
+fn env_override_errors_name_the_variable() {
+    let out = std::process::Command::new(sloguard_bin())
+        .env("SLOGUARD_METRICS__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("metrics.listen"), "{err}");
+}
+
+#[test]
+fn help_on_everything() {
+    for args in [vec!["--help"], vec!["check-config", "--help"]] {
+        let out = std::process::Command::new(sloguard_bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
+
+/// Without privileges the agent says what to do in one line and exits 1.
+#[test]
+fn missing_privileges_give_one_clear_line() {
+    use std::os::unix::process::CommandExt;
+    if !tests::env::require(
+        tests::env::is_root(),
+        "root, to drop to an unprivileged user",
+    ) {
+        return;
+    }
+    let port = tests::env::free_port();
+    let out = std::process::Command::new(sloguard_bin())
+        .env("SLOGUARD_METRICS__LISTEN", format!("127.0.0.1:{port}"))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("CAP_BPF") && last.starts_with("sloguard: "),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
