@@ -47,6 +47,7 @@ pub struct Config {
     pub probes: ProbesConfig,
     pub services: crate::service::ServicesConfig,
     pub tcp: crate::tcp_stats::TcpConfig,
+    pub otlp: crate::otlp::OtlpConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +192,7 @@ impl Config {
         }
         self.services.validate()?;
         self.tcp.validate()?;
+        self.otlp.validate()?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod conn;
 pub mod events;
 pub mod metrics;
+pub mod otlp;
 pub mod pipeline;
 pub mod probes;
 pub mod request;

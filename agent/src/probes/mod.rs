@@ -63,7 +63,7 @@ impl Probes {
         ensure_tracefs(&cfg.tracefs)?;
         let offsets = kernel_offsets()?;
         let mut ebpf = aya::EbpfLoader::new()
-            .set_max_entries("EVENTS", cfg.ring_buffer_bytes)
+            .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| classify_load(&e.to_string()))?;
 
