@@ -48,6 +48,7 @@ pub struct Config {
     pub services: crate::service::ServicesConfig,
     pub tcp: crate::tcp_stats::TcpConfig,
     pub otlp: crate::otlp::OtlpConfig,
+    pub request_logs: crate::reqlog::RequestLogConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +194,7 @@ impl Config {
         self.services.validate()?;
         self.tcp.validate()?;
         self.otlp.validate()?;
+        self.request_logs.validate()?;
         Ok(())
     }
 

@@ -11,6 +11,8 @@ pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
 pub mod probes;
+pub mod red;
+pub mod reqlog;
 pub mod request;
 pub mod route;
 pub mod runtime;

@@ -274,7 +274,7 @@ pub fn openmetrics_to_prometheus(om: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use prometheus_client::metrics::histogram::Histogram;
 

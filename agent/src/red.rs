@@ -1,0 +1,164 @@
+//! RED metrics per route in OpenTelemetry semantic conventions:
+//! `http_server_request_duration_seconds` and
+//! `http_client_request_duration_seconds`. Request and error rates derive
+//! from their `_count` by status code. Each bucket keeps the trace id of a
+//! request it counted as an OpenMetrics exemplar, so a slow bucket leads to
+//! a real trace.
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::request::Side;
+use crate::route::RouteKey;
+
+/// Seconds. Dense around common SLO targets (100 ms, 250 ms, 500 ms, the
+/// default 800 ms, 1 s) so `histogram_quantile` and burn rates are sharp
+/// where they matter; 1 ms to 10 s.
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.8, 1.0, 1.5, 2.5, 5.0, 7.5, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedLabels {
+    pub service_name: Arc<str>,
+    pub http_request_method: Arc<str>,
+    pub http_route: Arc<str>,
+    pub http_response_status_code: u16,
+    pub gray_tag: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    pub trace_id: String,
+}
+
+type DurationFamily = Family<
+    RedLabels,
+    HistogramWithExemplars<TraceExemplar>,
+    fn() -> HistogramWithExemplars<TraceExemplar>,
+>;
+
+fn new_histogram() -> HistogramWithExemplars<TraceExemplar> {
+    HistogramWithExemplars::new(DURATION_BUCKETS.into_iter())
+}
+
+#[derive(Clone)]
+pub struct RedMetrics {
+    server: DurationFamily,
+    client: DurationFamily,
+}
+
+impl Default for RedMetrics {
+    fn default() -> Self {
+        Self {
+            server: Family::new_with_constructor(new_histogram as fn() -> _),
+            client: Family::new_with_constructor(new_histogram as fn() -> _),
+        }
+    }
+}
+
+impl RedMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register_with_unit(
+            "http_server_request_duration",
+            "Duration of HTTP server requests (first request byte read to last response byte written)",
+            Unit::Seconds,
+            self.server.clone(),
+        );
+        registry.register_with_unit(
+            "http_client_request_duration",
+            "Duration of HTTP client requests (first request byte written to last response byte read)",
+            Unit::Seconds,
+            self.client.clone(),
+        );
+    }
+
+    /// Count one request. `trace_id` (32 hex digits) becomes the bucket's exemplar.
+    pub fn observe(
+        &self,
+        side: Side,
+        route: &RouteKey,
+        status: u16,
+        gray_tag: &Arc<str>,
+        seconds: f64,
+        trace_id: Option<String>,
+        at: SystemTime,
+    ) {
+        let labels = RedLabels {
+            service_name: route.service.clone(),
+            http_request_method: route.method.clone(),
+            http_route: route.route.clone(),
+            http_response_status_code: status,
+            gray_tag: gray_tag.clone(),
+        };
+        let fam = match side {
+            Side::Server => &self.server,
+            Side::Client => &self.client,
+        };
+        fam.get_or_create(&labels).observe(
+            seconds,
+            trace_id.map(|trace_id| TraceExemplar { trace_id }),
+            Some(at),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_shows_exemplar_and_prometheus_text_passes_promtool() {
+        let mut reg = Registry::default();
+        let red = RedMetrics::default();
+        red.register(&mut reg);
+        let route = RouteKey::new("shop", "GET", "/items/{id}");
+        let tag: Arc<str> = "".into();
+        red.observe(
+            Side::Server,
+            &route,
+            200,
+            &tag,
+            0.003,
+            Some("0af7651916cd43dd8448eb211c80319c".into()),
+            SystemTime::now(),
+        );
+        red.observe(
+            Side::Server,
+            &route,
+            500,
+            &tag,
+            0.9,
+            None,
+            SystemTime::now(),
+        );
+        red.observe(
+            Side::Client,
+            &route,
+            200,
+            &tag,
+            0.02,
+            None,
+            SystemTime::now(),
+        );
+        let mut om = String::new();
+        prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
+        assert!(om.contains("http_server_request_duration_seconds_bucket{le=\"0.005\",service_name=\"shop\",http_request_method=\"GET\",http_route=\"/items/{id}\",http_response_status_code=\"200\",gray_tag=\"\"} 1 # {trace_id=\"0af7651916cd43dd8448eb211c80319c\"} 0.003"), "{om}");
+        assert!(
+            om.contains("http_client_request_duration_seconds_count{"),
+            "{om}"
+        );
+        let text = crate::metrics::openmetrics_to_prometheus(&om);
+        assert!(!text.contains("trace_id"));
+        if let Some(p) = crate::metrics::tests::which("promtool") {
+            let (ok, out) = crate::metrics::tests::promtool_check(&p, &text);
+            assert!(ok, "{out}\n{text}");
+        } else {
+            assert!(std::env::var_os("CI").is_none(), "CI needs promtool");
+        }
+    }
+}

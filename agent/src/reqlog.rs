@@ -1,0 +1,182 @@
+//! Sampled request logs: one JSON line per kept request (with `log.format:
+//! json`), carrying the ids that join it to its trace. Errors are kept
+//! always by default, slow requests often, the rest rarely: logs explain
+//! incidents without costing what full access logs cost.
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLogConfig {
+    pub enabled: bool,
+    /// Share of error requests logged (5xx, and 4xx on the client side).
+    pub errors: f64,
+    /// Share of requests slower than `slow_threshold` logged.
+    pub slow: f64,
+    #[serde(with = "humantime_serde")]
+    pub slow_threshold: Duration,
+    /// Share of all other requests logged.
+    pub rest: f64,
+}
+
+impl Default for RequestLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            errors: 1.0,
+            slow: 0.05,
+            slow_threshold: Duration::from_secs(1),
+            rest: 0.001,
+        }
+    }
+}
+
+impl RequestLogConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (k, v) in [
+            ("errors", self.errors),
+            ("slow", self.slow),
+            ("rest", self.rest),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ConfigError::key(
+                    format!("request_logs.{k}"),
+                    "must be between 0.0 and 1.0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one log line says.
+pub struct RequestLogLine<'a> {
+    pub side: &'a str,
+    pub trace_id: &'a str,
+    pub span_id: &'a str,
+    pub request_id: Option<&'a str>,
+    pub service: &'a str,
+    pub method: &'a str,
+    pub route: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub duration: Duration,
+    pub error: bool,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub tcp_retransmits: u32,
+}
+
+/// The sampler; xorshift is plenty for a sampling coin and costs nothing.
+pub struct RequestLogger {
+    cfg: RequestLogConfig,
+    rng: u64,
+    pub logged: u64,
+}
+
+impl RequestLogger {
+    pub fn new(cfg: RequestLogConfig) -> Self {
+        let seed = rand::random::<u64>() | 1;
+        Self {
+            cfg,
+            rng: seed,
+            logged: 0,
+        }
+    }
+
+    fn coin(&mut self, p: f64) -> bool {
+        if p >= 1.0 {
+            return true;
+        }
+        if p <= 0.0 {
+            return false;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        ((self.rng >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    /// Whether to log a request with these properties.
+    pub fn keep(&mut self, error: bool, duration: Duration) -> bool {
+        if !self.cfg.enabled {
+            return false;
+        }
+        let p = if error {
+            self.cfg.errors
+        } else if duration >= self.cfg.slow_threshold {
+            self.cfg.slow
+        } else {
+            self.cfg.rest
+        };
+        self.coin(p)
+    }
+
+    pub fn log(&mut self, l: &RequestLogLine<'_>) {
+        self.logged += 1;
+        tracing::info!(
+            target: "sloguard::request",
+            side = l.side,
+            trace_id = l.trace_id,
+            span_id = l.span_id,
+            request_id = l.request_id.unwrap_or(""),
+            service_name = l.service,
+            http_request_method = l.method,
+            http_route = l.route,
+            url_path = l.path,
+            http_response_status_code = l.status,
+            duration_ms = l.duration.as_secs_f64() * 1e3,
+            error = l.error,
+            request_bytes = l.request_bytes,
+            response_bytes = l.response_bytes,
+            tcp_retransmits = l.tcp_retransmits,
+            "request"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_follow_the_config() {
+        let mut l = RequestLogger::new(RequestLogConfig {
+            rest: 0.1,
+            slow: 0.5,
+            ..Default::default()
+        });
+        let n = 20_000;
+        let fast = Duration::from_millis(3);
+        let errors = (0..n).filter(|_| l.keep(true, fast)).count();
+        let slow = (0..n)
+            .filter(|_| l.keep(false, Duration::from_secs(2)))
+            .count();
+        let rest = (0..n).filter(|_| l.keep(false, fast)).count();
+        assert_eq!(errors, n);
+        assert!((9_000..11_000).contains(&slow), "{slow}");
+        assert!((1_600..2_400).contains(&rest), "{rest}");
+        let mut off = RequestLogger::new(RequestLogConfig {
+            enabled: false,
+            ..Default::default()
+        });
+        assert!(!off.keep(true, fast));
+    }
+
+    #[test]
+    fn shares_out_of_range_name_the_key() {
+        let c = RequestLogConfig {
+            slow: 1.5,
+            ..Default::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("request_logs.slow")
+        );
+    }
+}
