@@ -2,4 +2,5 @@
 //! kernel: start and scrape the agent, generate traffic, check prerequisites.
 pub mod agent;
 pub mod env;
+pub mod otlp;
 pub mod prom;
