@@ -288,3 +288,24 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// docs/alerts.md shows the section with its defaults; keep them equal.
+    #[test]
+    fn documented_section_is_the_default() {
+        let doc = include_str!("../../../docs/alerts.md");
+        let start = doc.find("<!-- alerts-config -->").expect("marker");
+        let block = &doc[start..];
+        let yaml = block
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("yaml block");
+        let c = crate::config::Config::from_yaml_with_env(yaml, Vec::<(String, String)>::new())
+            .unwrap();
+        assert_eq!(c.alerts, AlertsConfig::default());
+    }
+}
