@@ -107,10 +107,10 @@ async fn real_alertmanager_receives_lists_routes_and_resolves() {
 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(r) = client.get(format!("{am_url}/-/ready")).send().await {
-            if r.status().is_success() {
-                break;
-            }
+        if let Ok(r) = client.get(format!("{am_url}/-/ready")).send().await
+            && r.status().is_success()
+        {
+            break;
         }
         if let Some(status) = am.0.try_wait().unwrap() {
             panic!("alertmanager exited: {status}");
@@ -143,13 +143,12 @@ async fn real_alertmanager_receives_lists_routes_and_resolves() {
     let listed = {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(Value::Array(a)) = get_json(&client, &url).await {
-                if let Some(x) = a
+            if let Some(Value::Array(a)) = get_json(&client, &url).await
+                && let Some(x) = a
                     .into_iter()
                     .find(|x| x["labels"]["alertname"] == "SloguardP99SpikeWith5xxBurst")
-                {
-                    break x;
-                }
+            {
+                break x;
             }
             assert!(
                 Instant::now() < deadline,

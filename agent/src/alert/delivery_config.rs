@@ -198,13 +198,13 @@ fn check_client(
             "cannot be combined with bearer_token_file",
         ));
     }
-    if let Some(b) = basic {
-        if b.username.is_empty() {
-            return Err(ConfigError::key(
-                format!("{at}.basic_auth.username"),
-                "must not be empty",
-            ));
-        }
+    if let Some(b) = basic
+        && b.username.is_empty()
+    {
+        return Err(ConfigError::key(
+            format!("{at}.basic_auth.username"),
+            "must not be empty",
+        ));
     }
     Ok(())
 }
