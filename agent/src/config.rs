@@ -42,12 +42,12 @@ impl ConfigError {
 pub struct Config {
     /// Node name used in alert labels; empty means the host name.
     pub node_name: String,
+    pub alerts: crate::alert::delivery::AlertsConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub probes: ProbesConfig,
     pub services: crate::service::ServicesConfig,
     pub tcp: crate::tcp_stats::TcpConfig,
-    pub alerts: crate::alert::delivery::AlertsConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +168,7 @@ impl Config {
 
     /// Checks that serde cannot express (ranges, cross-field rules).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.alerts.validate()?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::key("log.level", "must not be empty"));
         }
@@ -181,7 +182,6 @@ impl Config {
         }
         self.services.validate()?;
         self.tcp.validate()?;
-        self.alerts.validate()?;
         Ok(())
     }
 
