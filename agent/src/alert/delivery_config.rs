@@ -307,5 +307,19 @@ mod doc_tests {
         let c = crate::config::Config::from_yaml_with_env(yaml, Vec::<(String, String)>::new())
             .unwrap();
         assert_eq!(c.alerts, AlertsConfig::default());
+        // Same text as the defaults serialise to, so the block can go into
+        // config/sloguard.yaml as it is.
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let mut want = serde_yaml_ng::Mapping::new();
+        want.insert(
+            "alerts".into(),
+            serde_yaml_ng::to_value(AlertsConfig::default()).unwrap(),
+        );
+        assert_eq!(
+            doc,
+            serde_yaml_ng::Value::Mapping(want),
+            "defaults serialise as:\n{}",
+            serde_yaml_ng::to_string(&AlertsConfig::default()).unwrap()
+        );
     }
 }
