@@ -42,6 +42,7 @@ impl ConfigError {
 pub struct Config {
     /// Node name used in alert labels; empty means the host name.
     pub node_name: String,
+    pub alerts: crate::alert::delivery::AlertsConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub probes: ProbesConfig,
@@ -173,6 +174,7 @@ impl Config {
 
     /// Checks that serde cannot express (ranges, cross-field rules).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.alerts.validate()?;
         if self.log.level.trim().is_empty() {
             return Err(ConfigError::key("log.level", "must not be empty"));
         }
