@@ -8,6 +8,8 @@
 //! cgroupfs: /kubepods/burstable/pod<uid>/<id>
 //!           /kubepods/pod<uid>/<id>
 //! ```
+//! Paths read from inside a pod's cgroup namespace are relative to the reader
+//! (`/../../kubepods-besteffort.slice/...`) and parse the same way.
 //! A path outside `kubepods` is not an error: it is simply not a pod (`None`),
 //! and the caller falls back to process rules.
 use std::fmt;
@@ -72,12 +74,19 @@ pub struct PodCgroup {
 /// `/proc/PID/cgroup` line). `None` when it is not a Kubernetes pod's cgroup.
 pub fn parse_cgroup_path(path: &str) -> Option<PodCgroup> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    // The pod segment may sit below other parents (kind nodes nest
-    // `kubelet.slice`, cgroup namespaces cut the prefix), so find it anywhere
-    // under a kubepods parent rather than at a fixed depth.
-    let kube_at = segments.iter().position(|s| is_kubepods_root(s))?;
-    for (i, seg) in segments.iter().enumerate().skip(kube_at + 1) {
-        let Some((driver, uid, qos)) = pod_segment(seg, &segments[kube_at + 1..i]) else {
+    // Where the kubelet's tree starts. Read from inside a pod's cgroup
+    // namespace (the DaemonSet's case), another pod's path is relative to the
+    // reader's own cgroup (`/../../kubepods-besteffort.slice/...`) and the
+    // kubepods root itself is cut off: then the tree starts after the `..`s.
+    let root = match segments.iter().position(|s| is_kubepods_root(s)) {
+        Some(at) => at + 1,
+        None if segments.first() == Some(&"..") => {
+            segments.iter().take_while(|s| **s == "..").count()
+        }
+        None => return None,
+    };
+    for (i, seg) in segments.iter().enumerate().skip(root) {
+        let Some((driver, uid, qos)) = pod_segment(seg, &segments[root..i]) else {
             continue;
         };
         let (container_id, runtime) = match segments.get(i + 1) {
@@ -368,6 +377,47 @@ mod tests {
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{hash}.slice/cri-containerd-{CID}.scope"
         );
         assert_eq!(parse_cgroup_path(&s).unwrap().pod_uid, hash);
+    }
+
+    #[test]
+    fn paths_relative_to_the_readers_cgroup_namespace() {
+        // What the DaemonSet pod reads for another pod on the node.
+        let sd = format!(
+            "/../../../kubepods-besteffort.slice/kubepods-besteffort-pod{UID_US}.slice/cri-containerd-{CID}.scope"
+        );
+        assert_eq!(
+            parse_cgroup_path(&sd),
+            pod(
+                QosClass::BestEffort,
+                CgroupDriver::Systemd,
+                Some(ContainerRuntime::Containerd),
+                Some(CID)
+            )
+        );
+        let sd_same_qos = format!("/../../kubepods-burstable-pod{UID_US}.slice/crio-{CID}.scope");
+        assert_eq!(
+            parse_cgroup_path(&sd_same_qos).unwrap().qos,
+            QosClass::Burstable
+        );
+        let fs = format!("/../../../burstable/pod{UID}/{CID}");
+        assert_eq!(
+            parse_cgroup_path(&fs),
+            pod(QosClass::Burstable, CgroupDriver::Cgroupfs, None, Some(CID))
+        );
+        let fs_guaranteed = format!("/../../pod{UID}/{CID}");
+        assert_eq!(
+            parse_cgroup_path(&fs_guaranteed).unwrap().qos,
+            QosClass::Guaranteed
+        );
+        // A host service seen from inside a pod: not a pod.
+        assert_eq!(
+            parse_cgroup_path("/../../../../system.slice/nginx.service"),
+            None
+        );
+        assert_eq!(
+            parse_cgroup_path(&format!("/../../../system.slice/x/pod{UID}/{CID}")),
+            None
+        );
     }
 
     #[test]
