@@ -1,6 +1,7 @@
 //! deploy/grafana: the dashboard's shape (datasource and template variables,
 //! every target on the datasource variable, the sections an SRE expects) and
-//! every query parsed and run by a real Prometheus on 127.0.0.1.
+//! every query, and every rule of the rules file, parsed and run by a real
+//! Prometheus on 127.0.0.1.
 use std::collections::BTreeSet;
 
 use serde_json::Value;
@@ -90,17 +91,22 @@ fn dashboard_has_variables_and_every_section() {
 }
 
 #[test]
-fn every_dashboard_query_runs_in_a_real_prometheus() {
-    let test = "every_dashboard_query_runs_in_a_real_prometheus";
+fn every_dashboard_and_rule_query_runs_in_a_real_prometheus() {
+    let test = "every_dashboard_and_rule_query_runs_in_a_real_prometheus";
     let Some(binary) = tools::require(test, "prometheus", "apt-get install prometheus") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("prometheus.yml");
+    let rules = deploy_dir().join("prometheus/rules/sloguard.rules.yml");
     // No scrape targets: an empty TSDB, so only parsing and evaluation speak.
+    // sloguard's rules are loaded too and evaluated every second.
     std::fs::write(
         &config,
-        "global:\n  scrape_interval: 15s\nscrape_configs: []\n",
+        format!(
+            "global:\n  evaluation_interval: 1s\nrule_files: [{:?}]\nscrape_configs: []\n",
+            rules.display().to_string()
+        ),
     )
     .unwrap();
     let prom = loopback::prometheus(&binary, &config, &tmp.path().join("data"));
@@ -112,7 +118,17 @@ fn every_dashboard_query_runs_in_a_real_prometheus() {
             .into_iter()
             .map(|(n, q)| (format!("variable {n}"), q)),
     );
-    assert!(queries.len() >= 25, "{} queries", queries.len());
+    let rule_doc = super::yaml_file(&rules);
+    for group in super::seq(&rule_doc["groups"]) {
+        for rule in super::seq(&group["rules"]) {
+            let name = rule["record"]
+                .as_str()
+                .or(rule["alert"].as_str())
+                .unwrap_or("");
+            queries.push((format!("rule {name}"), super::s(&rule["expr"]).to_string()));
+        }
+    }
+    assert!(queries.len() >= 40, "{} queries", queries.len());
     for (title, expr) in &queries {
         let promql = dashboard::to_promql(expr);
         let path = format!("/api/v1/query?query={}", loopback::urlencode(&promql));
@@ -122,5 +138,43 @@ fn every_dashboard_query_runs_in_a_real_prometheus() {
             code == 200 && v["status"] == "success",
             "panel {title:?}: {promql}\n→ {code} {body}"
         );
+    }
+    let n_rules = queries
+        .iter()
+        .filter(|(t, _)| t.starts_with("rule "))
+        .count();
+    wait_rules_healthy(prom.addr, n_rules);
+}
+
+/// Every rule of the rules file, loaded by a real Prometheus, evaluates
+/// without error (health `ok`).
+fn wait_rules_healthy(addr: std::net::SocketAddr, want: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, body) = loopback::http(addr, "GET", "/api/v1/rules", None).unwrap();
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let rules: Vec<&Value> = v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        for r in &rules {
+            assert_ne!(
+                r["health"], "err",
+                "rule {} fails: {}",
+                r["name"], r["lastError"]
+            );
+        }
+        if rules.len() == want && rules.iter().all(|r| r["health"] == "ok") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rules not all evaluated: {} of {want} loaded",
+            rules.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
