@@ -1,5 +1,6 @@
 //! The Dockerfile (hadolint, and the build steps it must keep), the compose
-//! stack (every mounted file exists, the services point at each other), and
+//! stack (Compose Specification schema, every mounted file exists, the
+//! services point at each other), and
 //! yamllint over every YAML file under deploy/.
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -169,4 +170,20 @@ fn compose_stack_mounts_existing_files_and_wires_services() {
         .find(|d| s(&d["type"]) == "prometheus")
         .expect("prometheus datasource");
     assert_eq!(s(&prom_ds["url"]), "http://prometheus:9090");
+}
+
+/// The compose file against the Compose Specification's JSON schema (shipped
+/// inside check-jsonschema, so this works offline).
+#[test]
+fn compose_file_matches_the_compose_specification() {
+    let test = "compose_file_matches_the_compose_specification";
+    let Some(check) = tools::require(test, "check-jsonschema", "pip install check-jsonschema")
+    else {
+        return;
+    };
+    tools::run_ok(
+        Command::new(check)
+            .args(["--builtin-schema", "vendor.compose-spec"])
+            .arg(deploy_dir().join("compose/docker-compose.yml")),
+    );
 }
