@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod probes;
 pub mod red;
 pub mod reqlog;
+pub mod k8s;
 pub mod request;
 pub mod route;
 pub mod runtime;

@@ -1,0 +1,40 @@
+//! The deploy files (Kubernetes, Prometheus, Alertmanager, Grafana, compose,
+//! Dockerfile), each checked by the real tool that reads it. A missing tool
+//! skips its test with the reason, except in CI (`CI` set), where it fails:
+//! `cargo xtask setup` installs them all.
+mod alertmanager;
+mod grafana;
+mod image_compose;
+mod kubernetes;
+mod prometheus;
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::Value;
+
+pub fn deploy_dir() -> PathBuf {
+    tests::tools::repo_root().join("deploy")
+}
+
+/// Every document of a (multi-document) YAML text.
+pub fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("valid YAML document"))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+pub fn yaml_file(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A string field, or "" when absent.
+pub fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// A sequence field, or empty when absent.
+pub fn seq(v: &Value) -> &[Value] {
+    v.as_sequence().map(|x| x.as_slice()).unwrap_or(&[])
+}
