@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod clock;
 pub mod config;
+pub mod fuse;
 pub mod request;
 pub mod route;
 pub mod service;
