@@ -2,6 +2,7 @@
 //! TCP and HTTP/1.x traffic into request-level SLO figures, alerts and route
 //! fuses. One module per box of the data flow in DESIGN.md; every module can
 //! be driven by synthetic events without a kernel.
+pub mod admin;
 pub mod alert;
 pub mod clock;
 pub mod config;

@@ -570,19 +570,7 @@ impl FuseController {
             if covers.is_empty() {
                 continue;
             }
-            let snap = snapshot
-                .get_or_insert_with(|| {
-                    Arc::new(
-                        self.routes
-                            .iter()
-                            .map(|(k, e)| SnapshotEntry {
-                                route: k.clone(),
-                                state: e.fuse.state,
-                            })
-                            .collect(),
-                    )
-                })
-                .clone();
+            let snap = snapshot.get_or_insert_with(|| self.snapshot()).clone();
             let jobs: Vec<ActionJob> = if slot.action.is_snapshot() {
                 let (k, seq, state) = covers[0].clone();
                 vec![ActionJob {
