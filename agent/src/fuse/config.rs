@@ -211,6 +211,7 @@ impl FuseConfig {
             ));
         }
         let mut names = std::collections::HashSet::new();
+        let mut paths = std::collections::HashSet::new();
         for (i, a) in self.actions.iter().enumerate() {
             let key = |f: &str| format!("fuse.actions[{i}].{f}");
             if a.name().trim().is_empty() {
@@ -250,6 +251,12 @@ impl FuseConfig {
                 ActionConfig::File(f) => {
                     if f.path.as_os_str().is_empty() || f.path.file_name().is_none() {
                         return Err(ConfigError::key(key("path"), "must name a file"));
+                    }
+                    if f.path == self.state_file || !paths.insert(&f.path) {
+                        return Err(ConfigError::key(
+                            key("path"),
+                            "another action or the state file uses this path",
+                        ));
                     }
                     if f.reload_command.iter().any(|a| a.is_empty()) {
                         return Err(ConfigError::key(
@@ -319,6 +326,10 @@ mod tests {
                 "fuse.actions[0].method",
             ),
             ("actions:\n  - type: file\n", "fuse.actions[0].path"),
+            (
+                "actions:\n  - type: file\n    name: a\n    path: /x\n  - type: file\n    name: b\n    path: /x\n",
+                "fuse.actions[1].path",
+            ),
             (
                 "actions:\n  - type: file\n    path: /a\n  - type: file\n    path: /b\n",
                 "fuse.actions[1].name",

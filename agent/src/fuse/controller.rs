@@ -123,6 +123,7 @@ pub struct FuseController {
     known: HashMap<Arc<str>, HashSet<RouteKey>>,
     actions: Vec<ActionSlot>,
     results: mpsc::UnboundedReceiver<ActionResult>,
+    results_tx: mpsc::UnboundedSender<ActionResult>,
     store: StateStore,
     dirty: bool,
     audit: AuditLog,
@@ -173,6 +174,7 @@ impl FuseController {
             known: HashMap::new(),
             actions,
             results,
+            results_tx,
             store,
             dirty: false,
             metrics: FuseMetrics::default(),
@@ -227,9 +229,13 @@ impl FuseController {
         }
         self.remember(&ev.route);
         let now = self.clock.now();
-        let state = self.routes.get(&ev.route).map(|e| e.fuse.state);
+        let entry = self.routes.get(&ev.route);
+        if entry.is_some_and(|e| e.fuse.overridden.is_some()) {
+            tracing::info!(route = %ev.route, "L2 alert on an overridden route: the override wins");
+            return out;
+        }
         // Guards only gate new fuses; a half-open route re-opens freely.
-        if state.unwrap_or_default() == FuseState::Closed {
+        if entry.map(|e| e.fuse.state).unwrap_or_default() == FuseState::Closed {
             if let Some(reason) = self.guard(ev) {
                 self.metrics
                     .skipped
@@ -551,13 +557,16 @@ impl FuseController {
         }
         let now = self.clock.now();
         let mut snapshot: Option<Arc<Vec<SnapshotEntry>>> = None;
-        for (i, slot) in self.actions.iter().enumerate() {
-            let Some(tx) = &slot.tx else { continue };
-            let name = slot.action.name();
+        for i in 0..self.actions.len() {
+            if self.actions[i].tx.is_none() {
+                continue;
+            }
+            let action = self.actions[i].action.clone();
+            let name = action.name();
             let mut covers = Vec::new();
             for (k, e) in self.routes.iter_mut() {
                 let seq = e.fuse.seq;
-                if !slot.action.wants(k) || e.applied.get(name).copied().unwrap_or(0) >= seq {
+                if !action.wants(k) || e.applied.get(name).copied().unwrap_or(0) >= seq {
                     continue;
                 }
                 let r = e.retry.entry(i).or_default();
@@ -571,36 +580,43 @@ impl FuseController {
                 continue;
             }
             let snap = snapshot.get_or_insert_with(|| self.snapshot()).clone();
-            let jobs: Vec<ActionJob> = if slot.action.is_snapshot() {
+            let job = |k: RouteKey, seq, state, covers| ActionJob {
+                idempotency_key: idempotency_key(&k, seq),
+                route: Some(k),
+                state,
+                seq,
+                snapshot: snap.clone(),
+                covers,
+            };
+            let jobs: Vec<ActionJob> = if action.is_snapshot() {
+                // One rewrite of the whole file covers every pending route.
                 let (k, seq, state) = covers[0].clone();
-                vec![ActionJob {
-                    idempotency_key: idempotency_key(&k, seq),
-                    route: Some(k),
-                    state,
-                    seq,
-                    snapshot: snap,
-                    covers: covers.iter().map(|(k, s, _)| (k.clone(), *s)).collect(),
-                }]
+                let all = covers.iter().map(|(k, s, _)| (k.clone(), *s)).collect();
+                vec![job(k, seq, state, all)]
             } else {
                 covers
                     .into_iter()
-                    .map(|(k, seq, state)| ActionJob {
-                        idempotency_key: idempotency_key(&k, seq),
-                        route: Some(k.clone()),
-                        state,
-                        seq,
-                        snapshot: snap.clone(),
-                        covers: vec![(k, seq)],
-                    })
+                    .map(|(k, seq, state)| job(k.clone(), seq, state, vec![(k, seq)]))
                     .collect()
             };
-            for job in jobs {
-                // The worker lives as long as the controller; a send error
-                // means it panicked, and the retry path picks the job up.
-                if tx.send(job).is_err() {
-                    tracing::error!(action = name, "fuse action worker is gone");
-                }
+            for j in jobs {
+                self.send(i, j);
             }
+        }
+    }
+
+    /// Hands a job to the action's worker, restarting a worker that died.
+    fn send(&mut self, i: usize, job: ActionJob) {
+        let slot = &mut self.actions[i];
+        let Some(tx) = &slot.tx else { return };
+        if let Err(mpsc::error::SendError(job)) = tx.send(job) {
+            tracing::error!(
+                action = slot.action.name(),
+                "fuse action worker is gone; restarting it"
+            );
+            let tx = spawn_worker(i, slot.action.clone(), self.results_tx.clone());
+            let _ = tx.send(job);
+            slot.tx = Some(tx);
         }
     }
 

@@ -425,3 +425,130 @@ async fn metrics_show_current_state() {
         assert!(text.contains(want), "{want}\n{text}");
     }
 }
+
+#[tokio::test]
+async fn dry_run_state_never_becomes_a_real_fuse_after_a_mode_change() {
+    let mut f = fixture(FuseMode::DryRun);
+    let r = route("/slow");
+    f.controller().on_alert(&l2(&r, 100));
+    f.cfg.mode = FuseMode::Enforce;
+    let mut c = f.controller();
+    assert!(c.states().is_empty());
+    for _ in 0..10 {
+        c.tick();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(f.rec.calls().is_empty());
+}
+
+#[tokio::test]
+async fn l2_on_a_force_closed_route_is_not_a_guard_skip() {
+    let f = fixture(FuseMode::Enforce);
+    let mut c = f.controller();
+    let mut reg = prometheus_client::registry::Registry::default();
+    c.register_metrics(&mut reg);
+    let r = route("/x");
+    c.override_route(OverrideRequest {
+        route: r.clone(),
+        action: OverrideAction::ForceClosed,
+        ttl: None,
+        who: "a".into(),
+        why: "b".into(),
+    })
+    .unwrap();
+    assert!(c.on_alert(&l2(&r, 1)).is_empty());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+    assert!(!text.contains("sloguard_fuse_skipped_total{"), "{text}");
+}
+
+/// The exposition passes `promtool check metrics` (skipped without promtool,
+/// except in CI).
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let Ok(_) = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+    else {
+        assert!(std::env::var_os("CI").is_none(), "promtool missing in CI");
+        eprintln!("SKIP metrics_pass_promtool: promtool not installed");
+        return;
+    };
+    let f = fixture(FuseMode::Enforce);
+    let mut c = f.controller();
+    let mut reg = prometheus_client::registry::Registry::default();
+    c.register_metrics(&mut reg);
+    let r = route("/slow");
+    c.on_alert(&l2(&r, 100));
+    c.on_alert(&l2(&route("/quiet"), 1));
+    c.override_route(OverrideRequest {
+        route: route("/m"),
+        action: OverrideAction::ForceOpen,
+        ttl: None,
+        who: "a".into(),
+        why: "b".into(),
+    })
+    .unwrap();
+    wait_for(&mut c, |c| c.status(&r).unwrap().pending_actions.is_empty()).await;
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+    for name in [
+        "sloguard_fuse_state{",
+        "sloguard_fuse_transitions_total{",
+        "sloguard_fuse_actions_total{",
+        "sloguard_fuse_overrides_total{",
+        "sloguard_fuse_skipped_total{",
+    ] {
+        assert!(text.contains(name), "{name}\n{text}");
+    }
+    let text = to_prometheus_text(&text);
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// OpenMetrics (what prometheus-client writes) to Prometheus text, the format
+/// promtool lints: counter families are named with `_total`, no `# EOF`.
+/// (main's `metrics::openmetrics_to_prometheus` does this for /metrics.)
+fn to_prometheus_text(om: &str) -> String {
+    let counters: Vec<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::new();
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let mut l = line.to_string();
+        for c in &counters {
+            for head in ["# HELP ", "# TYPE "] {
+                let from = format!("{head}{c} ");
+                if l.starts_with(&from) {
+                    l = format!("{head}{c}_total {}", &l[from.len()..]);
+                }
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
