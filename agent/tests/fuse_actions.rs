@@ -284,9 +284,12 @@ async fn nginx_answers_fused_route_with_503_from_the_map() {
     expect_status(&client, &format!("{base}/api/items/42"), 503).await;
 }
 
+/// Requests the gateway saw: method, URI, headers, body.
+type Seen = Arc<Mutex<Vec<(Method, String, HeaderMap, String)>>>;
+
 #[derive(Clone, Default)]
 struct Gateway {
-    seen: Arc<Mutex<Vec<(Method, String, HeaderMap, String)>>>,
+    seen: Seen,
     /// Answer 500 to this many requests first.
     fail_first: Arc<AtomicUsize>,
 }

@@ -199,21 +199,20 @@ async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response
     next.run(req).await
 }
 
-fn lock(
-    s: &AdminState,
-) -> Result<std::sync::MutexGuard<'_, crate::fuse::FuseController>, Response> {
-    s.fuse.lock().map_err(|_| {
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "fuse controller lock poisoned",
-        )
-    })
+fn lock(s: &AdminState) -> Option<std::sync::MutexGuard<'_, crate::fuse::FuseController>> {
+    s.fuse.lock().ok()
+}
+
+fn poisoned() -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "fuse controller lock poisoned",
+    )
 }
 
 async fn fuses(State(s): State<AdminState>) -> Response {
-    let f = match lock(&s) {
-        Ok(f) => f,
-        Err(r) => return r,
+    let Some(f) = lock(&s) else {
+        return poisoned();
     };
     Json(json!({ "mode": f.mode().as_str(), "fuses": f.states() })).into_response()
 }
@@ -225,8 +224,8 @@ async fn routes(State(s): State<AdminState>) -> Response {
         .map(|f| f())
         .unwrap_or(Value::Array(vec![]));
     let (mode, states) = match lock(&s) {
-        Ok(f) => (f.mode(), f.states()),
-        Err(r) => return r,
+        Some(f) => (f.mode(), f.states()),
+        None => return poisoned(),
     };
     let mut fuses: Vec<(String, String, String, Value)> = states
         .into_iter()
@@ -338,9 +337,8 @@ fn apply(
         who: b.who,
         why: b.reason,
     };
-    let mut f = match lock(&s) {
-        Ok(f) => f,
-        Err(r) => return r,
+    let Some(mut f) = lock(&s) else {
+        return poisoned();
     };
     match f.override_route(req) {
         Ok(status) => Json(status).into_response(),

@@ -235,16 +235,16 @@ impl FuseController {
             return out;
         }
         // Guards only gate new fuses; a half-open route re-opens freely.
-        if entry.map(|e| e.fuse.state).unwrap_or_default() == FuseState::Closed {
-            if let Some(reason) = self.guard(ev) {
-                self.metrics
-                    .skipped
-                    .get_or_create(&ReasonLabels { reason })
-                    .inc();
-                tracing::warn!(route = %ev.route, reason, requests = ev.figures.requests,
-                    "L2 alert did not fuse the route");
-                return out;
-            }
+        if entry.map(|e| e.fuse.state).unwrap_or_default() == FuseState::Closed
+            && let Some(reason) = self.guard(ev)
+        {
+            self.metrics
+                .skipped
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+            tracing::warn!(route = %ev.route, reason, requests = ev.figures.requests,
+                "L2 alert did not fuse the route");
+            return out;
         }
         let timing = self.timing;
         let entry = self.routes.entry(ev.route.clone()).or_default();
