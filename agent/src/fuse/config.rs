@@ -359,3 +359,35 @@ mod tests {
         assert!(e.contains("fuse.actions") && e.contains("bogus"), "{e}");
     }
 }
+#[cfg(test)]
+mod docs_in_step {
+    /// The configuration block of docs/fuse.md is the compiled-in defaults,
+    /// written the way they serialise (so it can go into config/sloguard.yaml).
+    #[test]
+    fn docs_config_block_equals_defaults() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct Sections {
+            fuse: super::FuseConfig,
+            admin: crate::admin::AdminConfig,
+        }
+        let doc = include_str!("../../../docs/fuse.md");
+        let start = doc.find("## Configuration").unwrap();
+        let block = &doc[start..];
+        let block = &block[block.find("```yaml\n").unwrap() + 8..];
+        let block = &block[..block.find("```").unwrap()];
+        let file: serde_yaml_ng::Value = serde_yaml_ng::from_str(block).unwrap();
+        let defaults = Sections {
+            fuse: Default::default(),
+            admin: Default::default(),
+        };
+        assert_eq!(
+            file,
+            serde_yaml_ng::to_value(&defaults).unwrap(),
+            "defaults serialise as:\n{}",
+            serde_yaml_ng::to_string(&defaults).unwrap()
+        );
+        let parsed: Sections = serde_yaml_ng::from_str(block).unwrap();
+        assert_eq!(parsed, defaults);
+    }
+}
