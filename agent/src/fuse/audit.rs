@@ -1,6 +1,6 @@
 //! The audit trail: every fuse state change (and every override) as one JSON
 //! line in the audit file and one `tracing` event.
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -29,12 +29,11 @@ pub struct AuditRecord {
 
 pub struct AuditLog {
     path: Option<PathBuf>,
-    file: Option<File>,
 }
 
 impl AuditLog {
     pub fn new(path: Option<PathBuf>) -> Self {
-        Self { path, file: None }
+        Self { path }
     }
 
     /// Logs always; a failing audit file is reported but never stops a fuse.
@@ -48,25 +47,21 @@ impl AuditLog {
         );
         if let Err(e) = self.append(r) {
             tracing::error!(path = ?self.path, error = %e, "cannot append to the fuse audit file");
-            self.file = None;
         }
     }
 
+    /// Opened per record (changes are rare), so log rotation by rename works.
     fn append(&mut self, r: &AuditRecord) -> std::io::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        if self.file.is_none() {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            self.file = Some(OpenOptions::new().create(true).append(true).open(path)?);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
         }
+        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
         let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let f = self.file.as_mut().expect("opened above");
         // One write call per line keeps lines whole under O_APPEND.
-        f.write_all(&line)?;
-        f.flush()
+        f.write_all(&line)
     }
 }

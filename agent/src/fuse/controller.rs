@@ -122,6 +122,8 @@ pub struct FuseController {
     /// bounded by the route cap upstream.
     known: HashMap<Arc<str>, HashSet<RouteKey>>,
     actions: Vec<ActionSlot>,
+    /// Snapshot actions whose start-up sync has not succeeded yet.
+    resync: HashMap<usize, Retry>,
     results: mpsc::UnboundedReceiver<ActionResult>,
     results_tx: mpsc::UnboundedSender<ActionResult>,
     store: StateStore,
@@ -173,6 +175,7 @@ impl FuseController {
             routes: BTreeMap::new(),
             known: HashMap::new(),
             actions,
+            resync: HashMap::new(),
             results,
             results_tx,
             store,
@@ -530,24 +533,49 @@ impl FuseController {
     }
 
     /// At start, snapshot actions rewrite their file once, so the gateway's
-    /// file exists and matches the restored state.
+    /// file exists and matches the restored state; a failed sync is retried.
     fn sync_snapshot_actions(&mut self) {
         if self.cfg.mode != FuseMode::Enforce {
             return;
         }
+        for (i, slot) in self.actions.iter().enumerate() {
+            if slot.action.is_snapshot() && slot.tx.is_some() {
+                self.resync.insert(i, Retry::default());
+            }
+        }
+    }
+
+    fn dispatch_resync(&mut self, now: SystemTime) {
+        let due: Vec<usize> = self
+            .resync
+            .iter()
+            .filter(|(_, r)| r.in_flight.is_none() && r.next_try.is_none_or(|t| now >= t))
+            .map(|(i, _)| *i)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
         let snapshot = self.snapshot();
-        for slot in self.actions.iter().filter(|a| a.action.is_snapshot()) {
-            if let Some(tx) = &slot.tx {
-                let _ = tx.send(ActionJob {
+        for i in due {
+            if let Some(r) = self.resync.get_mut(&i) {
+                r.in_flight = Some(0);
+            }
+            self.send(
+                i,
+                ActionJob {
                     route: None,
                     state: FuseState::Closed,
                     seq: 0,
                     idempotency_key: "sloguard-sync".into(),
                     snapshot: snapshot.clone(),
                     covers: Vec::new(),
-                });
-            }
+                },
+            );
         }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        backoff(&self.cfg, failures)
     }
 
     /// Sends every due (route, action) whose applied seq lags the route's.
@@ -556,6 +584,7 @@ impl FuseController {
             return;
         }
         let now = self.clock.now();
+        self.dispatch_resync(now);
         let mut snapshot: Option<Arc<Vec<SnapshotEntry>>> = None;
         for i in 0..self.actions.len() {
             if self.actions[i].tx.is_none() {
@@ -640,6 +669,22 @@ impl FuseController {
                 tracing::warn!(action = %name, error = %err, routes = res.covers.len(),
                     "fuse action failed; will retry");
             }
+            // Any whole-file write, or a failed start-up sync, settles the sync.
+            if res.outcome.is_ok() {
+                self.resync.remove(&res.action);
+            } else if res.covers.is_empty() {
+                let failures = self.resync.get(&res.action).map_or(0, |r| r.failures) + 1;
+                let next_try = Some(now + self.backoff(failures));
+                self.resync.insert(
+                    res.action,
+                    Retry {
+                        in_flight: None,
+                        failures,
+                        next_try,
+                        last_error: res.outcome.clone().err(),
+                    },
+                );
+            }
             for (k, seq) in res.covers {
                 let Some(e) = self.routes.get_mut(&k) else {
                     continue;
@@ -659,13 +704,7 @@ impl FuseController {
                     }
                     Err(err) => {
                         r.failures = r.failures.saturating_add(1);
-                        let backoff = self
-                            .cfg
-                            .retry_min
-                            .checked_mul(1u32 << (r.failures - 1).min(20))
-                            .unwrap_or(self.cfg.retry_max)
-                            .min(self.cfg.retry_max);
-                        r.next_try = Some(now + backoff);
+                        r.next_try = Some(now + backoff(&self.cfg, r.failures));
                         r.last_error = Some(err.clone());
                     }
                 }
@@ -728,6 +767,14 @@ impl FuseController {
             Err(e) => tracing::error!(error = %e, "cannot save fuse state"),
         }
     }
+}
+
+/// `retry_min · 2^(failures-1)`, capped at `retry_max`.
+fn backoff(cfg: &FuseConfig, failures: u32) -> Duration {
+    cfg.retry_min
+        .checked_mul(1u32 << failures.saturating_sub(1).min(20))
+        .unwrap_or(cfg.retry_max)
+        .min(cfg.retry_max)
 }
 
 /// Route fields from an operator: bounded, printable, route starts with `/`.

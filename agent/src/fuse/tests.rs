@@ -552,3 +552,65 @@ fn to_prometheus_text(om: &str) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn restart_rewrites_the_file_and_retries_a_failed_reload() {
+    let mut f = fixture(FuseMode::Enforce);
+    let r = route("/slow");
+    // First run, no actions: the route is fused and persisted.
+    FuseController::with_actions(f.cfg.clone(), Arc::new(f.clock.clone()), vec![])
+        .unwrap()
+        .on_alert(&l2(&r, 100));
+    let dir = f.cfg.state_file.parent().unwrap().to_path_buf();
+    let file = dir.join("fuses.json");
+    let applied = dir.join("applied.json");
+    let block = dir.join("block");
+    std::fs::write(&block, "").unwrap();
+    let script = format!(
+        "test ! -e {} && cp {} {}",
+        block.display(),
+        file.display(),
+        applied.display()
+    );
+    f.cfg.actions = vec![ActionConfig::File(FileActionConfig {
+        name: "file".into(),
+        path: file.clone(),
+        reload_command: vec!["sh".into(), "-c".into(), script],
+        ..Default::default()
+    })];
+    let mut reg = prometheus_client::registry::Registry::default();
+    let mut c = FuseController::new(f.cfg.clone(), Arc::new(f.clock.clone())).unwrap();
+    c.register_metrics(&mut reg);
+    let errors = |reg: &prometheus_client::registry::Registry| {
+        let mut t = String::new();
+        prometheus_client::encoding::text::encode(&mut t, reg).unwrap();
+        t.contains(r#"sloguard_fuse_actions_total{action="file",result="error"}"#)
+    };
+    wait_for(&mut c, |_| errors(&reg)).await;
+    assert!(!applied.exists());
+    // The gateway comes back; after the backoff the sync runs again.
+    std::fs::remove_file(&block).unwrap();
+    f.clock.advance(Duration::from_secs(1));
+    wait_for(&mut c, |_| applied.exists()).await;
+    wait_for(&mut c, |c| c.status(&r).unwrap().pending_actions.is_empty()).await;
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&applied).unwrap()).unwrap();
+    assert_eq!(v["routes"][0]["route"], "/slow");
+    assert_eq!(v["routes"][0]["state"], "open");
+
+    // Next start: nothing pending, but the file is gone. The start-up sync
+    // alone rewrites it, and is retried too.
+    drop(c);
+    std::fs::remove_file(&file).unwrap();
+    std::fs::remove_file(&applied).unwrap();
+    std::fs::write(&block, "").unwrap();
+    let mut reg = prometheus_client::registry::Registry::default();
+    let mut c = FuseController::new(f.cfg.clone(), Arc::new(f.clock.clone())).unwrap();
+    c.register_metrics(&mut reg);
+    assert!(c.status(&r).unwrap().pending_actions.is_empty());
+    wait_for(&mut c, |_| errors(&reg)).await;
+    std::fs::remove_file(&block).unwrap();
+    f.clock.advance(Duration::from_secs(1));
+    wait_for(&mut c, |_| applied.exists()).await;
+    assert!(std::fs::read_to_string(&applied).unwrap().contains("/slow"));
+}
