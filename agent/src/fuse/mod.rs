@@ -9,6 +9,7 @@ pub mod config;
 pub mod controller;
 pub mod machine;
 pub mod metrics;
+pub mod status;
 pub mod store;
 
 pub use action::{ActionError, ActionJob, FuseAction};
