@@ -237,17 +237,21 @@ async fn nginx_answers_fused_route_with_503_from_the_map() {
     let slow = RouteKey::new("shop", "GET", "/api/slow");
     let item = RouteKey::new("shop", "GET", "/api/items/{id}");
     let other = RouteKey::new("shop", "GET", "/api/other");
+    // Characters that are regex or nginx syntax reach nginx as \xHH escapes.
+    let dotted = RouteKey::new("shop", "GET", "/v1.0/a b\"c;");
     let v = |r: &RouteKey| RouteVerdict {
         route: r.clone(),
         period_end: clock.now(),
         requests: 100,
         healthy: true,
     };
-    c.on_verdicts(&[v(&slow), v(&item), v(&other)]);
+    c.on_verdicts(&[v(&slow), v(&item), v(&other), v(&dotted)]);
 
     c.on_alert(&l2(&slow));
     clock.advance(Duration::from_secs(10));
     c.on_alert(&l2(&item));
+    c.on_alert(&l2(&dotted));
+    settle(&mut c, &dotted).await;
     settle(&mut c, &slow).await;
     settle(&mut c, &item).await;
     let text = std::fs::read_to_string(&map).unwrap();
