@@ -50,6 +50,8 @@ pub struct Config {
     pub tcp: crate::tcp_stats::TcpConfig,
     pub otlp: crate::otlp::OtlpConfig,
     pub request_logs: crate::reqlog::RequestLogConfig,
+    pub fuse: crate::fuse::FuseConfig,
+    pub admin: crate::admin::AdminConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +199,8 @@ impl Config {
         self.tcp.validate()?;
         self.otlp.validate()?;
         self.request_logs.validate()?;
+        self.fuse.validate()?;
+        self.admin.validate()?;
         Ok(())
     }
 
@@ -215,7 +219,8 @@ impl Config {
 /// separates levels because keys themselves contain single underscores.
 fn env_key_path(var: &str) -> Option<Vec<String>> {
     let rest = var.strip_prefix("SLOGUARD_")?;
-    if rest.is_empty() {
+    // Secrets read by name, not config keys.
+    if rest.is_empty() || var == crate::admin::DEFAULT_TOKEN_ENV {
         return None;
     }
     Some(rest.split("__").map(|p| p.to_ascii_lowercase()).collect())
@@ -308,6 +313,15 @@ mod tests {
         assert_eq!(c.metrics.listen.port(), 9999);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn admin_token_env_is_not_a_config_override() {
+        let env = vec![("SLOGUARD_ADMIN_TOKEN".to_string(), "t0ken".to_string())];
+        assert_eq!(
+            Config::from_yaml_with_env("", env).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! TCP and HTTP/1.x traffic into request-level SLO figures, alerts and route
 //! fuses. One module per box of the data flow in DESIGN.md; every module can
 //! be driven by synthetic events without a kernel.
+pub mod admin;
 pub mod alert;
 pub mod clock;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod probes;
 pub mod red;
 pub mod reqlog;
 pub mod k8s;
+pub mod fuse;
 pub mod request;
 pub mod route;
 pub mod runtime;

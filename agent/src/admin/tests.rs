@@ -1,0 +1,342 @@
+//! The admin API over real HTTP on loopback, with a ManualClock fuse.
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::fuse::{FuseConfig, FuseController, FuseMode, FuseState};
+
+const TOKEN: &str = "s3cret-token";
+
+struct Api {
+    base: String,
+    fuse: SharedFuse,
+    clock: ManualClock,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+async fn start() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::default();
+    let cfg = FuseConfig {
+        mode: FuseMode::Enforce,
+        state_file: dir.path().join("state.json"),
+        audit_file: Some(dir.path().join("audit.jsonl")),
+        ..Default::default()
+    };
+    let fuse: SharedFuse = Arc::new(Mutex::new(
+        FuseController::new(cfg, Arc::new(clock.clone())).unwrap(),
+    ));
+    let figures: RouteFigures = Arc::new(|| {
+        json!([
+            {"service": "shop", "method": "GET", "route": "/slow", "p99_seconds": 1.9},
+            {"service": "shop", "method": "GET", "route": "/ok", "p99_seconds": 0.01},
+        ])
+    });
+    let app = router(fuse.clone(), Some(figures), TOKEN.into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Api {
+        base,
+        fuse,
+        clock,
+        dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Api {
+    async fn post(&self, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+        let mut r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    fn audit(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default()
+    }
+}
+
+const OPEN_SLOW: &str = r#"{"service":"shop","method":"GET","route":"/slow","ttl":"10m","reason":"db failover","who":"alice"}"#;
+
+#[tokio::test]
+async fn missing_or_wrong_token_is_401_and_changes_nothing() {
+    let api = start().await;
+    for token in [
+        None,
+        Some("wrong"),
+        Some("s3cret-token-but-longer"),
+        Some(""),
+    ] {
+        let (status, body) = api.post("/api/v1/fuses/force-open", token, OPEN_SLOW).await;
+        assert_eq!(status, 401, "{token:?}");
+        assert!(body["error"].as_str().unwrap().contains("token"));
+        assert_eq!(api.get("/api/v1/fuses", token).await.0, 401);
+        assert_eq!(api.get("/api/v1/routes", token).await.0, 401);
+    }
+    // Not even a malformed body gets past the token check.
+    assert_eq!(
+        api.post("/api/v1/fuses/force-open", Some("x"), "{oops")
+            .await
+            .0,
+        401
+    );
+    let resp = api
+        .http
+        .get(format!("{}/api/v1/fuses", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    assert!(api.fuse.lock().unwrap().states().is_empty());
+    assert_eq!(api.audit(), "");
+}
+
+#[tokio::test]
+async fn force_open_with_ttl_expires_on_the_clock() {
+    let api = start().await;
+    let (status, body) = api
+        .post("/api/v1/fuses/force-open", Some(TOKEN), OPEN_SLOW)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "open");
+    assert_eq!(body["override"]["kind"], "force_open");
+    assert_eq!(body["override"]["who"], "alice");
+
+    let (_, fuses) = api.get("/api/v1/fuses", Some(TOKEN)).await;
+    assert_eq!(fuses["mode"], "enforce");
+    assert_eq!(fuses["fuses"][0]["route"], "/slow");
+
+    api.clock.advance(Duration::from_secs(599));
+    api.fuse.lock().unwrap().tick();
+    let (_, fuses) = api.get("/api/v1/fuses", Some(TOKEN)).await;
+    assert_eq!(fuses["fuses"][0]["state"], "open");
+    api.clock.advance(Duration::from_secs(1));
+    api.fuse.lock().unwrap().tick();
+    let (_, fuses) = api.get("/api/v1/fuses", Some(TOKEN)).await;
+    assert_eq!(fuses["fuses"][0]["state"], "half_open");
+    assert_eq!(fuses["fuses"][0]["override"], Value::Null);
+
+    let audit: Vec<Value> = api
+        .audit()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(
+        (audit[0]["cause"].as_str(), audit[0]["who"].as_str()),
+        (Some("override"), Some("alice"))
+    );
+    assert_eq!(audit[0]["why"], "db failover");
+    assert_eq!(audit[1]["cause"], "ttl");
+}
+
+#[tokio::test]
+async fn force_closed_and_release() {
+    let api = start().await;
+    let body = r#"{"service":"shop","method":"get","route":"/slow","ttl":"1h","reason":"false positive","who":"bob"}"#;
+    let (status, b) = api
+        .post("/api/v1/fuses/force-closed", Some(TOKEN), body)
+        .await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(
+        (b["state"].as_str(), b["method"].as_str()),
+        (Some("closed"), Some("GET"))
+    );
+    let rel = r#"{"service":"shop","method":"GET","route":"/slow","reason":"done","who":"bob"}"#;
+    let (status, b) = api.post("/api/v1/fuses/release", Some(TOKEN), rel).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["override"], Value::Null);
+    let (status, b) = api.post("/api/v1/fuses/release", Some(TOKEN), rel).await;
+    assert_eq!(status, 409, "{b}");
+    assert_eq!(api.audit().lines().count(), 2);
+}
+
+#[tokio::test]
+async fn bad_requests_get_4xx_with_a_message_and_change_nothing() {
+    let api = start().await;
+    let cases = [
+        ("{oops", 400),
+        (
+            r#"{"service":"shop","method":"GET","route":"/slow","reason":"r","who":"a","extra":1}"#,
+            422,
+        ),
+        (
+            r#"{"service":"shop","method":"GET","route":"/slow","reason":"r"}"#,
+            422,
+        ),
+        (
+            r#"{"service":"shop","method":"GET","route":"/slow","ttl":"soon","reason":"r","who":"a"}"#,
+            422,
+        ),
+        (
+            r#"{"service":"shop","method":"GET","route":"/slow","ttl":"3650d","reason":"r","who":"a"}"#,
+            422,
+        ),
+        (
+            r#"{"service":"shop","method":"GET","route":"/slow","ttl":"0s","reason":"r","who":"a"}"#,
+            422,
+        ),
+        (
+            r#"{"service":"shop","method":"GET","route":"slow","reason":"r","who":"a"}"#,
+            422,
+        ),
+        (
+            r#"{"service":"","method":"GET","route":"/slow","reason":"r","who":"a"}"#,
+            422,
+        ),
+        (
+            r#"{"service":"shop","method":"G T","route":"/slow","reason":"r","who":"a"}"#,
+            422,
+        ),
+        (
+            r#"{"service":"shop","method":"GET","route":"/slow","reason":" ","who":"a"}"#,
+            422,
+        ),
+        (r#"[1,2]"#, 422),
+    ];
+    for (body, want) in cases {
+        let (status, b) = api
+            .post("/api/v1/fuses/force-open", Some(TOKEN), body)
+            .await;
+        assert_eq!(status, want, "{body}: {b}");
+        assert!(!b["error"].as_str().unwrap_or("").is_empty(), "{body}: {b}");
+    }
+    let rel_ttl =
+        r#"{"service":"shop","method":"GET","route":"/slow","ttl":"1m","reason":"r","who":"a"}"#;
+    assert_eq!(
+        api.post("/api/v1/fuses/release", Some(TOKEN), rel_ttl)
+            .await
+            .0,
+        422
+    );
+    assert!(api.fuse.lock().unwrap().states().is_empty());
+    assert_eq!(api.audit(), "");
+}
+
+#[tokio::test]
+async fn routes_merge_slo_figures_with_fuse_state() {
+    let api = start().await;
+    api.post("/api/v1/fuses/force-open", Some(TOKEN), OPEN_SLOW)
+        .await;
+    let manual = r#"{"service":"billing","method":"POST","route":"/pay","reason":"r","who":"a"}"#;
+    assert_eq!(
+        api.post("/api/v1/fuses/force-closed", Some(TOKEN), manual)
+            .await
+            .0,
+        200
+    );
+    let (status, b) = api.get("/api/v1/routes", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let routes = b["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 3);
+    assert_eq!(routes[0]["route"], "/slow");
+    assert_eq!(routes[0]["p99_seconds"], 1.9);
+    assert_eq!(routes[0]["fuse"]["state"], "open");
+    assert_eq!(routes[1]["fuse"]["state"], "closed");
+    assert_eq!(routes[2]["route"], "/pay");
+    assert_eq!(routes[2]["fuse"]["override"]["kind"], "force_closed");
+    assert_eq!(
+        api.fuse
+            .lock()
+            .unwrap()
+            .status(&RouteKey::new("shop", "GET", "/slow"))
+            .unwrap()
+            .state,
+        FuseState::Open
+    );
+}
+
+#[test]
+fn token_from_file_wins_then_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let env = |k: &str| (k == DEFAULT_TOKEN_ENV).then(|| " from-env \n".to_string());
+    let mut cfg = AdminConfig::default();
+    assert_eq!(load_token(&cfg, env).unwrap().as_deref(), Some("from-env"));
+    assert_eq!(load_token(&cfg, |_| None).unwrap(), None);
+    assert_eq!(load_token(&cfg, |_| Some("  ".into())).unwrap(), None);
+    cfg.token_file = Some(file.clone());
+    assert!(matches!(
+        load_token(&cfg, env),
+        Err(AdminError::TokenFile { .. })
+    ));
+    std::fs::write(&file, "\n").unwrap();
+    assert!(matches!(
+        load_token(&cfg, env),
+        Err(AdminError::EmptyToken(_))
+    ));
+    std::fs::write(&file, "from-file\n").unwrap();
+    assert_eq!(load_token(&cfg, env).unwrap().as_deref(), Some("from-file"));
+}
+
+#[tokio::test]
+async fn no_token_means_the_api_is_off() {
+    let cfg = AdminConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token_file: None,
+        token_env: "SG_TEST_TOKEN_THAT_IS_NEVER_SET".into(),
+    };
+    let fuse: SharedFuse = Arc::new(Mutex::new(
+        FuseController::with_actions(
+            FuseConfig {
+                state_file: tempfile::tempdir().unwrap().path().join("s.json"),
+                audit_file: None,
+                ..Default::default()
+            },
+            Arc::new(ManualClock::default()),
+            vec![],
+        )
+        .unwrap(),
+    ));
+    // Returns at once instead of serving forever.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        serve(&cfg, fuse, None, std::future::pending()),
+    )
+    .await
+    .expect("serve returned")
+    .unwrap();
+}
+
+#[test]
+fn config_checks_token_env() {
+    let mut c = AdminConfig::default();
+    c.validate().unwrap();
+    c.token_env = "SLOGUARD_TOKEN".into();
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("admin.token_env")
+    );
+    c.token_env = "BAD-NAME".into();
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("admin.token_env")
+    );
+}

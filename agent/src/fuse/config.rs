@@ -1,0 +1,393 @@
+//! The `fuse:` config section: mode, timings, guards, files and actions.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+/// `dry_run` logs and records what it would fuse but never calls an action.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FuseMode {
+    #[default]
+    DryRun,
+    Enforce,
+}
+
+impl FuseMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FuseMode::DryRun => "dry_run",
+            FuseMode::Enforce => "enforce",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FuseConfig {
+    /// `dry_run` (default: safe to turn on anywhere) or `enforce`.
+    pub mode: FuseMode,
+    /// How long a route stays open the first time.
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+    /// Cap of the open time, which doubles per repeat.
+    #[serde(with = "humantime_serde")]
+    pub max_open_for: Duration,
+    /// A route closed and healthy this long starts again at `open_for`.
+    #[serde(with = "humantime_serde")]
+    pub reset_after: Duration,
+    /// Never fuse more than this share of a service's known routes (0 < x <= 1).
+    pub max_fused_share: f64,
+    /// An L2 alert fuses only if its triggering period had this many requests.
+    pub min_requests: u64,
+    /// Manual overrides without a TTL last this long.
+    #[serde(with = "humantime_serde")]
+    pub override_ttl: Duration,
+    /// Longest TTL an override may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_override_ttl: Duration,
+    /// Fuse state survives restarts here (JSON, atomically rewritten).
+    pub state_file: PathBuf,
+    /// Every state change is appended here as a JSON line; empty: log only.
+    pub audit_file: Option<PathBuf>,
+    /// First retry delay of a failed action; doubles per failure.
+    #[serde(with = "humantime_serde")]
+    pub retry_min: Duration,
+    /// Longest delay between retries of a failed action.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// What to do when a route changes state.
+    pub actions: Vec<ActionConfig>,
+}
+
+impl Default for FuseConfig {
+    fn default() -> Self {
+        Self {
+            mode: FuseMode::DryRun,
+            open_for: Duration::from_secs(30),
+            max_open_for: Duration::from_secs(300),
+            reset_after: Duration::from_secs(600),
+            max_fused_share: 0.5,
+            min_requests: 20,
+            override_ttl: Duration::from_secs(3600),
+            max_override_ttl: Duration::from_secs(7 * 24 * 3600),
+            state_file: "/var/lib/sloguard/fuse-state.json".into(),
+            audit_file: Some("/var/lib/sloguard/fuse-audit.jsonl".into()),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            actions: Vec::new(),
+        }
+    }
+}
+
+/// One pluggable action, tagged by `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ActionConfig {
+    Http(HttpActionConfig),
+    File(FileActionConfig),
+}
+
+impl ActionConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            ActionConfig::Http(h) => &h.name,
+            ActionConfig::File(f) => &f.name,
+        }
+    }
+}
+
+/// A templated request to a gateway API. Placeholders: `{{service}}`,
+/// `{{method}}`, `{{route}}`, `{{state}}`, `{{fused}}` (1/0),
+/// `{{fused_percent}}` (100/0), `{{route_slug}}`, `{{idempotency_key}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpActionConfig {
+    pub name: String,
+    /// Only routes of these services (empty: all).
+    pub services: Vec<String>,
+    pub method: String,
+    /// Placeholders are percent-encoded here.
+    pub url: String,
+    /// Header values; placeholders inserted as they are (CR/LF rejected).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Placeholders are JSON-string-escaped here (the body is meant to be JSON).
+    pub body: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts after the first one within one try of the action.
+    pub retries: u32,
+    /// First delay between attempts; doubles per attempt.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+impl Default for HttpActionConfig {
+    fn default() -> Self {
+        Self {
+            name: "http".into(),
+            services: Vec::new(),
+            method: "POST".into(),
+            url: String::new(),
+            headers: [("Content-Type".to_string(), "application/json".to_string())]
+                .into_iter()
+                .collect(),
+            body: r#"{"service":"{{service}}","method":"{{method}}","route":"{{route}}","state":"{{state}}"}"#
+                .into(),
+            timeout: Duration::from_secs(5),
+            retries: 3,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    #[default]
+    Json,
+    /// The body of an nginx `map "$request_method $uri" $var { ... }` include.
+    NginxMap,
+}
+
+/// A file rewritten atomically (temp + fsync + rename) on every change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileActionConfig {
+    pub name: String,
+    /// Only routes of these services (empty: all).
+    pub services: Vec<String>,
+    pub path: PathBuf,
+    pub format: FileFormat,
+    /// Run after each write (argv, no shell), e.g. `[nginx, -s, reload]`.
+    pub reload_command: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub reload_timeout: Duration,
+}
+
+impl Default for FileActionConfig {
+    fn default() -> Self {
+        Self {
+            name: "file".into(),
+            services: Vec::new(),
+            path: PathBuf::new(),
+            format: FileFormat::Json,
+            reload_command: Vec::new(),
+            reload_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl FuseConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = |f: &str| format!("fuse.{f}");
+        if self.open_for.is_zero() {
+            return Err(ConfigError::key(k("open_for"), "must be more than 0s"));
+        }
+        if self.max_open_for < self.open_for {
+            return Err(ConfigError::key(
+                k("max_open_for"),
+                "must be at least fuse.open_for",
+            ));
+        }
+        if !(self.max_fused_share > 0.0 && self.max_fused_share <= 1.0) {
+            return Err(ConfigError::key(k("max_fused_share"), "must be in (0, 1]"));
+        }
+        if self.override_ttl.is_zero() || self.override_ttl > self.max_override_ttl {
+            return Err(ConfigError::key(
+                k("override_ttl"),
+                "must be more than 0s and at most fuse.max_override_ttl",
+            ));
+        }
+        if self.state_file.as_os_str().is_empty() {
+            return Err(ConfigError::key(k("state_file"), "must not be empty"));
+        }
+        if self.retry_min.is_zero() || self.retry_max < self.retry_min {
+            return Err(ConfigError::key(
+                k("retry_min"),
+                "must be more than 0s and at most fuse.retry_max",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut paths = std::collections::HashSet::new();
+        for (i, a) in self.actions.iter().enumerate() {
+            let key = |f: &str| format!("fuse.actions[{i}].{f}");
+            if a.name().trim().is_empty() {
+                return Err(ConfigError::key(key("name"), "must not be empty"));
+            }
+            if !names.insert(a.name()) {
+                return Err(ConfigError::key(key("name"), "duplicate action name"));
+            }
+            match a {
+                ActionConfig::Http(h) => {
+                    reqwest::Method::from_bytes(h.method.as_bytes())
+                        .map_err(|_| ConfigError::key(key("method"), "not an HTTP method"))?;
+                    let probe = h.url.replace("{{", "").replace("}}", "");
+                    let url = reqwest::Url::parse(&probe)
+                        .map_err(|e| ConfigError::key(key("url"), e.to_string()))?;
+                    if !matches!(url.scheme(), "http" | "https") {
+                        return Err(ConfigError::key(key("url"), "must be http or https"));
+                    }
+                    for (name, value) in &h.headers {
+                        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                            ConfigError::key(key("headers"), format!("bad header name {name:?}"))
+                        })?;
+                        if value.contains(['\r', '\n']) {
+                            return Err(ConfigError::key(
+                                key("headers"),
+                                format!("header {name} has a line break"),
+                            ));
+                        }
+                    }
+                    if h.timeout.is_zero() {
+                        return Err(ConfigError::key(key("timeout"), "must be more than 0s"));
+                    }
+                    if h.retries > 10 {
+                        return Err(ConfigError::key(key("retries"), "must be at most 10"));
+                    }
+                }
+                ActionConfig::File(f) => {
+                    if f.path.as_os_str().is_empty() || f.path.file_name().is_none() {
+                        return Err(ConfigError::key(key("path"), "must name a file"));
+                    }
+                    if f.path == self.state_file || !paths.insert(&f.path) {
+                        return Err(ConfigError::key(
+                            key("path"),
+                            "another action or the state file uses this path",
+                        ));
+                    }
+                    if f.reload_command.iter().any(|a| a.is_empty()) {
+                        return Err(ConfigError::key(
+                            key("reload_command"),
+                            "arguments must not be empty",
+                        ));
+                    }
+                    if f.reload_timeout.is_zero() {
+                        return Err(ConfigError::key(
+                            key("reload_timeout"),
+                            "must be more than 0s",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(y: &str) -> Result<FuseConfig, String> {
+        let c: FuseConfig = serde_yaml_ng::from_str(y).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        FuseConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn actions_parse_by_type() {
+        let c = parse(
+            "mode: enforce\nopen_for: 10s\nactions:\n  - type: file\n    name: nginx\n    path: /tmp/x.map\n    format: nginx_map\n    reload_command: [nginx, -s, reload]\n  - type: http\n    url: http://127.0.0.1:1/{{route}}\n",
+        )
+        .unwrap();
+        assert_eq!(c.mode, FuseMode::Enforce);
+        assert_eq!(c.open_for, Duration::from_secs(10));
+        assert!(matches!(&c.actions[0], ActionConfig::File(f) if f.format == FileFormat::NginxMap));
+        assert!(matches!(&c.actions[1], ActionConfig::Http(h) if h.method == "POST"));
+    }
+
+    #[test]
+    fn unknown_action_key_is_an_error() {
+        let e = parse("actions:\n  - type: file\n    path: /tmp/x\n    pth: 1\n").unwrap_err();
+        assert!(e.contains("pth"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (y, key) in [
+            ("max_fused_share: 0\n", "fuse.max_fused_share"),
+            ("max_fused_share: 1.5\n", "fuse.max_fused_share"),
+            ("open_for: 60s\nmax_open_for: 30s\n", "fuse.max_open_for"),
+            ("open_for: 0s\n", "fuse.open_for"),
+            (
+                "actions:\n  - type: http\n    url: not a url\n",
+                "fuse.actions[0].url",
+            ),
+            (
+                "actions:\n  - type: http\n    url: http://x/\n    method: \"B D\"\n",
+                "fuse.actions[0].method",
+            ),
+            ("actions:\n  - type: file\n", "fuse.actions[0].path"),
+            (
+                "actions:\n  - type: file\n    name: a\n    path: /x\n  - type: file\n    name: b\n    path: /x\n",
+                "fuse.actions[1].path",
+            ),
+            (
+                "actions:\n  - type: file\n    path: /a\n  - type: file\n    path: /b\n",
+                "fuse.actions[1].name",
+            ),
+        ] {
+            let e = parse(y).unwrap_err();
+            assert!(e.contains(key), "{y}: {e}");
+        }
+    }
+
+    #[test]
+    fn root_config_names_fuse_keys() {
+        let parse = |y: &str| {
+            crate::config::Config::from_yaml_with_env(y, Vec::<(String, String)>::new())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            parse("fuse:\n  mode: enforce\n").unwrap().fuse.mode,
+            FuseMode::Enforce
+        );
+        let e = parse("fuse:\n  max_fused_share: 2\n").unwrap_err();
+        assert!(e.contains("fuse.max_fused_share"), "{e}");
+        let e = parse("fuse:\n  mode: sometimes\n").unwrap_err();
+        assert!(e.contains("fuse.mode"), "{e}");
+        let e = parse("fuse:\n  actions:\n    - type: file\n      path: /x\n      bogus: 1\n")
+            .unwrap_err();
+        assert!(e.contains("fuse.actions") && e.contains("bogus"), "{e}");
+    }
+}
+#[cfg(test)]
+mod docs_in_step {
+    /// The configuration block of docs/fuse.md is the compiled-in defaults,
+    /// written the way they serialise (so it can go into config/sloguard.yaml).
+    #[test]
+    fn docs_config_block_equals_defaults() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct Sections {
+            fuse: super::FuseConfig,
+            admin: crate::admin::AdminConfig,
+        }
+        let doc = include_str!("../../../docs/fuse.md");
+        let start = doc.find("## Configuration").unwrap();
+        let block = &doc[start..];
+        let block = &block[block.find("```yaml\n").unwrap() + 8..];
+        let block = &block[..block.find("```").unwrap()];
+        let file: serde_yaml_ng::Value = serde_yaml_ng::from_str(block).unwrap();
+        let defaults = Sections {
+            fuse: Default::default(),
+            admin: Default::default(),
+        };
+        assert_eq!(
+            file,
+            serde_yaml_ng::to_value(&defaults).unwrap(),
+            "defaults serialise as:\n{}",
+            serde_yaml_ng::to_string(&defaults).unwrap()
+        );
+        let parsed: Sections = serde_yaml_ng::from_str(block).unwrap();
+        assert_eq!(parsed, defaults);
+    }
+}

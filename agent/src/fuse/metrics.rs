@@ -1,0 +1,103 @@
+//! `sloguard_fuse_*` metrics.
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::machine::FuseState;
+use crate::route::RouteKey;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub service_name: String,
+    pub http_request_method: String,
+    pub http_route: String,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToLabels {
+    pub to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+    /// `ok`, `error` or `dry_run` (would have been called).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Default)]
+pub struct FuseMetrics {
+    pub state: Family<StateLabels, Gauge>,
+    pub transitions: Family<ToLabels, Counter>,
+    pub actions: Family<ActionLabels, Counter>,
+    pub overrides: Family<KindLabels, Counter>,
+    pub skipped: Family<ReasonLabels, Counter>,
+}
+
+fn labels(r: &RouteKey, state: FuseState) -> StateLabels {
+    StateLabels {
+        service_name: r.service.to_string(),
+        http_request_method: r.method.to_string(),
+        http_route: r.route.to_string(),
+        state: state.as_str(),
+    }
+}
+
+impl FuseMetrics {
+    /// 1 for the route's current state, 0 for the others.
+    pub fn set_state(&self, r: &RouteKey, current: FuseState) {
+        for s in FuseState::ALL {
+            self.state
+                .get_or_create(&labels(r, s))
+                .set((s == current) as i64);
+        }
+    }
+
+    /// Drops a forgotten route's series, so cardinality follows live routes.
+    pub fn forget(&self, r: &RouteKey) {
+        for s in FuseState::ALL {
+            self.state.remove(&labels(r, s));
+        }
+    }
+
+    pub fn register(&self, reg: &mut Registry) {
+        reg.register(
+            "sloguard_fuse_state",
+            "Fuse state per route: 1 for the current state",
+            self.state.clone(),
+        );
+        reg.register(
+            "sloguard_fuse_transitions",
+            "Fuse state changes by target state",
+            self.transitions.clone(),
+        );
+        reg.register(
+            "sloguard_fuse_actions",
+            "Fuse action calls by action and result (dry_run: would have been called)",
+            self.actions.clone(),
+        );
+        reg.register(
+            "sloguard_fuse_overrides",
+            "Manual fuse overrides by kind",
+            self.overrides.clone(),
+        );
+        reg.register(
+            "sloguard_fuse_skipped",
+            "L2 alerts that did not fuse, by guard",
+            self.skipped.clone(),
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Fuse state on disk: one JSON file rewritten atomically after every change,
+//! read back at start so a restarted agent knows what it fused and which
+//! actions still owe the gateway a call.
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::machine::RouteFuse;
+use crate::route::RouteKey;
+
+const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("fuse state file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("fuse state file {path} is not valid ({message}); fix or remove it")]
+    Invalid { path: String, message: String },
+}
+
+/// One route as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredRoute {
+    pub service: String,
+    pub method: String,
+    pub route: String,
+    #[serde(flatten)]
+    pub fuse: RouteFuse,
+    /// Per action name: the last transition `seq` it applied.
+    #[serde(default)]
+    pub applied: BTreeMap<String, u64>,
+}
+
+impl StoredRoute {
+    pub fn key(&self) -> RouteKey {
+        RouteKey::new(&self.service, &self.method, &self.route)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StateDoc {
+    version: u32,
+    /// Mode that wrote the file: dry-run state must not turn into real fuses.
+    mode: String,
+    routes: Vec<StoredRoute>,
+}
+
+pub struct StateStore {
+    path: PathBuf,
+}
+
+impl StateStore {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Missing file: nothing fused yet. A file that does not parse is an
+    /// error: silently forgetting fused routes would be worse than not starting.
+    /// Returns the mode that wrote the file (None: no file) and the routes.
+    pub fn load(&self) -> Result<(Option<String>, Vec<StoredRoute>), StoreError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, Vec::new())),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: self.path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let doc: StateDoc = serde_json::from_str(&text).map_err(|e| StoreError::Invalid {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if doc.version != VERSION {
+            return Err(StoreError::Invalid {
+                path: self.path.display().to_string(),
+                message: format!("version {} (expected {VERSION})", doc.version),
+            });
+        }
+        Ok((Some(doc.mode), doc.routes))
+    }
+
+    pub fn save(&self, mode: &str, routes: Vec<StoredRoute>) -> Result<(), StoreError> {
+        let doc = StateDoc {
+            version: VERSION,
+            mode: mode.to_string(),
+            routes,
+        };
+        let mut text = serde_json::to_vec_pretty(&doc).map_err(|e| StoreError::Invalid {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        text.push(b'\n');
+        write_atomic(&self.path, &text).map_err(|source| StoreError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// Write a sibling temp file, fsync it, rename it over `path`, fsync the
+/// directory: readers see the old or the new file, never a torn one.
+pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuse::machine::FuseState;
+
+    #[test]
+    fn round_trip_and_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::new(dir.path().join("sub/state.json"));
+        assert_eq!(s.load().unwrap(), (None, vec![]));
+        let r = StoredRoute {
+            service: "shop".into(),
+            method: "GET".into(),
+            route: "/a".into(),
+            fuse: RouteFuse {
+                state: FuseState::Open,
+                escalation: 2,
+                open_until: Some(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+                ),
+                seq: 4,
+                ..Default::default()
+            },
+            applied: [("nginx".to_string(), 3)].into_iter().collect(),
+        };
+        s.save("enforce", vec![r.clone()]).unwrap();
+        assert_eq!(s.load().unwrap(), (Some("enforce".to_string()), vec![r]));
+        // No temp file left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        std::fs::write(&p, "{not json").unwrap();
+        let e = StateStore::new(p).load().unwrap_err().to_string();
+        assert!(e.contains("state.json"), "{e}");
+    }
+}

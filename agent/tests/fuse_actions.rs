@@ -1,0 +1,410 @@
+//! Fuse actions against real peers on loopback: a real nginx that includes the
+//! map file sloguard writes and reloads, and an HTTP gateway API the test runs.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use axum::Router;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use sloguard::alert::model::{AlertEvent, AlertFigures, AlertKind, AlertStatus, RouteVerdict};
+use sloguard::clock::{Clock, ManualClock};
+use sloguard::fuse::action::idempotency_key;
+use sloguard::fuse::{
+    ActionConfig, FileActionConfig, FileFormat, FuseConfig, FuseController, FuseMode, FuseState,
+    HttpActionConfig,
+};
+use sloguard::route::RouteKey;
+
+fn l2(r: &RouteKey) -> AlertEvent {
+    AlertEvent {
+        kind: AlertKind::P99SpikeWith5xxBurst,
+        status: AlertStatus::Firing,
+        route: r.clone(),
+        gray_tag: String::new(),
+        starts_at: UNIX_EPOCH,
+        ends_at: None,
+        figures: AlertFigures {
+            requests: 500,
+            errors_5xx: 40,
+            ..Default::default()
+        },
+        evidence: Default::default(),
+        sample_trace_ids: vec![],
+        diagnosis: "p99 spike with 8 % 5xx".into(),
+    }
+}
+
+fn fuse_cfg(dir: &Path, actions: Vec<ActionConfig>) -> FuseConfig {
+    FuseConfig {
+        mode: FuseMode::Enforce,
+        max_fused_share: 1.0,
+        min_requests: 1,
+        state_file: dir.join("state.json"),
+        audit_file: Some(dir.join("audit.jsonl")),
+        actions,
+        ..Default::default()
+    }
+}
+
+/// Ticks until every action owes nothing for `r`; bounded.
+async fn settle(c: &mut FuseController, r: &RouteKey) {
+    for _ in 0..1000 {
+        c.tick();
+        if c.status(r).is_some_and(|s| s.pending_actions.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("actions still pending: {:?}", c.status(r));
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file())
+}
+
+/// The nginx under test; stopped (SIGTERM, then SIGKILL) when dropped.
+struct Nginx {
+    child: std::process::Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling the child this test started, by its pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The snippet docs/fuse.md shows, with test paths.
+fn nginx_conf(dir: &Path, port: u16, upstream: u16, map: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+
+    # sloguard rewrites this file and reloads nginx; 1 = fused.
+    map "$request_method $uri" $sloguard_fused {{
+        default 0;
+        include {map};
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        if ($sloguard_fused) {{
+            return 503 "route fused by sloguard\n";
+        }}
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+        }}
+    }}
+}}
+"#,
+        map = map.display()
+    )
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
+    match client.get(url).send().await {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Polls `url` until it answers `want`; bounded.
+async fn expect_status(client: &reqwest::Client, url: &str, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, body) = get(client, url).await;
+        if s == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url}: want {want}, got {s} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn nginx_answers_fused_route_with_503_from_the_map() {
+    let Some(nginx) = find_nginx() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("nginx is missing (apt-get install -y nginx); required in CI");
+        }
+        eprintln!("SKIP nginx_answers_fused_route_with_503_from_the_map: nginx not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // Upstream: answers 200 on every path.
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_port = up.local_addr().unwrap().port();
+    let app =
+        Router::new().fallback(|uri: Uri| async move { format!("upstream ok {}", uri.path()) });
+    tokio::spawn(async move { axum::serve(up, app).await });
+
+    let port = free_port();
+    let map = d.join("sloguard-fuses.map");
+    std::fs::write(&map, "").unwrap(); // nginx needs the include to exist at start
+    let conf = d.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(d, port, up_port, &map)).unwrap();
+    let prefix = format!("{}/", d.display());
+    let mut cmd = std::process::Command::new(&nginx);
+    cmd.args(["-p", &prefix, "-c"])
+        .arg(&conf)
+        .args(["-e"])
+        .arg(d.join("error.log"));
+    let status = std::process::Command::new(&nginx)
+        .args(["-t", "-p", &prefix, "-c"])
+        .arg(&conf)
+        .args(["-e"])
+        .arg(d.join("error.log"))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let _nginx = Nginx {
+        child: cmd.spawn().unwrap(),
+    };
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    expect_status(&client, &format!("{base}/api/slow"), 200).await;
+
+    let reload = vec![
+        nginx.display().to_string(),
+        "-p".into(),
+        prefix.clone(),
+        "-c".into(),
+        conf.display().to_string(),
+        "-e".into(),
+        d.join("error.log").display().to_string(),
+        "-s".into(),
+        "reload".into(),
+    ];
+    let cfg = fuse_cfg(
+        d,
+        vec![ActionConfig::File(FileActionConfig {
+            name: "nginx".into(),
+            path: map.clone(),
+            format: FileFormat::NginxMap,
+            reload_command: reload,
+            ..Default::default()
+        })],
+    );
+    let clock = ManualClock::default();
+    let mut c = FuseController::new(cfg, Arc::new(clock.clone())).unwrap();
+    let slow = RouteKey::new("shop", "GET", "/api/slow");
+    let item = RouteKey::new("shop", "GET", "/api/items/{id}");
+    let other = RouteKey::new("shop", "GET", "/api/other");
+    // Characters that are regex or nginx syntax reach nginx as \xHH escapes.
+    let dotted = RouteKey::new("shop", "GET", "/v1.0/a b\"c;");
+    let v = |r: &RouteKey| RouteVerdict {
+        route: r.clone(),
+        period_end: clock.now(),
+        requests: 100,
+        healthy: true,
+    };
+    c.on_verdicts(&[v(&slow), v(&item), v(&other), v(&dotted)]);
+
+    c.on_alert(&l2(&slow));
+    clock.advance(Duration::from_secs(10));
+    c.on_alert(&l2(&item));
+    c.on_alert(&l2(&dotted));
+    settle(&mut c, &dotted).await;
+    settle(&mut c, &slow).await;
+    settle(&mut c, &item).await;
+    let text = std::fs::read_to_string(&map).unwrap();
+    assert!(text.contains("\"~^GET /api/slow$\" 1;"), "{text}");
+
+    let body = expect_status(&client, &format!("{base}/api/slow"), 503).await;
+    assert_eq!(body, "route fused by sloguard\n");
+    expect_status(&client, &format!("{base}/api/slow?x=1"), 503).await;
+    expect_status(&client, &format!("{base}/api/items/42"), 503).await;
+    // Neighbours still reach the upstream.
+    assert_eq!(
+        get(&client, &format!("{base}/api/other")).await,
+        (200, "upstream ok /api/other".into())
+    );
+    assert_eq!(get(&client, &format!("{base}/api/slower")).await.0, 200);
+    assert_eq!(get(&client, &format!("{base}/api/items/42/x")).await.0, 200);
+    assert_eq!(
+        client
+            .post(format!("{base}/api/slow"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // /api/slow's open time is over (item has 10 s left): half_open lets
+    // its traffic through again.
+    clock.advance(Duration::from_secs(20));
+    c.tick();
+    assert_eq!(c.status(&slow).unwrap().state, FuseState::HalfOpen);
+    settle(&mut c, &slow).await;
+    expect_status(&client, &format!("{base}/api/slow"), 200).await;
+    expect_status(&client, &format!("{base}/api/items/42"), 503).await;
+}
+
+/// Requests the gateway saw: method, URI, headers, body.
+type Seen = Arc<Mutex<Vec<(Method, String, HeaderMap, String)>>>;
+
+#[derive(Clone, Default)]
+struct Gateway {
+    seen: Seen,
+    /// Answer 500 to this many requests first.
+    fail_first: Arc<AtomicUsize>,
+}
+
+async fn start_gateway(g: Gateway) -> u16 {
+    let app = Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: String| {
+            let g = g.clone();
+            async move {
+                g.seen
+                    .lock()
+                    .unwrap()
+                    .push((method, uri.to_string(), headers, body));
+                let left = g.fail_first.load(Ordering::SeqCst);
+                if left > 0 {
+                    g.fail_first.store(left - 1, Ordering::SeqCst);
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        },
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    port
+}
+
+fn http_action(port: u16, retries: u32) -> ActionConfig {
+    ActionConfig::Http(HttpActionConfig {
+        name: "gateway".into(),
+        method: "PUT".into(),
+        url: format!(
+            "http://127.0.0.1:{port}/fuse/{{{{service}}}}?route={{{{route}}}}&state={{{{state}}}}"
+        ),
+        headers: [
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("X-Route".to_string(), "{{method}} {{route}}".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        retries,
+        backoff: Duration::from_millis(20),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn http_action_retries_with_one_idempotency_key() {
+    let g = Gateway::default();
+    g.fail_first.store(2, Ordering::SeqCst);
+    let port = start_gateway(g.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::default();
+    let mut c = FuseController::new(
+        fuse_cfg(dir.path(), vec![http_action(port, 3)]),
+        Arc::new(clock),
+    )
+    .unwrap();
+    let r = RouteKey::new("shop", "GET", "/users/{id}");
+    c.on_alert(&l2(&r));
+    settle(&mut c, &r).await;
+
+    let seen = g.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "two 500s then a 200");
+    let key = idempotency_key(&r, 1);
+    for (method, uri, headers, body) in &seen {
+        assert_eq!(method, Method::PUT);
+        assert_eq!(uri, "/fuse/shop?route=/users/%7Bid%7D&state=open");
+        assert_eq!(headers["idempotency-key"], key.as_str());
+        assert_eq!(headers["x-route"], "GET /users/{id}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["route"], "/users/{id}");
+        assert_eq!(v["state"], "open");
+    }
+}
+
+#[tokio::test]
+async fn http_action_that_keeps_failing_is_retried_later_not_forgotten() {
+    let g = Gateway::default();
+    g.fail_first.store(2, Ordering::SeqCst);
+    let port = start_gateway(g.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::default();
+    let mut c = FuseController::new(
+        fuse_cfg(dir.path(), vec![http_action(port, 1)]),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let r = RouteKey::new("shop", "GET", "/pay");
+    c.on_alert(&l2(&r));
+    // Both attempts of the first try fail.
+    for _ in 0..500 {
+        c.tick();
+        if c.status(&r).unwrap().pending_actions[0].failures == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let p = c.status(&r).unwrap().pending_actions[0].clone();
+    assert_eq!(p.failures, 1);
+    assert_eq!(p.last_error.as_deref(), Some("gateway answered HTTP 500"));
+    assert_eq!(g.seen.lock().unwrap().len(), 2);
+    // After the backoff on the clock, the controller tries again and succeeds.
+    clock.advance(Duration::from_secs(1));
+    settle(&mut c, &r).await;
+    let seen = g.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen.iter()
+            .all(|s| s.2["idempotency-key"] == idempotency_key(&r, 1).as_str())
+    );
+}
