@@ -3,8 +3,39 @@
 //! agent). Events in softirq context (retransmits) carry no useful task, so
 //! they are attributed through the owner recorded here.
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+
+/// Hasher for socket-pointer keys: they come from our own kernel programs,
+/// not from the network, so a fast mixer is safe (SipHash costs more than
+/// the rest of the per-event work).
+#[derive(Default)]
+pub struct SockKeyHasher(u64);
+
+impl Hasher for SockKeyHasher {
+    fn finish(&self) -> u64 {
+        // splitmix64 finaliser: pointers differ mostly in middle bits.
+        let mut z = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+pub type SockMap<V> = HashMap<u64, V, BuildHasherDefault<SockKeyHasher>>;
 
 /// Which end the traced process is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +66,13 @@ pub struct ConnInfo {
     pub connect_ns: Option<u64>,
     /// Retransmitted segments so far (cumulative, for per-request deltas).
     pub retrans_segs: u64,
+    /// `retrans_segs` when the last request on this connection completed.
+    pub retrans_reported: u64,
+    /// Requests completed on this connection.
+    pub requests: u64,
+    /// The retransmit counter of this connection's labels, resolved once:
+    /// later retransmits are one atomic add. Cleared when the owner changes.
+    pub retrans_counter: Option<Counter>,
     pub last_seen_ns: u64,
 }
 
@@ -48,6 +86,9 @@ impl ConnInfo {
             role: None,
             connect_ns: None,
             retrans_segs: 0,
+            retrans_reported: 0,
+            requests: 0,
+            retrans_counter: None,
             last_seen_ns: now_ns,
         }
     }
@@ -67,7 +108,7 @@ impl ConnInfo {
 
 /// Bounded table of live connections.
 pub struct ConnTable {
-    map: HashMap<u64, ConnInfo>,
+    map: SockMap<ConnInfo>,
     cap: usize,
     evicted: u64,
 }
@@ -75,7 +116,7 @@ pub struct ConnTable {
 impl ConnTable {
     pub fn new(cap: usize) -> Self {
         Self {
-            map: HashMap::with_capacity(cap.min(4096)),
+            map: SockMap::with_capacity_and_hasher(cap.min(4096), Default::default()),
             cap: cap.max(16),
             evicted: 0,
         }

@@ -106,6 +106,7 @@ impl Pipeline {
                     if let Some(o) = owner_of(&e.header) {
                         c.owner = Some(o);
                         c.service = None;
+                        c.retrans_counter = None;
                     }
                 }
                 let service = self.service_of(e.sk);
@@ -144,6 +145,7 @@ impl Pipeline {
                     if c.owner.as_ref().is_none_or(|old| old.tgid != o.tgid) {
                         c.owner = Some(o);
                         c.service = None;
+                        c.retrans_counter = None;
                     }
                 }
             }
@@ -155,10 +157,21 @@ impl Pipeline {
                         set_tuple(c, &e.tuple);
                     }
                     c.retrans_segs += segs;
+                    if let Some(ctr) = &c.retrans_counter {
+                        ctr.inc_by(segs);
+                        return;
+                    }
                 }
                 let service = self.service_of(e.sk);
                 let endpoint = remote_label(self.conns.get(e.sk));
-                self.tcp.add_retransmits(&service, &endpoint, segs);
+                let ctr = self.tcp.retransmit_counter(&service, &endpoint);
+                ctr.inc_by(segs);
+                // Cache only once the owner is known: "unknown" may still resolve.
+                if let Some(c) = self.conns.entry_if_present(e.sk) {
+                    if c.owner.is_some() {
+                        c.retrans_counter = Some(ctr);
+                    }
+                }
             }
             Event::Data(_) => {}
         }

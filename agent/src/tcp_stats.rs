@@ -138,13 +138,18 @@ impl TcpStats {
     }
 
     pub fn add_retransmits(&mut self, service: &Arc<str>, endpoint: &str, segs: u64) {
+        self.retransmit_counter(service, endpoint).inc_by(segs);
+    }
+
+    /// The counter for (service, endpoint), for callers that cache it.
+    pub fn retransmit_counter(&mut self, service: &Arc<str>, endpoint: &str) -> Counter {
         let remote_endpoint = self.endpoint_label(service, endpoint);
         self.retransmits
             .get_or_create(&EndpointLabels {
                 service_name: service.clone(),
                 remote_endpoint,
             })
-            .inc_by(segs);
+            .clone()
     }
 
     pub fn observe_connect(&mut self, service: &Arc<str>, endpoint: &str, secs: f64) {
