@@ -1,0 +1,135 @@
+use super::*;
+use crate::events::encode::*;
+use agent_common::{EventKind, SockOwnerEvent, TcpConnectEvent, TcpRetransmitEvent, TcpStateEvent};
+use prometheus_client::encoding::text::encode;
+
+fn pipeline() -> (Pipeline, Registry) {
+    let mut reg = Registry::default();
+    let cfg = Config::default();
+    let sm = SelfMetrics::default();
+    sm.register(&mut reg);
+    (Pipeline::new(&cfg, &mut reg, sm), reg)
+}
+
+fn scrape(reg: &Registry) -> String {
+    let mut s = String::new();
+    encode(&mut s, reg).unwrap();
+    s
+}
+
+fn connect(sk: u64, comm: &str, dport: u16, outcome: ConnectOutcome, dur: u64) -> Vec<u8> {
+    bytes_of(&TcpConnectEvent {
+        header: header(EventKind::TcpConnect, 100, 1, comm),
+        sk,
+        tuple: tuple_v4([127, 0, 0, 1], 40000, [127, 0, 0, 1], dport),
+        duration_ns: dur,
+        outcome: outcome as u32,
+        error: 0,
+    })
+}
+
+fn retransmit(sk: u64, segs: u32) -> Vec<u8> {
+    let mut h = header(EventKind::TcpRetransmit, 0, 5, "swapper/0");
+    h.tgid = 0;
+    bytes_of(&TcpRetransmitEvent {
+        header: h,
+        sk,
+        tuple: tuple_v4([127, 0, 0, 1], 40000, [127, 0, 0, 1], 5432),
+        segs,
+        state: 1,
+        synack: 0,
+        _pad: 0,
+    })
+}
+
+#[test]
+fn retransmits_are_attributed_to_the_owner_not_the_softirq_task() {
+    let (mut p, reg) = pipeline();
+    p.handle_record(&connect(
+        1,
+        "psql",
+        5432,
+        ConnectOutcome::Established,
+        2_000_000,
+    ));
+    p.handle_record(&retransmit(1, 3));
+    p.handle_record(&retransmit(1, 2));
+    let out = scrape(&reg);
+    assert!(
+        out.contains(
+            "sloguard_tcp_retransmits_total{service_name=\"psql\",remote_endpoint=\"127.0.0.1:5432\"} 5"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("swapper"), "{out}");
+    assert!(
+        out.contains("sloguard_events_total{kind=\"tcp_retransmit\"} 2"),
+        "{out}"
+    );
+}
+
+#[test]
+fn server_sockets_get_owner_from_sock_owner_and_peer_ip_only() {
+    let (mut p, reg) = pipeline();
+    let est = TcpStateEvent {
+        header: header(EventKind::TcpState, 0, 1, ""),
+        sk: 9,
+        tuple: tuple_v4([127, 0, 0, 1], 8080, [127, 0, 0, 2], 51000),
+        oldstate: tcp_state::SYN_RECV,
+        newstate: tcp_state::ESTABLISHED,
+    };
+    p.handle_record(&bytes_of(&est));
+    p.handle_record(&bytes_of(&SockOwnerEvent {
+        header: header(EventKind::SockOwner, 55, 2, "nginx"),
+        sk: 9,
+    }));
+    p.handle_record(&retransmit(9, 1));
+    let out = scrape(&reg);
+    assert!(
+        out.contains(
+            "sloguard_tcp_retransmits_total{service_name=\"nginx\",remote_endpoint=\"127.0.0.2\"} 1"
+        ),
+        "{out}"
+    );
+    // CLOSE removes the socket from the table.
+    let mut close = est;
+    close.oldstate = tcp_state::ESTABLISHED;
+    close.newstate = tcp_state::CLOSE;
+    p.handle_record(&bytes_of(&close));
+    assert!(p.connections().get(9).is_none());
+}
+
+#[test]
+fn connect_outcomes_feed_histogram_and_failures() {
+    let (mut p, reg) = pipeline();
+    p.handle_record(&connect(
+        1,
+        "curl",
+        80,
+        ConnectOutcome::Established,
+        1_020_000_000,
+    ));
+    p.handle_record(&connect(2, "curl", 81, ConnectOutcome::Refused, 50_000));
+    p.handle_record(&connect(3, "curl", 81, ConnectOutcome::Refused, 50_000));
+    p.handle_record(&connect(
+        4,
+        "curl",
+        82,
+        ConnectOutcome::TimedOut,
+        3_000_000_000,
+    ));
+    let out = scrape(&reg);
+    assert!(out.contains("sloguard_tcp_connect_duration_seconds_bucket{le=\"1.0\",service_name=\"curl\",remote_endpoint=\"127.0.0.1:80\"} 0"), "{out}");
+    assert!(out.contains("sloguard_tcp_connect_duration_seconds_bucket{le=\"1.5\",service_name=\"curl\",remote_endpoint=\"127.0.0.1:80\"} 1"), "{out}");
+    assert!(out.contains("sloguard_tcp_connect_failures_total{service_name=\"curl\",remote_endpoint=\"127.0.0.1:81\",reason=\"refused\"} 2"), "{out}");
+    assert!(out.contains("reason=\"timed_out\"} 1"), "{out}");
+    assert!(p.connections().get(2).is_none());
+}
+
+#[test]
+fn garbage_records_are_counted_not_fatal() {
+    let (mut p, reg) = pipeline();
+    p.handle_record(&[1, 2, 3]);
+    p.handle_record(&[0xff; 200]);
+    assert!(scrape(&reg).contains("sloguard_events_lost_total{reason=\"decode_error\"} 2"));
+}
