@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod clock;
 pub mod config;
+pub mod http;
 pub mod request;
 pub mod route;
 pub mod service;
