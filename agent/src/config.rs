@@ -48,6 +48,7 @@ pub struct Config {
     pub services: crate::service::ServicesConfig,
     pub tcp: crate::tcp_stats::TcpConfig,
     pub http: crate::http::HttpConfig,
+    pub routes: crate::route::RoutesConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +183,7 @@ impl Config {
         self.services.validate()?;
         self.tcp.validate()?;
         self.http.validate()?;
+        self.routes.validate()?;
         Ok(())
     }
 

@@ -25,3 +25,8 @@ impl std::fmt::Display for RouteKey {
         write!(f, "{} {} {}", self.service, self.method, self.route)
     }
 }
+
+mod table;
+mod template;
+
+pub use table::{RouteCounters, RoutePattern, RouteTable, RoutesConfig, normalize_method};
