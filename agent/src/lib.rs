@@ -10,3 +10,4 @@ pub mod request;
 pub mod route;
 pub mod service;
 pub mod tcp_stats;
+pub mod trace;
