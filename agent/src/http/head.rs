@@ -1,5 +1,7 @@
 //! HTTP/1.x message heads: cheap recognition of a message start, parsing of
 //! complete heads (httparse), and best-effort parsing of truncated ones.
+use std::mem::MaybeUninit;
+
 use crate::request::RequestHeaders;
 
 /// Which kind of message a head starts.
@@ -187,6 +189,8 @@ pub(crate) struct ResponseHead {
     pub framing: Framing,
 }
 
+// Transient return values: boxing would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Head {
     Request(RequestHead),
@@ -202,6 +206,7 @@ impl Head {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum HeadParse {
     /// A whole head of `len` bytes (the body starts after it).
@@ -238,10 +243,13 @@ fn header_lines(buf: &[u8]) -> usize {
     buf.iter().filter(|&&c| c == b'\n').count() + 1
 }
 
+type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; STACK_HEADERS];
+
 fn parse_request(buf: &[u8]) -> HeadParse {
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    let mut req = httparse::Request::new(&mut stack);
-    match parser_config().parse_request(&mut req, buf) {
+    // Uninitialised slots: no 2 KiB fill per head.
+    let mut slots: HeaderSlots<'_> = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match parser_config().parse_request_with_uninit_headers(&mut req, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => HeadParse::Complete {
             head: request_head(&req),
             len,
@@ -265,9 +273,9 @@ fn parse_request(buf: &[u8]) -> HeadParse {
 }
 
 fn parse_response(buf: &[u8]) -> HeadParse {
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    let mut resp = httparse::Response::new(&mut stack);
-    match parser_config().parse_response(&mut resp, buf) {
+    let mut slots: HeaderSlots<'_> = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match parser_config().parse_response_with_uninit_headers(&mut resp, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => HeadParse::Complete {
             head: response_head(&resp),
             len,
@@ -329,7 +337,11 @@ fn framing_header(framing: &mut Framing, name: &[u8], value: &[u8]) -> bool {
 
 fn set_once(slot: &mut Option<String>, value: &[u8]) {
     if slot.is_none() {
-        *slot = Some(String::from_utf8_lossy(trim(value)).into_owned());
+        let v = trim(value);
+        *slot = Some(match std::str::from_utf8(v) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(v).into_owned(),
+        });
     }
 }
 

@@ -569,3 +569,30 @@ fn pipeline_depth_is_bounded() {
     assert_eq!(h.c().pipeline_overflows, 16);
     assert_eq!(h.take().len(), 16);
 }
+
+#[test]
+fn config_section_parses_and_validates() {
+    use crate::config::Config;
+    let none = Vec::<(String, String)>::new();
+    let c = Config::from_yaml_with_env(
+        "http:\n  idle_timeout: 5s\n  max_connections: 10\nroutes:\n  max_per_service: 20\n  gray_tags: [canary]\n",
+        none.clone(),
+    )
+    .unwrap();
+    assert_eq!(c.http.idle_timeout, Duration::from_secs(5));
+    assert_eq!(c.http.max_connections, 10);
+    assert_eq!(c.http.max_head_bytes, 16 * 1024);
+    assert_eq!(c.routes.max_per_service, 20);
+    let e = Config::from_yaml_with_env("http:\n  max_connections: 0\n", none.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("http.max_connections"), "{e}");
+    let e = Config::from_yaml_with_env("http:\n  idle_timeout: soon\n", none.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("idle_timeout"), "{e}");
+    let e = Config::from_yaml_with_env("routes:\n  patterns: [{pattern: x}]\n", none)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("routes.patterns[0].pattern"), "{e}");
+}

@@ -68,35 +68,48 @@ impl HttpTracker {
     /// Feed one data event; completed exchanges are appended to `out`.
     pub fn on_data(&mut self, chunk: &DataChunk<'_>, out: &mut Vec<HttpRequest>) {
         self.counters.chunks += 1;
-        if !self.conns.contains_key(&chunk.conn_id) {
-            if chunk.payload.is_empty() {
-                // Body bytes of a connection we do not follow: nothing to learn.
-                self.counters.untracked_chunks += 1;
-                return;
-            }
-            if self.conns.len() >= self.max_connections {
-                self.evict_oldest(out);
-            }
-            self.conns
-                .insert(chunk.conn_id, Conn::new(chunk.conn_id, chunk.ts_ns));
-        }
-        let Some(conn) = self.conns.get_mut(&chunk.conn_id) else {
-            return;
-        };
         let mut ctx = Ctx {
             out,
             counters: &mut self.counters,
             max_pipelined: self.max_pipelined,
         };
-        conn.on_data(
-            chunk.direction,
-            chunk.ts_ns,
-            chunk.len,
-            chunk.payload,
-            &self.limits,
-            &mut self.scratch,
-            &mut ctx,
-        );
+        if let Some(conn) = self.conns.get_mut(&chunk.conn_id) {
+            conn.on_data(
+                chunk.direction,
+                chunk.ts_ns,
+                chunk.len,
+                chunk.payload,
+                &self.limits,
+                &mut self.scratch,
+                &mut ctx,
+            );
+            return;
+        }
+        if chunk.payload.is_empty() {
+            // Body bytes of a connection we do not follow: nothing to learn.
+            ctx.counters.untracked_chunks += 1;
+            return;
+        }
+        if self.conns.len() >= self.max_connections {
+            self.evict_oldest(out);
+        }
+        let mut ctx = Ctx {
+            out,
+            counters: &mut self.counters,
+            max_pipelined: self.max_pipelined,
+        };
+        self.conns
+            .entry(chunk.conn_id)
+            .or_insert_with(|| Conn::new(chunk.conn_id, chunk.ts_ns))
+            .on_data(
+                chunk.direction,
+                chunk.ts_ns,
+                chunk.len,
+                chunk.payload,
+                &self.limits,
+                &mut self.scratch,
+                &mut ctx,
+            );
     }
 
     /// The socket was closed at `ts_ns`: emit what it holds and forget it.
