@@ -7,9 +7,13 @@ use super::head::{HeadEndScan, MsgKind, classify, is_definite_start, parse_head,
 use super::*;
 use crate::request::{HttpRequest, Side};
 
+/// Bounded so the suite stays fast; `PROPTEST_CASES` asks for a deeper run.
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
-        cases,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases),
         failure_persistence: None,
         ..ProptestConfig::default()
     }

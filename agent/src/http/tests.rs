@@ -345,6 +345,21 @@ fn http10_close_delimited_response_ends_at_last_byte() {
 }
 
 #[test]
+fn client_reading_close_delimited_response_ignores_the_eof_read() {
+    let mut h = Harness::new();
+    h.tx(1, b"GET /old HTTP/1.1\r\nHost: x\r\n\r\n");
+    h.rx(5, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart one");
+    h.rx(8, b" part two");
+    h.rx(12, b"");
+    h.close(13);
+    let r = h.take();
+    assert_eq!(
+        (r.len(), r[0].side, r[0].end_ns, r[0].incomplete),
+        (1, Side::Client, 8, false)
+    );
+}
+
+#[test]
 fn head_response_has_no_body() {
     let mut h = Harness::new();
     h.rx(1, b"HEAD /f HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -68,6 +68,11 @@ impl HttpTracker {
     /// Feed one data event; completed exchanges are appended to `out`.
     pub fn on_data(&mut self, chunk: &DataChunk<'_>, out: &mut Vec<HttpRequest>) {
         self.counters.chunks += 1;
+        if chunk.len == 0 && chunk.payload.is_empty() {
+            // A read of 0 bytes is end-of-file, not data: it must not move a
+            // response's last-byte time. The close event ends the connection.
+            return;
+        }
         let mut ctx = Ctx {
             out,
             counters: &mut self.counters,
