@@ -29,4 +29,7 @@ impl std::fmt::Display for RouteKey {
 mod table;
 mod template;
 
-pub use table::{RouteCounters, RoutePattern, RouteTable, RoutesConfig, normalize_method};
+pub use table::{
+    NO_PATH_ROUTE, OTHER_GRAY_TAG, OVERFLOW_ROUTE, RouteCounters, RoutePattern, RouteTable,
+    RoutesConfig, normalize_method,
+};
