@@ -23,6 +23,12 @@ pub(crate) enum ConnState {
     NotHttp,
     /// Upgraded (101) or tunnelled (CONNECT): no longer HTTP/1.x.
     Tunnel,
+    /// Requests were hidden beyond the capture: the responses to the
+    /// requests already seen are still paired, then the connection desyncs.
+    Draining,
+    /// A message could not be delimited while others were in flight, so
+    /// FIFO pairing would be wrong: ignored until closed or idle.
+    Desynced,
 }
 
 /// A request whose response has not ended yet.
@@ -49,6 +55,13 @@ struct Pairing {
     resp_attached: bool,
     /// The response being read/written is a 1xx interim response.
     resp_interim: bool,
+}
+
+impl Pairing {
+    /// Still pairing exchanges (possibly only draining the queue).
+    fn is_live(&self) -> bool {
+        matches!(self.state, ConnState::Tracking | ConnState::Draining)
+    }
 }
 
 #[derive(Debug)]
@@ -268,8 +281,27 @@ impl Sink for ConnSink<'_, '_, '_> {
         }
     }
 
-    fn framing_lost(&mut self) {
+    fn framing_lost(&mut self, kind: MsgKind, message_unseen: bool, ts: u64) {
         self.ctx.counters.framing_lost += 1;
+        // Pairing is FIFO: an unseen message, or a response whose end is a
+        // guess while more requests wait, would shift every later pair.
+        let p = &mut *self.pairing;
+        if message_unseen && kind == MsgKind::Request {
+            // Responses to the requests already queued come first (FIFO).
+            self.ctx.counters.desynced_connections += 1;
+            p.cur_req = None;
+            p.state = ConnState::Draining;
+        } else if message_unseen || (kind == MsgKind::Response && p.pending.len() > 1) {
+            if p.state != ConnState::Draining {
+                self.ctx.counters.desynced_connections += 1;
+            }
+            p.state = ConnState::Desynced;
+            p.resp_attached = false;
+            p.cur_req = None;
+            while let Some(ex) = p.pending.pop_front() {
+                emit(ex, ts, true, self.ctx);
+            }
+        }
     }
 }
 
@@ -292,8 +324,8 @@ impl Conn {
         }
     }
 
-    pub(crate) fn state(&self) -> ConnState {
-        self.pairing.state
+    pub(crate) fn is_live(&self) -> bool {
+        self.pairing.is_live()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -308,9 +340,15 @@ impl Conn {
         ctx: &mut Ctx<'_>,
     ) {
         self.last_ts = self.last_ts.max(ts);
+        let request_dir = match self.pairing.role {
+            Some(Side::Server) => Direction::Ingress,
+            _ => Direction::Egress,
+        };
         match self.pairing.state {
             ConnState::Tracking => {}
-            ConnState::Tunnel => return,
+            ConnState::Draining if dir != request_dir => {}
+            ConnState::Draining => return,
+            ConnState::Tunnel | ConnState::Desynced => return,
             ConnState::NotHttp => {
                 // A connection we once misjudged (joined mid-body) may start over.
                 if payload.is_empty() || !is_definite_start(payload, MsgKind::Request) {
@@ -331,7 +369,10 @@ impl Conn {
             ctx: &mut *ctx,
         };
         this.feed(ts, len, payload, limits, scratch, &mut sink);
-        if self.pairing.state != ConnState::Tracking {
+        if self.pairing.state == ConnState::Draining && self.pairing.pending.is_empty() {
+            self.pairing.state = ConnState::Desynced;
+        }
+        if !self.pairing.is_live() {
             self.ingress.release();
             self.egress.release();
         }
@@ -340,7 +381,7 @@ impl Conn {
     /// The connection is gone (closed, idle, evicted): emit what it holds.
     /// `end_ns` ends exchanges that never saw a response.
     pub(crate) fn finish(mut self, end_ns: u64, scratch: &mut Vec<u8>, ctx: &mut Ctx<'_>) {
-        if self.pairing.state != ConnState::Tracking {
+        if !self.pairing.is_live() {
             return;
         }
         let (req_parser, resp_parser) = match self.pairing.role {

@@ -117,6 +117,9 @@ pub struct HttpCounters {
     pub unmatched_responses: u64,
     /// Requests dropped because too many were pipelined.
     pub pipeline_overflows: u64,
+    /// Connections no longer paired because a message could not be delimited
+    /// while others were in flight (pipelining beyond the capture).
+    pub desynced_connections: u64,
     /// Connections that switched protocols (101) or became CONNECT tunnels.
     pub upgraded_connections: u64,
     /// Connections dropped to respect `max_connections`.

@@ -51,8 +51,9 @@ pub(crate) trait Sink {
     /// Bytes that are not HTTP/1.x. `first` when no message was parsed yet in
     /// this direction and the kind is unknown (the connection is not HTTP).
     fn invalid(&mut self, first: bool);
-    /// Framing of a message in progress could not be followed.
-    fn framing_lost(&mut self);
+    /// Framing of a `kind` message could not be followed; `message_unseen`
+    /// when a whole message start fell outside the capture.
+    fn framing_lost(&mut self, kind: MsgKind, message_unseen: bool, ts: u64);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,12 +204,14 @@ impl DirParser {
                     return;
                 }
                 State::Idle => {
+                    // Not at the chunk start: an earlier message ended inside this chunk.
+                    let mid_chunk = p.len() < skip_empty_lines(payload).len();
                     p = skip_empty_lines(p);
                     if p.is_empty() {
                         if unseen > 0 {
                             // A message began where we cannot see it.
-                            if self.expect.is_some() {
-                                sink.framing_lost();
+                            if let Some(kind) = self.expect {
+                                sink.framing_lost(kind, true, ts);
                                 self.state = State::Resync;
                             }
                         }
@@ -237,6 +240,16 @@ impl DirParser {
                             let take = p.len().min(limits.max_head_bytes);
                             self.head_buf.extend_from_slice(&p[..take]);
                             let _ = self.scan.find(&p[..take]);
+                            if mid_chunk
+                                && unseen > 0
+                                && let Some(kind) = self.expect
+                            {
+                                // Pipelined messages run past the capture: more may hide there.
+                                sink.framing_lost(kind, true, ts);
+                                self.head_buf.clear();
+                                self.state = State::Resync;
+                                return;
+                            }
                             if take < p.len() || unseen > 0 {
                                 let extra = (p.len() - take) as u64 + unseen;
                                 return self.truncated_head(ts, extra, scratch, sink);
@@ -315,7 +328,7 @@ impl DirParser {
                                 }
                                 Feed::NeedMore => {}
                                 Feed::Invalid => {
-                                    sink.framing_lost();
+                                    sink.framing_lost(kind, false, ts);
                                     sink.body_bytes(kind, p.len() as u64 + unseen, ts);
                                     self.state = State::Body(Body::Unknown { chunked: false });
                                     return;
@@ -323,7 +336,7 @@ impl DirParser {
                             }
                             sink.body_bytes(kind, p.len() as u64 + unseen, ts);
                             self.state = if dec.skip(unseen) == Skip::Lost {
-                                sink.framing_lost();
+                                sink.framing_lost(kind, false, ts);
                                 State::Body(Body::Unknown { chunked: true })
                             } else {
                                 State::Body(Body::Chunked(dec))

@@ -571,6 +571,53 @@ fn connection_cap_evicts_least_recently_active() {
 }
 
 #[test]
+fn pipelined_requests_beyond_the_capture_desync_instead_of_mispairing() {
+    let mut h = Harness::new();
+    // 20 requests in one read: only the first `seen` fit in the 1 KiB capture.
+    let batch = GET.repeat(20);
+    let seen = CAP / GET.len();
+    assert!(seen < 20 && CAP % GET.len() != 0);
+    h.rx(1, &batch);
+    // More requests pipelined before any response: their order is unknown.
+    h.rx(2, GET);
+    assert_eq!(h.c().desynced_connections, 1);
+    assert!(h.take().is_empty());
+    for i in 0..22 {
+        h.tx(10 + i, OK);
+    }
+    // The requests seen are paired with the first responses, nothing more.
+    let r = h.take();
+    assert_eq!(r.len(), seen);
+    assert!(r.iter().all(|r| !r.incomplete && r.start_ns == 1));
+    let ends: Vec<u64> = r.iter().map(|r| r.end_ns).collect();
+    assert_eq!(ends, (10..10 + seen as u64).collect::<Vec<_>>());
+    h.rx(40, GET);
+    h.tx(41, OK);
+    assert!(
+        h.take().is_empty(),
+        "no record may pair a response with the wrong request"
+    );
+    h.close(50);
+    h.rx(60, GET);
+    h.tx(61, OK);
+    assert_eq!(h.take()[0].start_ns, 60);
+}
+
+#[test]
+fn lost_response_framing_with_requests_waiting_desyncs() {
+    let mut h = Harness::new();
+    h.rx(1, &[GET, GET].concat());
+    h.tx(2, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let mut w = b"800\r\n".to_vec();
+    w.extend(std::iter::repeat_n(b'a', 0x800));
+    w.extend_from_slice(b"\r\n10\r\n0123456789abcdef\r\n");
+    h.tx(3, &w);
+    let r = h.take();
+    assert_eq!((r.len(), h.c().desynced_connections), (2, 1));
+    assert!(r.iter().all(|r| r.incomplete));
+}
+
+#[test]
 fn pipeline_depth_is_bounded() {
     let mut h = Harness::with(HttpConfig {
         max_pipelined: 4,

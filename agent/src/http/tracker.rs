@@ -2,7 +2,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::conn::{Conn, ConnState, Ctx};
+use super::conn::{Conn, Ctx};
 use super::stream::Limits;
 use super::{DataChunk, HttpConfig, HttpCounters};
 use crate::request::HttpRequest;
@@ -169,7 +169,7 @@ impl HttpTracker {
 
     fn drop_conn(&mut self, id: u64, end_ns: Option<u64>, out: &mut Vec<HttpRequest>) {
         if let Some(conn) = self.conns.remove(&id) {
-            if conn.state() != ConnState::Tracking {
+            if !conn.is_live() {
                 return;
             }
             let end = end_ns.unwrap_or(conn.last_ts);
