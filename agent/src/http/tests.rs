@@ -576,7 +576,7 @@ fn pipelined_requests_beyond_the_capture_desync_instead_of_mispairing() {
     // 20 requests in one read: only the first `seen` fit in the 1 KiB capture.
     let batch = GET.repeat(20);
     let seen = CAP / GET.len();
-    assert!(seen < 20 && CAP % GET.len() != 0);
+    assert!(seen < 20 && !CAP.is_multiple_of(GET.len()));
     h.rx(1, &batch);
     // More requests pipelined before any response: their order is unknown.
     h.rx(2, GET);
