@@ -52,6 +52,8 @@ pub struct Config {
     pub request_logs: crate::reqlog::RequestLogConfig,
     pub fuse: crate::fuse::FuseConfig,
     pub admin: crate::admin::AdminConfig,
+    pub http: crate::http::HttpConfig,
+    pub routes: crate::route::RoutesConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +203,8 @@ impl Config {
         self.request_logs.validate()?;
         self.fuse.validate()?;
         self.admin.validate()?;
+        self.http.validate()?;
+        self.routes.validate()?;
         Ok(())
     }
 

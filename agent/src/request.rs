@@ -42,6 +42,7 @@ pub struct RequestHeaders {
     pub x_b3_span_id: Option<String>,
     pub x_b3_parent_span_id: Option<String>,
     pub x_b3_sampled: Option<String>,
+    pub x_b3_flags: Option<String>,
     pub x_request_id: Option<String>,
     pub x_gray_tag: Option<String>,
     pub user_agent: Option<String>,

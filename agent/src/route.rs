@@ -25,3 +25,11 @@ impl std::fmt::Display for RouteKey {
         write!(f, "{} {} {}", self.service, self.method, self.route)
     }
 }
+
+mod table;
+mod template;
+
+pub use table::{
+    NO_PATH_ROUTE, OTHER_GRAY_TAG, OVERFLOW_ROUTE, RouteCounters, RoutePattern, RouteTable,
+    RoutesConfig, normalize_method,
+};

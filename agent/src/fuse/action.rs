@@ -320,20 +320,20 @@ impl FileAction {
             return Ok(());
         };
         let cmd = self.cfg.reload_command.join(" ");
-        let child = tokio::process::Command::new(prog)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(self.cfg.reload_timeout, child)
+        // std's child handling waits on this pid alone; tokio::process relies
+        // on a process-wide SIGCHLD driver that can miss exits when several
+        // runtimes live in one process (tests do), so run it blocking.
+        let (prog, args) = (prog.clone(), args.to_vec());
+        let timeout = self.cfg.reload_timeout;
+        let out = tokio::task::spawn_blocking(move || run_with_timeout(&prog, &args, timeout))
             .await
-            .map_err(|_| ActionError::Reload {
-                cmd: cmd.clone(),
-                message: format!("timed out after {:?}", self.cfg.reload_timeout),
-            })?
             .map_err(|e| ActionError::Reload {
                 cmd: cmd.clone(),
                 message: e.to_string(),
+            })?
+            .map_err(|message| ActionError::Reload {
+                cmd: cmd.clone(),
+                message,
             })?;
         if out.status.success() {
             Ok(())
@@ -523,5 +523,43 @@ mod tests {
         assert_eq!(v["routes"].as_array().unwrap().len(), 1);
         assert_eq!(v["routes"][0]["route"], "/slow");
         assert_eq!(v["routes"][0]["fused"], true);
+    }
+}
+
+/// Run a command to completion, killing it after `timeout`.
+fn run_with_timeout(
+    prog: &str,
+    args: &[String],
+    timeout: std::time::Duration,
+) -> Result<std::process::Output, String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let t0 = std::time::Instant::now();
+    loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => {
+                let mut stderr = Vec::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_end(&mut stderr);
+                }
+                return Ok(std::process::Output {
+                    status,
+                    stdout: Vec::new(),
+                    stderr,
+                });
+            }
+            None if t0.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("timed out after {timeout:?}"));
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
     }
 }

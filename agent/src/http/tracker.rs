@@ -1,0 +1,184 @@
+//! The table of connections and the entry points the pipeline calls.
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::conn::{Conn, Ctx};
+use super::stream::Limits;
+use super::{DataChunk, HttpConfig, HttpCounters};
+use crate::request::HttpRequest;
+
+/// Hasher for socket pointers: aligned, so low bits are mixed in by a folded multiply.
+#[derive(Default)]
+pub(crate) struct ConnIdHasher(u64);
+
+impl Hasher for ConnIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        let m = u128::from(x ^ self.0) * 0x9E37_79B9_7F4A_7C15;
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+}
+
+type ConnMap = HashMap<u64, Conn, BuildHasherDefault<ConnIdHasher>>;
+
+/// Reassembles HTTP/1.x exchanges from socket data events.
+pub struct HttpTracker {
+    limits: Limits,
+    max_connections: usize,
+    max_pipelined: usize,
+    idle_timeout_ns: u64,
+    conns: ConnMap,
+    counters: HttpCounters,
+    scratch: Vec<u8>,
+    sweep: Vec<(u64, u64)>,
+}
+
+impl HttpTracker {
+    pub fn new(cfg: &HttpConfig) -> Self {
+        Self {
+            limits: Limits {
+                max_head_bytes: cfg.max_head_bytes,
+            },
+            max_connections: cfg.max_connections.max(1),
+            max_pipelined: cfg.max_pipelined.max(1),
+            idle_timeout_ns: u64::try_from(cfg.idle_timeout.as_nanos()).unwrap_or(u64::MAX),
+            conns: ConnMap::default(),
+            counters: HttpCounters::default(),
+            scratch: Vec::new(),
+            sweep: Vec::new(),
+        }
+    }
+
+    pub fn counters(&self) -> &HttpCounters {
+        &self.counters
+    }
+
+    /// Connections currently tracked (including ones judged not HTTP).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Feed one data event; completed exchanges are appended to `out`.
+    pub fn on_data(&mut self, chunk: &DataChunk<'_>, out: &mut Vec<HttpRequest>) {
+        self.counters.chunks += 1;
+        if chunk.len == 0 && chunk.payload.is_empty() {
+            // A read of 0 bytes is end-of-file, not data: it must not move a
+            // response's last-byte time. The close event ends the connection.
+            return;
+        }
+        let mut ctx = Ctx {
+            out,
+            counters: &mut self.counters,
+            max_pipelined: self.max_pipelined,
+        };
+        if let Some(conn) = self.conns.get_mut(&chunk.conn_id) {
+            conn.on_data(
+                chunk.direction,
+                chunk.ts_ns,
+                chunk.len,
+                chunk.payload,
+                &self.limits,
+                &mut self.scratch,
+                &mut ctx,
+            );
+            return;
+        }
+        if chunk.payload.is_empty() {
+            // Body bytes of a connection we do not follow: nothing to learn.
+            ctx.counters.untracked_chunks += 1;
+            return;
+        }
+        if self.conns.len() >= self.max_connections {
+            self.evict_oldest(out);
+        }
+        let mut ctx = Ctx {
+            out,
+            counters: &mut self.counters,
+            max_pipelined: self.max_pipelined,
+        };
+        self.conns
+            .entry(chunk.conn_id)
+            .or_insert_with(|| Conn::new(chunk.conn_id, chunk.ts_ns))
+            .on_data(
+                chunk.direction,
+                chunk.ts_ns,
+                chunk.len,
+                chunk.payload,
+                &self.limits,
+                &mut self.scratch,
+                &mut ctx,
+            );
+    }
+
+    /// The socket was closed at `ts_ns`: emit what it holds and forget it.
+    pub fn on_close(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<HttpRequest>) {
+        if let Some(conn) = self.conns.remove(&conn_id) {
+            let mut ctx = Ctx {
+                out,
+                counters: &mut self.counters,
+                max_pipelined: self.max_pipelined,
+            };
+            conn.finish(ts_ns, &mut self.scratch, &mut ctx);
+        }
+    }
+
+    /// Forget connections silent for `idle_timeout` as of `now_ns`
+    /// (CLOCK_MONOTONIC, the clock of `ts_ns`), emitting their exchanges.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<HttpRequest>) {
+        let Some(cutoff) = now_ns.checked_sub(self.idle_timeout_ns) else {
+            return;
+        };
+        let mut sweep = std::mem::take(&mut self.sweep);
+        sweep.clear();
+        sweep.extend(
+            self.conns
+                .iter()
+                .filter(|(_, c)| c.last_ts <= cutoff)
+                .map(|(id, c)| (c.last_ts, *id)),
+        );
+        for &(_, id) in &sweep {
+            self.counters.expired_connections += 1;
+            self.drop_conn(id, None, out);
+        }
+        self.sweep = sweep;
+    }
+
+    /// Make room: drop the least recently active 1/16 of connections, so the
+    /// O(n) selection is paid once per n/16 new connections.
+    fn evict_oldest(&mut self, out: &mut Vec<HttpRequest>) {
+        let mut sweep = std::mem::take(&mut self.sweep);
+        sweep.clear();
+        sweep.extend(self.conns.iter().map(|(id, c)| (c.last_ts, *id)));
+        let k = (sweep.len() / 16).max(1).min(sweep.len());
+        if k > 0 {
+            sweep.select_nth_unstable(k - 1);
+            for &(_, id) in &sweep[..k] {
+                self.counters.evicted_connections += 1;
+                self.drop_conn(id, None, out);
+            }
+        }
+        self.sweep = sweep;
+    }
+
+    fn drop_conn(&mut self, id: u64, end_ns: Option<u64>, out: &mut Vec<HttpRequest>) {
+        if let Some(conn) = self.conns.remove(&id) {
+            if !conn.is_live() {
+                return;
+            }
+            let end = end_ns.unwrap_or(conn.last_ts);
+            let mut ctx = Ctx {
+                out,
+                counters: &mut self.counters,
+                max_pipelined: self.max_pipelined,
+            };
+            conn.finish(end, &mut self.scratch, &mut ctx);
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The route table: configured patterns, the id heuristic, the per-service
+//! cap, gray tags and method normalisation, with interned keys so a known
+//! route costs no allocation.
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use globset::{Glob, GlobMatcher};
+use serde::{Deserialize, Serialize};
+
+use super::RouteKey;
+use super::template::{Seg, compile, heuristic, matches, path_of};
+use crate::config::ConfigError;
+use crate::request::RequestHeaders;
+
+/// Route of requests beyond a service's cap.
+pub const OVERFLOW_ROUTE: &str = "/{overflow}";
+/// Route of targets without a path (`*`, authority form of CONNECT).
+pub const NO_PATH_ROUTE: &str = "{no_path}";
+/// Gray tag of values outside the configured set.
+pub const OTHER_GRAY_TAG: &str = "other";
+
+/// `routes:` section of the config file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Tried in order before the id heuristic; the first match names the route.
+    pub patterns: Vec<RoutePattern>,
+    /// Distinct (method, route) pairs per service; the rest go to `/{overflow}`.
+    pub max_per_service: usize,
+    /// Gray tags kept as label values; any other value becomes `other`.
+    pub gray_tags: Vec<String>,
+    /// Query parameter read when the `X-Gray-Tag` header is absent.
+    pub gray_query_param: String,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        Self {
+            patterns: Vec::new(),
+            max_per_service: 500,
+            gray_tags: Vec::new(),
+            gray_query_param: "gray".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutePattern {
+    /// Glob on the service name; absent means every service.
+    pub service: Option<String>,
+    /// Request method (exact); absent means every method.
+    pub method: Option<String>,
+    /// `/users/{id}`, `/static/*`: `{name}` is one segment, a final `*` the rest.
+    pub pattern: String,
+}
+
+impl RoutesConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, p) in self.patterns.iter().enumerate() {
+            let key = |f: &str| format!("routes.patterns[{i}].{f}");
+            compile(&p.pattern).map_err(|m| ConfigError::key(key("pattern"), m))?;
+            if let Some(g) = &p.service {
+                Glob::new(g).map_err(|e| ConfigError::key(key("service"), e.to_string()))?;
+            }
+            if let Some(m) = &p.method
+                && normalize_method(m) == OTHER_METHOD
+            {
+                return Err(ConfigError::key(
+                    key("method"),
+                    format!("`{m}` is not a known HTTP method"),
+                ));
+            }
+        }
+        if self.max_per_service == 0 {
+            return Err(ConfigError::key(
+                "routes.max_per_service",
+                "must be at least 1",
+            ));
+        }
+        for (i, t) in self.gray_tags.iter().enumerate() {
+            if t.trim().is_empty() || t == OTHER_GRAY_TAG {
+                return Err(ConfigError::key(
+                    format!("routes.gray_tags[{i}]"),
+                    "must be non-empty and not `other`",
+                ));
+            }
+        }
+        if self.gray_query_param.is_empty() {
+            return Err(ConfigError::key(
+                "routes.gray_query_param",
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+const OTHER_METHOD: &str = "_OTHER";
+/// Methods OpenTelemetry's HTTP semantic conventions know.
+const KNOWN_METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "QUERY",
+];
+
+/// `http.request.method` as OTel semconv wants it: known methods as sent
+/// (they are case-sensitive), anything else `_OTHER`.
+pub fn normalize_method(method: &str) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or(OTHER_METHOD)
+}
+
+/// Route table self metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteCounters {
+    /// Requests sent to `/{overflow}` because their service was at its cap.
+    pub overflow_requests: u64,
+    /// Distinct route keys admitted so far (all services).
+    pub routes: u64,
+}
+
+struct CompiledPattern {
+    service: Option<GlobMatcher>,
+    method: Option<String>,
+    segs: Vec<Seg>,
+    route: Arc<str>,
+}
+
+struct ServiceRoutes {
+    name: Arc<str>,
+    /// "METHOD route" → key.
+    keys: HashMap<Box<str>, RouteKey>,
+    /// Per configured pattern: does it apply to this service?
+    patterns: Vec<bool>,
+    overflow: HashMap<&'static str, RouteKey>,
+}
+
+pub struct RouteTable {
+    patterns: Vec<CompiledPattern>,
+    max_per_service: usize,
+    services: HashMap<Box<str>, ServiceRoutes>,
+    methods: HashMap<&'static str, Arc<str>>,
+    gray_tags: HashSet<Arc<str>>,
+    gray_other: Arc<str>,
+    gray_none: Arc<str>,
+    gray_query_param: String,
+    counters: RouteCounters,
+    template: String,
+    lookup: String,
+}
+
+impl RouteTable {
+    /// Build from a validated config (invalid patterns are skipped).
+    pub fn new(cfg: &RoutesConfig) -> Self {
+        let patterns = cfg
+            .patterns
+            .iter()
+            .filter_map(|p| {
+                Some(CompiledPattern {
+                    service: match &p.service {
+                        Some(g) => Some(Glob::new(g).ok()?.compile_matcher()),
+                        None => None,
+                    },
+                    method: p.method.clone(),
+                    segs: compile(&p.pattern).ok()?,
+                    route: p.pattern.as_str().into(),
+                })
+            })
+            .collect();
+        let methods = KNOWN_METHODS
+            .iter()
+            .chain(std::iter::once(&OTHER_METHOD))
+            .map(|m| (*m, Arc::from(*m)))
+            .collect();
+        Self {
+            patterns,
+            max_per_service: cfg.max_per_service.max(1),
+            services: HashMap::new(),
+            methods,
+            gray_tags: cfg
+                .gray_tags
+                .iter()
+                .map(|t| Arc::from(t.as_str()))
+                .collect(),
+            gray_other: OTHER_GRAY_TAG.into(),
+            gray_none: "".into(),
+            gray_query_param: cfg.gray_query_param.clone(),
+            counters: RouteCounters::default(),
+            template: String::new(),
+            lookup: String::new(),
+        }
+    }
+
+    pub fn counters(&self) -> &RouteCounters {
+        &self.counters
+    }
+
+    /// Distinct route keys currently known for `service` (overflow excluded).
+    pub fn routes_of(&self, service: &str) -> usize {
+        self.services.get(service).map_or(0, |s| s.keys.len())
+    }
+
+    /// The route key of a request. Allocates only the first time a key is seen.
+    pub fn route_for(&mut self, service: &str, method: &str, target: &str) -> RouteKey {
+        let method = normalize_method(method);
+        if !self.services.contains_key(service) {
+            let applies = self
+                .patterns
+                .iter()
+                .map(|p| p.service.as_ref().is_none_or(|g| g.is_match(service)))
+                .collect();
+            self.services.insert(
+                service.into(),
+                ServiceRoutes {
+                    name: service.into(),
+                    keys: HashMap::new(),
+                    patterns: applies,
+                    overflow: HashMap::new(),
+                },
+            );
+        }
+        let svc = self.services.get_mut(service).expect("inserted above");
+        let method_arc = &self.methods[method];
+        // The configured route, or the heuristic template in `self.template`.
+        let configured = match path_of(target) {
+            None => None,
+            Some(path) => {
+                let hit = self
+                    .patterns
+                    .iter()
+                    .zip(&svc.patterns)
+                    .find(|(p, applies)| {
+                        **applies
+                            && p.method.as_deref().is_none_or(|m| m == method)
+                            && matches(&p.segs, path)
+                    });
+                match hit {
+                    Some((p, _)) => Some(p.route.clone()),
+                    None => {
+                        heuristic(path, &mut self.template);
+                        None
+                    }
+                }
+            }
+        };
+        let route: &str = match (&configured, path_of(target)) {
+            (Some(r), _) => r,
+            (None, Some(_)) => &self.template,
+            (None, None) => NO_PATH_ROUTE,
+        };
+        self.lookup.clear();
+        self.lookup.push_str(method);
+        self.lookup.push(' ');
+        self.lookup.push_str(route);
+        if let Some(k) = svc.keys.get(self.lookup.as_str()) {
+            return k.clone();
+        }
+        if svc.keys.len() >= self.max_per_service {
+            self.counters.overflow_requests += 1;
+            let name = svc.name.clone();
+            return svc
+                .overflow
+                .entry(method)
+                .or_insert_with(|| RouteKey {
+                    service: name,
+                    method: method_arc.clone(),
+                    route: OVERFLOW_ROUTE.into(),
+                })
+                .clone();
+        }
+        let key = RouteKey {
+            service: svc.name.clone(),
+            method: method_arc.clone(),
+            route: configured.clone().unwrap_or_else(|| route.into()),
+        };
+        self.counters.routes += 1;
+        svc.keys.insert(self.lookup.as_str().into(), key.clone());
+        key
+    }
+
+    /// The gray tag of a request: `X-Gray-Tag`, else the gray query
+    /// parameter; "" when neither, `other` when not a configured tag.
+    pub fn gray_tag(&self, headers: &RequestHeaders, target: &str) -> Arc<str> {
+        let value = match headers.x_gray_tag.as_deref() {
+            Some(v) => Some(v.trim()),
+            None => query_param(target, &self.gray_query_param),
+        };
+        match value {
+            None | Some("") => self.gray_none.clone(),
+            Some(v) => self
+                .gray_tags
+                .get(v)
+                .cloned()
+                .unwrap_or_else(|| self.gray_other.clone()),
+        }
+    }
+}
+
+/// The value of query parameter `name` in a request target (not decoded).
+fn query_param<'t>(target: &'t str, name: &str) -> Option<&'t str> {
+    let q = target.split_once('?')?.1;
+    let q = q.split('#').next().unwrap_or(q);
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(yaml: &str) -> RouteTable {
+        let cfg: RoutesConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        cfg.validate().unwrap();
+        RouteTable::new(&cfg)
+    }
+
+    #[test]
+    fn configured_patterns_win_then_heuristic() {
+        let mut t = table(
+            "patterns:\n  - {service: 'shop*', pattern: '/static/*'}\n  - {method: GET, pattern: '/users/{name}'}\n",
+        );
+        let k = t.route_for("shop-api", "GET", "/static/css/a.css?v=3");
+        assert_eq!(&*k.route, "/static/*");
+        assert_eq!(
+            &*t.route_for("other", "GET", "/static/x").route,
+            "/static/x"
+        );
+        assert_eq!(
+            &*t.route_for("other", "GET", "/users/alice").route,
+            "/users/{name}"
+        );
+        assert_eq!(
+            &*t.route_for("other", "POST", "/users/alice").route,
+            "/users/alice"
+        );
+        assert_eq!(
+            &*t.route_for("other", "POST", "/orders/991?x=1").route,
+            "/orders/{id}"
+        );
+        assert_eq!(&*t.route_for("other", "OPTIONS", "*").route, NO_PATH_ROUTE);
+    }
+
+    #[test]
+    fn query_strings_never_enter_a_route() {
+        let mut t = table("{}");
+        for i in 0..100 {
+            let k = t.route_for("s", "GET", &format!("/search?q=term{i}&page={i}"));
+            assert_eq!(&*k.route, "/search");
+        }
+        assert_eq!(t.routes_of("s"), 1);
+    }
+
+    #[test]
+    fn methods_follow_semconv() {
+        let mut t = table("{}");
+        assert_eq!(&*t.route_for("s", "PATCH", "/a").method, "PATCH");
+        assert_eq!(&*t.route_for("s", "get", "/a").method, "_OTHER");
+        assert_eq!(&*t.route_for("s", "PROPFIND", "/a").method, "_OTHER");
+        assert_eq!(normalize_method("QUERY"), "QUERY");
+    }
+
+    #[test]
+    fn ten_thousand_distinct_urls_stay_at_the_cap() {
+        let mut t = table("max_per_service: 500\n");
+        let words = ["alpha", "beta", "gamma", "delta", "omega", "kappa", "zeta"];
+        let mut overflow = 0;
+        for i in 0..10_000usize {
+            // Names, not ids: the heuristic cannot fold them. Base-7 digits of i.
+            let path: String = (0..5)
+                .map(|d| format!("/{}", words[(i / 7usize.pow(d)) % 7]))
+                .collect();
+            let k = t.route_for("svc", "GET", &path);
+            if &*k.route == OVERFLOW_ROUTE {
+                overflow += 1;
+            }
+        }
+        assert_eq!(t.routes_of("svc"), 500);
+        assert_eq!(overflow, 10_000 - 500);
+        assert_eq!(t.counters().overflow_requests, 9_500);
+        // Another service has its own budget; known routes still resolve.
+        assert_eq!(&*t.route_for("svc2", "GET", "/p/x").route, "/p/x");
+        let first = "/alpha/alpha/alpha/alpha/alpha";
+        assert_eq!(&*t.route_for("svc", "GET", first).route, first);
+    }
+
+    #[test]
+    fn known_routes_are_interned() {
+        let mut t = table("{}");
+        let a = t.route_for("s", "GET", "/u/1");
+        let b = t.route_for("s", "GET", "/u/2");
+        assert!(Arc::ptr_eq(&a.route, &b.route));
+        assert!(Arc::ptr_eq(&a.service, &b.service));
+    }
+
+    #[test]
+    fn gray_tags_are_bounded() {
+        let t = table("gray_tags: [canary, blue]\n");
+        let mut h = RequestHeaders::default();
+        assert_eq!(&*t.gray_tag(&h, "/a"), "");
+        assert_eq!(&*t.gray_tag(&h, "/a?x=1&gray=canary"), "canary");
+        assert_eq!(&*t.gray_tag(&h, "/a?gray=evil"), "other");
+        h.x_gray_tag = Some("blue".into());
+        assert_eq!(&*t.gray_tag(&h, "/a?gray=canary"), "blue");
+        h.x_gray_tag = Some("x".repeat(1000));
+        assert_eq!(&*t.gray_tag(&h, "/a"), "other");
+        let t = table("gray_query_param: g\n");
+        assert_eq!(
+            &*t.gray_tag(&RequestHeaders::default(), "/a?g=any"),
+            "other"
+        );
+    }
+
+    #[test]
+    fn invalid_config_names_the_key() {
+        let bad = [
+            (
+                "patterns: [{pattern: 'nope'}]",
+                "routes.patterns[0].pattern",
+            ),
+            (
+                "patterns: [{pattern: '/a', method: FETCH}]",
+                "routes.patterns[0].method",
+            ),
+            (
+                "patterns: [{pattern: '/a', service: '['}]",
+                "routes.patterns[0].service",
+            ),
+            ("max_per_service: 0", "routes.max_per_service"),
+            ("gray_tags: [other]", "routes.gray_tags[0]"),
+        ];
+        for (yaml, key) in bad {
+            let cfg: RoutesConfig = serde_yaml_ng::from_str(yaml).unwrap();
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+    }
+}

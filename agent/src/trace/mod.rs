@@ -1,0 +1,2 @@
+//! Trace context: extraction and validation of incoming trace headers.
+pub mod context;
