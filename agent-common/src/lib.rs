@@ -79,7 +79,10 @@ pub struct SockTuple {
     pub _pad: u16,
 }
 
-/// One retransmission that the kernel actually sent (`err == 0`).
+/// One retransmission the kernel counted in `TcpRetransSegs`: sent (`err == 0`)
+/// or handed to the transmit path and dropped there (`err != 0`). Attempts the
+/// kernel gave up on before that (-EBUSY, -EAGAIN, -ENOMEM, -EINVAL,
+/// -EHOSTUNREACH) are not events; they count as `RetransmitNotSent`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TcpRetransmitEvent {
@@ -96,7 +99,10 @@ pub struct TcpRetransmitEvent {
     pub state: u32,
     /// 1 for `tcp_retransmit_synack`, 0 for `tcp_retransmit_skb`.
     pub synack: u32,
-    pub _pad: u32,
+    /// 0, or the transmit path's error for a retransmission the kernel counted
+    /// but that did not leave the host (1 = NET_XMIT_DROP: a local queue was
+    /// full; -105 ENOBUFS; -1 EPERM: dropped by a local firewall).
+    pub err: i32,
 }
 
 /// TCP states as `inet_sock_set_state` and the retransmit tracepoints report them.
@@ -264,7 +270,9 @@ pub struct ProbeConfig {
 pub enum KernelCounter {
     /// An event could not be reserved in the ring buffer (consumer too slow).
     RingbufFull = 0,
-    /// A retransmit tracepoint fired with `err != 0` (not sent, not counted).
+    /// `tcp_retransmit_skb` gave up before transmitting (-EBUSY: the original
+    /// is still in a local queue, -EAGAIN, -ENOMEM...): the kernel does not
+    /// count it in `TcpRetransSegs` and no event is sent.
     RetransmitNotSent = 1,
     /// A probe could not read what it needed (bpf_probe_read failed).
     ReadFailed = 2,

@@ -76,6 +76,15 @@ fn connects_of(evs: &[KernelEvent], tgid: u32) -> Vec<TcpConnectEvent> {
         .collect()
 }
 
+/// Time of the first CLOSE of the connect's socket after it connected.
+fn close_of(evs: &[KernelEvent], c: &TcpConnectEvent) -> Option<u64> {
+    states(evs)
+        .find(|s| {
+            s.sk == c.sk && s.newstate == tcp_state::CLOSE && s.header.ts_ns >= c.header.ts_ns
+        })
+        .map(|s| s.header.ts_ns)
+}
+
 fn comm(c: &TcpConnectEvent) -> String {
     let end = c
         .header
@@ -88,14 +97,31 @@ fn comm(c: &TcpConnectEvent) -> String {
 
 /// Sum of the retransmitted segments the probes reported for a 30 MB transfer
 /// with 1 in 20 packets dropped at the receiver, against `TcpRetransSegs` in
-/// the sender's namespace (the only traffic there).
+/// the sender's namespace (the only traffic there). With the veth's default
+/// offloads one skb carries tens of segments.
 #[test]
 fn retransmit_segments_match_nstat() {
-    let Some(rec) = recorder("retransmit_segments_match_nstat") else {
+    retransmit_scenario("retransmit_segments_match_nstat", 201, None);
+}
+
+/// The same with the sender limited to one segment per GSO skb, so drops hit
+/// single segments and retransmissions are small (partly coalesced) skbs.
+#[test]
+fn retransmit_segments_match_nstat_without_gso() {
+    retransmit_scenario("retransmit_segments_match_nstat_without_gso", 205, Some(1));
+}
+
+fn retransmit_scenario(test: &str, subnet: u8, gso_max_segs: Option<u32>) {
+    let Some(rec) = recorder(test) else {
         return;
     };
-    let net = NetPair::create("rt", 201).expect("namespaces");
-    let port = 5201;
+    let net = NetPair::create(&format!("rt{subnet}"), subnet).expect("namespaces");
+    if let Some(segs) = gso_max_segs {
+        net.a
+            .ip(&["link", "set", "veth0", "gso_max_segs", &segs.to_string()])
+            .expect("gso_max_segs");
+    }
+    let port = 5000 + subnet as u16;
     let addr = format!("{}:{port}", net.b_addr);
     net.b
         .nft_input_rule(&rules::drop_one_in(port, 20))
@@ -113,48 +139,47 @@ fn retransmit_segments_match_nstat() {
     let out = client.finish(Duration::from_secs(28)).expect("bulk");
     let received = srv.finish(Duration::from_secs(5)).expect("server");
     assert_eq!(received.trim(), "received 30000000");
-    // The client waited for the server's close, so its data is all acked; give
-    // the FIN exchange a moment, then read the kernel's count.
-    std::thread::sleep(Duration::from_millis(300));
+    let local: u16 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("bulk line");
+    // The client waited for the server's close, so its data is all acked; once
+    // its socket reported CLOSE nothing more can be retransmitted on it.
+    let evs = rec.wait_for(Duration::from_secs(3), |evs| {
+        connects_of(evs, pid)
+            .first()
+            .is_some_and(|c| close_of(evs, c).is_some())
+    });
     let delta = net.a.nstat("TcpRetransSegs").expect("nstat") - before;
     let drops = net.b.input_counter().expect("nft counter");
-
-    let evs = rec.wait_for(Duration::from_secs(3), |evs| {
-        let sk = connects_of(evs, pid).first().map(|c| c.sk);
-        let segs: u64 = retransmits(evs)
-            .filter(|r| Some(r.sk) == sk)
-            .map(|r| r.segs as u64)
-            .sum();
-        segs >= delta
-    });
     let conn = connects_of(&evs, pid);
     assert_eq!(conn.len(), 1, "one connect from the bulk client: {conn:?}");
-    let sk = conn[0].sk;
-    let ours: Vec<_> = retransmits(&evs).filter(|r| r.sk == sk).collect();
+    let c = conn[0];
+    let closed_at = close_of(&evs, &c).expect("CLOSE of the bulk socket");
+    // A socket address is reused once freed (other tests and processes run
+    // beside this one): match the address within this socket's lifetime and tuple.
+    let opened_at = c.header.ts_ns - c.duration_ns;
+    let ours: Vec<_> = retransmits(&evs)
+        .filter(|r| r.sk == c.sk && (opened_at..=closed_at).contains(&r.header.ts_ns))
+        .collect();
     let segs: u64 = ours.iter().map(|r| r.segs as u64).sum();
-    let a = v4_mapped(net.a_addr);
-    // Everything retransmitted from namespace a is this socket's.
-    let from_a: u64 = retransmits(&evs)
-        .filter(|r| r.tuple.saddr == a && r.tuple.sport != 0 && r.synack == 0)
-        .map(|r| r.segs as u64)
-        .sum();
+    let dropped_locally = ours.iter().filter(|r| r.err != 0).count();
     let not_sent = rec
         .probes()
         .kernel_counter(KernelCounter::RetransmitNotSent)
         - not_sent_before;
     eprintln!(
-        "retransmits: {} events, {segs} segments, nstat TcpRetransSegs +{delta}, \
-         {drops} packets dropped, {not_sent} not sent (err != 0, all sockets), client: {}",
+        "{test}: {} events, {segs} segments, nstat TcpRetransSegs +{delta}; {drops} packets \
+         dropped by nft; {dropped_locally} events with a local transmit error; \
+         {not_sent} attempts given up (all sockets); {} probe runs skipped by the kernel; client: {}",
         ours.len(),
+        rec.probes().recursion_misses(),
         out.trim()
     );
     // GRO merges segments before the input hook, so one drop loses several.
     assert!(drops >= 10, "the loss rule dropped too little ({drops})");
     assert!(delta > 50, "too few retransmissions to compare ({delta})");
-    assert_eq!(
-        from_a, segs,
-        "retransmits from namespace a on another socket"
-    );
     let diff = segs.abs_diff(delta) as f64 / delta as f64;
     assert!(
         diff <= 0.05,
@@ -162,14 +187,17 @@ fn retransmit_segments_match_nstat() {
         diff * 100.0
     );
     assert!(
-        ours.iter()
-            .all(|r| r.tuple.daddr == v4_mapped(net.b_addr) && r.tuple.dport == port),
+        ours.iter().all(|r| r.tuple.saddr == v4_mapped(net.a_addr)
+            && r.tuple.daddr == v4_mapped(net.b_addr)
+            && (r.tuple.sport, r.tuple.dport) == (local, port)),
         "tuple"
     );
-    assert!(
-        ours.iter().any(|r| r.segs > 1),
-        "GSO skbs carry several segments"
-    );
+    if gso_max_segs.is_none() {
+        assert!(
+            ours.iter().any(|r| r.segs > 1),
+            "GSO skbs carry several segments"
+        );
+    }
     assert_eq!(rec.probes().kernel_counter(KernelCounter::RingbufFull), 0);
     assert_eq!(rec.undecodable(), 0);
 }

@@ -1,5 +1,5 @@
 //! `tcp:tcp_retransmit_skb` and `tcp:tcp_retransmit_synack`: one event per
-//! retransmission the kernel sent, carrying the segments it added to
+//! retransmission the kernel counted, carrying the segments it added to
 //! `TcpRetransSegs`. Both fire in softirq/timer context: userspace attributes
 //! them by `sk` (or by tuple for SYN-ACKs), never by the header's task.
 use agent_common::{
@@ -38,8 +38,7 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 fn try_retransmit_skb(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY (all ctx reads): offsets inside the record, see tp_fields.
     let err: i32 = unsafe { ctx.read_at(rt::ERR)? };
-    if err != 0 {
-        // Not sent (-EBUSY, -ENOMEM...): the kernel does not count it either.
+    if gave_up_before_transmit(err) {
         count(KernelCounter::RetransmitNotSent);
         return Ok(());
     }
@@ -51,12 +50,27 @@ fn try_retransmit_skb(ctx: &TracePointContext) -> Result<(), i64> {
         segs: skb_pcount(skb),
         state: unsafe { ctx.read_at::<i32>(rt::STATE)? } as u32,
         synack: 0,
-        _pad: 0,
+        err,
     };
     if EVENTS.output::<TcpRetransmitEvent>(&ev, 0).is_err() {
         count(KernelCounter::RingbufFull);
     }
     Ok(())
+}
+
+const EBUSY: i32 = 16;
+const EAGAIN: i32 = 11;
+const ENOMEM: i32 = 12;
+const EINVAL: i32 = 22;
+const EHOSTUNREACH: i32 = 113;
+
+/// `__tcp_retransmit_skb` returns these before it adds the skb's segments to
+/// `TcpRetransSegs`; any other error comes from the transmit itself, after
+/// the kernel counted the retransmission (a local queue full, a local
+/// firewall drop), so it stays an event to match the kernel's counter.
+#[inline(always)]
+fn gave_up_before_transmit(err: i32) -> bool {
+    matches!(-err, EBUSY | EAGAIN | ENOMEM | EINVAL | EHOSTUNREACH)
 }
 
 /// `tcp_skb_pcount(skb)`: `TCP_SKB_CB(skb)->tcp_gso_segs`, which
@@ -103,7 +117,7 @@ fn try_retransmit_synack(ctx: &TracePointContext) -> Result<(), i64> {
         segs: 1,
         state: tcp_state::SYN_RECV,
         synack: 1,
-        _pad: 0,
+        err: 0,
     };
     if EVENTS.output::<TcpRetransmitEvent>(&ev, 0).is_err() {
         count(KernelCounter::RingbufFull);
