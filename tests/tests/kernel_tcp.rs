@@ -499,3 +499,62 @@ fn tracepoint_fields_match_this_kernel() {
         assert_eq!(found, Some(*offset), "{tp} field {field}");
     }
 }
+
+/// Connects made by the agent's own process (here: this test binary) are
+/// never reported, and are not miscounted as unmatched either.
+#[test]
+fn own_connects_are_not_reported() {
+    let Some(rec) = recorder("own_connects_are_not_reported") else {
+        return;
+    };
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let unmatched = rec.probes().kernel_counter(KernelCounter::ConnectUnmatched);
+    let own = std::net::TcpStream::connect(addr).expect("own connect");
+    let local = own.local_addr().unwrap().port();
+    drop(own);
+    // Someone else's connect afterwards: once it shows, ours would have too.
+    let (pid, _) = connect(None, &addr.to_string(), 1, Duration::from_secs(10));
+    let evs = rec.wait_for(Duration::from_secs(3), |evs| {
+        !connects_of(evs, pid).is_empty()
+    });
+    assert_eq!(connects_of(&evs, pid).len(), 1);
+    let me = std::process::id();
+    assert!(
+        !connects(&evs).any(|c| c.header.tgid == me || c.tuple.sport == local),
+        "the agent's own connect was reported"
+    );
+    // Its close is still reported: userspace ignores sockets it does not know.
+    assert_eq!(
+        rec.probes().kernel_counter(KernelCounter::ConnectUnmatched),
+        unmatched
+    );
+}
+
+/// IPv6 tuples travel as they are (not v4-mapped) with family AF_INET6.
+#[test]
+fn ipv6_loopback_connect() {
+    let Some(rec) = recorder("ipv6_loopback_connect") else {
+        return;
+    };
+    let Ok(l) = TcpListener::bind("[::1]:0") else {
+        env::skip("ipv6_loopback_connect", "no IPv6 loopback");
+        return;
+    };
+    let port = l.local_addr().unwrap().port();
+    let srv = std::thread::spawn(move || tests::tcp_traffic::serve(&l, 1, Duration::from_secs(10)));
+    let (pid, reports) = connect(None, &format!("[::1]:{port}"), 1, Duration::from_secs(10));
+    srv.join().unwrap().expect("server");
+    let local = reports[0].local_port.expect("connected");
+    let evs = rec.wait_for(Duration::from_secs(3), |evs| {
+        !connects_of(evs, pid).is_empty()
+    });
+    let c = connects_of(&evs, pid)[0];
+    assert_eq!(
+        ConnectOutcome::from_u32(c.outcome),
+        ConnectOutcome::Established
+    );
+    assert_eq!(c.tuple.family, agent_common::AF_INET6);
+    assert_eq!(c.tuple.daddr, std::net::Ipv6Addr::LOCALHOST.octets());
+    assert_eq!((c.tuple.sport, c.tuple.dport), (local, port));
+}
