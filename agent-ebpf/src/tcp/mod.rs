@@ -1,5 +1,14 @@
 //! TCP signals: retransmits, connect latency and outcome, lifecycle.
 //!
+//! | event | when | task in the header |
+//! |---|---|---|
+//! | `TcpRetransmit` | every retransmission the kernel counted in `TcpRetransSegs`, `segs` = its segments; SYN-ACKs with `synack = 1` | softirq/timer: not the owner, join by `sk` (SYN-ACK: by tuple) |
+//! | `TcpConnect` | an active open left SYN_SENT: ESTABLISHED, or CLOSE with Refused/TimedOut/Other from `sk_err` | the connecting task (captured at SYN_SENT) |
+//! | `TcpState` | SYN_RECV → ESTABLISHED (passive open), and every → CLOSE | usually softirq: join by `sk` |
+//!
+//! Connects of the agent's own process are not reported; everything else is
+//! reported whoever owns it, and failures to emit are counted in `COUNTERS`.
+//!
 //! Tracepoint field offsets live in `agent_common::tp_fields`, where the
 //! `tests` crate checks them against the running kernel's format files.
 mod retransmit;
