@@ -172,9 +172,11 @@ fn retransmit_scenario(test: &str, subnet: u8, gso_max_segs: Option<u32>) {
     eprintln!(
         "{test}: {} events, {segs} segments, nstat TcpRetransSegs +{delta}; {drops} packets \
          dropped by nft; {dropped_locally} events with a local transmit error; \
-         {not_sent} attempts given up (all sockets); {} probe runs skipped by the kernel; client: {}",
+         {not_sent} attempts given up (all sockets); {} probe runs skipped by the kernel; \
+         kernel counters {:?}; client: {}",
         ours.len(),
         rec.probes().recursion_misses(),
+        rec.probes().kernel_counters().unwrap_or_default(),
         out.trim()
     );
     // GRO merges segments before the input hook, so one drop loses several.
