@@ -207,6 +207,14 @@ pub mod rules {
         )
     }
 
+    /// Drop exactly the first SYN-ACK from `sport` (install on the client's
+    /// side): the server retransmits it.
+    pub fn drop_first_synack(sport: u16) -> String {
+        format!(
+            "tcp sport {sport} tcp flags & (syn | ack) == syn | ack quota until 100 bytes counter drop"
+        )
+    }
+
     /// Drop every SYN to `dport`: connects there time out.
     pub fn drop_syns(dport: u16) -> String {
         format!("tcp dport {dport} tcp flags & (syn | ack) == syn counter drop")

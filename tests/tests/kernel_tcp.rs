@@ -560,3 +560,54 @@ fn ipv6_loopback_connect() {
     assert_eq!(c.tuple.daddr, std::net::Ipv6Addr::LOCALHOST.octets());
     assert_eq!((c.tuple.sport, c.tuple.dport), (local, port));
 }
+
+/// The first SYN-ACK is dropped at the client: the server retransmits it,
+/// reported with `synack = 1`, and that is what its namespace's
+/// `TcpRetransSegs` counts.
+#[test]
+fn synack_retransmits_match_nstat() {
+    let Some(rec) = recorder("synack_retransmits_match_nstat") else {
+        return;
+    };
+    let net = NetPair::create("sa", 206).expect("namespaces");
+    let port = 5206;
+    let addr = format!("{}:{port}", net.b_addr);
+    net.a
+        .nft_input_rule(&rules::drop_first_synack(port))
+        .expect("nft");
+    let before = net.b.nstat("TcpRetransSegs").expect("nstat");
+    let srv = server(Some(&net.b), &addr, 1, 10);
+    let (pid, reports) = connect(Some(&net.a), &addr, 1, Duration::from_secs(10));
+    srv.finish(Duration::from_secs(5)).expect("server");
+    let local = reports[0].local_port.expect("connected");
+    assert_eq!(net.a.input_counter().unwrap(), 1, "one SYN-ACK dropped");
+
+    let evs = rec.wait_for(Duration::from_secs(3), |evs| {
+        !connects_of(evs, pid).is_empty()
+    });
+    let delta = net.b.nstat("TcpRetransSegs").expect("nstat") - before;
+    let synacks: Vec<_> = retransmits(&evs)
+        .filter(|r| {
+            r.synack == 1
+                && r.tuple.saddr == v4_mapped(net.b_addr)
+                && (r.tuple.sport, r.tuple.dport) == (port, local)
+        })
+        .collect();
+    let segs: u64 = synacks.iter().map(|r| r.segs as u64).sum();
+    eprintln!(
+        "SYN-ACK retransmits: {} events, nstat in the server's namespace +{delta}",
+        synacks.len()
+    );
+    assert!(!synacks.is_empty());
+    assert_eq!(segs, delta);
+    assert!(
+        synacks
+            .iter()
+            .all(|r| r.state == tcp_state::SYN_RECV && r.segs == 1)
+    );
+    let c = connects_of(&evs, pid)[0];
+    assert_eq!(
+        ConnectOutcome::from_u32(c.outcome),
+        ConnectOutcome::Established
+    );
+}
