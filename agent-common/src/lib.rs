@@ -52,14 +52,16 @@ impl EventKind {
 pub struct EventHeader {
     /// An [`EventKind`] as u32.
     pub kind: u32,
-    /// Thread id; 0 when the event fired outside task context (softirq).
+    /// Thread id of the current task. Events that fire in softirq or timer
+    /// context (retransmits, passive opens, most closes) carry whatever task
+    /// the CPU was running, 0 when idle: not the socket's owner.
     pub pid: u32,
-    /// Process id (tgid); 0 when the event fired outside task context.
+    /// Process id (tgid) of the current task; same caveat as `pid`.
     pub tgid: u32,
     pub _pad: u32,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
     pub ts_ns: u64,
-    /// cgroup v2 id of the task; 0 outside task context.
+    /// cgroup v2 id of the current task; same caveat as `pid`.
     pub cgroup_id: u64,
     pub comm: [u8; COMM_LEN],
 }
@@ -77,12 +79,17 @@ pub struct SockTuple {
     pub _pad: u16,
 }
 
-/// One retransmission that the kernel actually sent (`err == 0`).
+/// One retransmission the kernel counted in `TcpRetransSegs`: sent (`err == 0`)
+/// or handed to the transmit path and dropped there (`err != 0`). Attempts the
+/// kernel gave up on before that (-EBUSY, -EAGAIN, -ENOMEM, -EINVAL,
+/// -EHOSTUNREACH) are not events; they count as `RetransmitNotSent`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TcpRetransmitEvent {
     pub header: EventHeader,
-    /// Join key to the connection table; never exported.
+    /// Join key to the connection table; never exported. For `synack` events
+    /// this is the listening socket (the connection's socket does not exist
+    /// yet): join those by tuple.
     pub sk: u64,
     pub tuple: SockTuple,
     /// Segments in the retransmitted skb (`tcp_skb_pcount`), which is what the
@@ -92,7 +99,26 @@ pub struct TcpRetransmitEvent {
     pub state: u32,
     /// 1 for `tcp_retransmit_synack`, 0 for `tcp_retransmit_skb`.
     pub synack: u32,
-    pub _pad: u32,
+    /// 0, or the transmit path's error for a retransmission the kernel counted
+    /// but that did not leave the host (1 = NET_XMIT_DROP: a local queue was
+    /// full; -105 ENOBUFS; -1 EPERM: dropped by a local firewall).
+    pub err: i32,
+}
+
+/// TCP states as `inet_sock_set_state` and the retransmit tracepoints report them.
+pub mod tcp_state {
+    pub const ESTABLISHED: u32 = 1;
+    pub const SYN_SENT: u32 = 2;
+    pub const SYN_RECV: u32 = 3;
+    pub const FIN_WAIT1: u32 = 4;
+    pub const FIN_WAIT2: u32 = 5;
+    pub const TIME_WAIT: u32 = 6;
+    pub const CLOSE: u32 = 7;
+    pub const CLOSE_WAIT: u32 = 8;
+    pub const LAST_ACK: u32 = 9;
+    pub const LISTEN: u32 = 10;
+    pub const CLOSING: u32 = 11;
+    pub const NEW_SYN_RECV: u32 = 12;
 }
 
 #[repr(u32)]
@@ -103,7 +129,8 @@ pub enum ConnectOutcome {
     Refused = 1,
     /// SYN retries exhausted (ETIMEDOUT).
     TimedOut = 2,
-    /// Closed from SYN_SENT for another reason (unreachable, aborted by close()).
+    /// Closed from SYN_SENT for another reason: `error` says which (113
+    /// EHOSTUNREACH, ...), 0 when the application aborted it (close()).
     Other = 3,
 }
 
@@ -119,7 +146,9 @@ impl ConnectOutcome {
 }
 
 /// An active open that left SYN_SENT. The header's task is the connecting task
-/// (captured when SYN_SENT was entered, which happens in its context).
+/// (captured when SYN_SENT was entered, which happens in its context); its
+/// `ts_ns` is when the connect ended. A failed connect is followed by a
+/// [`TcpStateEvent`] to CLOSE for the same `sk`, like every other close.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TcpConnectEvent {
@@ -130,12 +159,16 @@ pub struct TcpConnectEvent {
     pub duration_ns: u64,
     /// A [`ConnectOutcome`] as u32.
     pub outcome: u32,
-    /// The socket error the kernel reported (`inet_sk_error_report`), 0 if none.
+    /// `sk->sk_err` when the socket left SYN_SENT for CLOSE (111 ECONNREFUSED,
+    /// 110 ETIMEDOUT, 113 EHOSTUNREACH, ...); 0 when established, when the
+    /// connect was aborted (close() during the handshake) or unreadable.
     pub error: u32,
 }
 
-/// Passive open established, or a socket reached CLOSE. Fires in softirq
-/// context too, so the header's task fields may be zero.
+/// Passive open established (SYN_RECV → ESTABLISHED), or a socket reached
+/// CLOSE from any state. Both usually fire in softirq or timer context, so the
+/// header's task is whatever the CPU was running (pid 0 when idle, or an
+/// unrelated task): attribute by `sk` through the connection table instead.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TcpStateEvent {
@@ -211,8 +244,13 @@ pub const DATA_EVENT_FIXED: usize = core::mem::size_of::<DataEvent>() - MAX_PAYL
 pub struct KernelOffsets {
     /// `offsetof(struct sk_buff, cb) + offsetof(struct tcp_skb_cb, tcp_gso_segs)`.
     pub skb_gso_segs: u32,
-    /// 1 once userspace filled this struct; probes fall back to 1 segment per skb otherwise.
+    /// 1 once userspace filled this struct; probes fall back to 1 segment per skb
+    /// and to [`ConnectOutcome::Other`] for failed connects otherwise.
     pub valid: u32,
+    /// `offsetof(struct sock, sk_err)`: the kernel stores the connect error there
+    /// just before it moves a socket from SYN_SENT to CLOSE.
+    pub sock_sk_err: u32,
+    pub _pad: u32,
 }
 
 /// Runtime settings for the probes (single entry of the `CONFIG` array map).
@@ -232,10 +270,17 @@ pub struct ProbeConfig {
 pub enum KernelCounter {
     /// An event could not be reserved in the ring buffer (consumer too slow).
     RingbufFull = 0,
-    /// A retransmit tracepoint fired with `err != 0` (not sent, not counted).
+    /// `tcp_retransmit_skb` gave up before transmitting (-EBUSY: the original
+    /// is still in a local queue, -EAGAIN, -ENOMEM...): the kernel does not
+    /// count it in `TcpRetransSegs` and no event is sent.
     RetransmitNotSent = 1,
     /// A probe could not read what it needed (bpf_probe_read failed).
     ReadFailed = 2,
+    /// A connect left SYN_SENT without a start record (evicted from the bounded
+    /// map, or started before the probes were attached): no `TcpConnectEvent`.
+    ConnectUnmatched = 3,
+    /// The connect-start map refused an entry.
+    ConnectMapFull = 4,
 }
 pub const KERNEL_COUNTERS: u32 = 8;
 
@@ -265,4 +310,150 @@ pub unsafe fn read_event<T: Copy>(bytes: &[u8]) -> Option<T> {
         return None;
     }
     Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+}
+
+/// Field offsets in the tracepoint records the TCP probes read, from
+/// `/sys/kernel/tracing/events/<category>/<name>/format` on Linux 6.18. The
+/// `tests` crate checks them against the running kernel's format files.
+pub mod tp_fields {
+    /// `tcp:tcp_retransmit_skb`
+    pub mod tcp_retransmit_skb {
+        pub const SKBADDR: usize = 8;
+        pub const SKADDR: usize = 16;
+        pub const STATE: usize = 24;
+        pub const SPORT: usize = 28;
+        pub const DPORT: usize = 30;
+        pub const FAMILY: usize = 32;
+        pub const SADDR_V6: usize = 42;
+        pub const DADDR_V6: usize = 58;
+        pub const ERR: usize = 76;
+    }
+    /// `tcp:tcp_retransmit_synack`
+    pub mod tcp_retransmit_synack {
+        pub const SKADDR: usize = 8;
+        pub const SPORT: usize = 24;
+        pub const DPORT: usize = 26;
+        pub const FAMILY: usize = 28;
+        pub const SADDR_V6: usize = 38;
+        pub const DADDR_V6: usize = 54;
+    }
+    /// `sock:inet_sock_set_state`
+    pub mod inet_sock_set_state {
+        pub const SKADDR: usize = 8;
+        pub const OLDSTATE: usize = 16;
+        pub const NEWSTATE: usize = 20;
+        pub const SPORT: usize = 24;
+        pub const DPORT: usize = 26;
+        pub const FAMILY: usize = 28;
+        pub const PROTOCOL: usize = 30;
+        pub const SADDR_V6: usize = 40;
+        pub const DADDR_V6: usize = 56;
+    }
+    /// Every (tracepoint, field, offset) above, for the format check.
+    pub const ALL: &[(&str, &str, usize)] = &[
+        (
+            "tcp/tcp_retransmit_skb",
+            "skbaddr",
+            tcp_retransmit_skb::SKBADDR,
+        ),
+        (
+            "tcp/tcp_retransmit_skb",
+            "skaddr",
+            tcp_retransmit_skb::SKADDR,
+        ),
+        ("tcp/tcp_retransmit_skb", "state", tcp_retransmit_skb::STATE),
+        ("tcp/tcp_retransmit_skb", "sport", tcp_retransmit_skb::SPORT),
+        ("tcp/tcp_retransmit_skb", "dport", tcp_retransmit_skb::DPORT),
+        (
+            "tcp/tcp_retransmit_skb",
+            "family",
+            tcp_retransmit_skb::FAMILY,
+        ),
+        (
+            "tcp/tcp_retransmit_skb",
+            "saddr_v6",
+            tcp_retransmit_skb::SADDR_V6,
+        ),
+        (
+            "tcp/tcp_retransmit_skb",
+            "daddr_v6",
+            tcp_retransmit_skb::DADDR_V6,
+        ),
+        ("tcp/tcp_retransmit_skb", "err", tcp_retransmit_skb::ERR),
+        (
+            "tcp/tcp_retransmit_synack",
+            "skaddr",
+            tcp_retransmit_synack::SKADDR,
+        ),
+        (
+            "tcp/tcp_retransmit_synack",
+            "sport",
+            tcp_retransmit_synack::SPORT,
+        ),
+        (
+            "tcp/tcp_retransmit_synack",
+            "dport",
+            tcp_retransmit_synack::DPORT,
+        ),
+        (
+            "tcp/tcp_retransmit_synack",
+            "family",
+            tcp_retransmit_synack::FAMILY,
+        ),
+        (
+            "tcp/tcp_retransmit_synack",
+            "saddr_v6",
+            tcp_retransmit_synack::SADDR_V6,
+        ),
+        (
+            "tcp/tcp_retransmit_synack",
+            "daddr_v6",
+            tcp_retransmit_synack::DADDR_V6,
+        ),
+        (
+            "sock/inet_sock_set_state",
+            "skaddr",
+            inet_sock_set_state::SKADDR,
+        ),
+        (
+            "sock/inet_sock_set_state",
+            "oldstate",
+            inet_sock_set_state::OLDSTATE,
+        ),
+        (
+            "sock/inet_sock_set_state",
+            "newstate",
+            inet_sock_set_state::NEWSTATE,
+        ),
+        (
+            "sock/inet_sock_set_state",
+            "sport",
+            inet_sock_set_state::SPORT,
+        ),
+        (
+            "sock/inet_sock_set_state",
+            "dport",
+            inet_sock_set_state::DPORT,
+        ),
+        (
+            "sock/inet_sock_set_state",
+            "family",
+            inet_sock_set_state::FAMILY,
+        ),
+        (
+            "sock/inet_sock_set_state",
+            "protocol",
+            inet_sock_set_state::PROTOCOL,
+        ),
+        (
+            "sock/inet_sock_set_state",
+            "saddr_v6",
+            inet_sock_set_state::SADDR_V6,
+        ),
+        (
+            "sock/inet_sock_set_state",
+            "daddr_v6",
+            inet_sock_set_state::DADDR_V6,
+        ),
+    ];
 }

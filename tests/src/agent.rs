@@ -21,11 +21,17 @@ pub fn sloguard_bin() -> PathBuf {
     bin
 }
 
+/// One agent at a time per test binary: every agent sees every process on
+/// the host, so concurrent agents (and their CPU use) would blur each
+/// other's assertions.
+static ONE_AGENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A running agent. Stopped (SIGTERM) on drop.
 pub struct Agent {
     child: Option<Child>,
     pub metrics: SocketAddr,
     pub dir: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Agent {
@@ -36,6 +42,7 @@ impl Agent {
     }
 
     pub fn start_with_env(config_yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let turn = ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir()?;
         let port = crate::env::free_port();
         let metrics: SocketAddr = format!("127.0.0.1:{port}").parse()?;
@@ -57,6 +64,7 @@ impl Agent {
             child: Some(child),
             metrics,
             dir,
+            _turn: turn,
         };
         agent.wait_ready(Duration::from_secs(60))?;
         Ok(agent)

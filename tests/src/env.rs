@@ -66,3 +66,34 @@ pub fn target_dir() -> std::path::PathBuf {
         None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
     }
 }
+
+/// `Ok(())` when running as root and every tool answers; otherwise the reason.
+pub fn check(tools: &[&str]) -> Result<(), String> {
+    if !is_root() {
+        return Err("needs root (eBPF, network namespaces, nftables)".into());
+    }
+    for tool in tools {
+        if which(tool).is_none() {
+            return Err(format!(
+                "`{tool}` is missing (apt-get install -y nftables iproute2, or cargo xtask setup)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Decide whether a test can run: true to go on, false to skip (after saying
+/// why). Panics in CI.
+pub fn ready(test: &str, tools: &[&str]) -> bool {
+    match check(tools) {
+        Ok(()) => true,
+        Err(reason) => skip(test, &reason),
+    }
+}
+
+/// Skip `test` for `reason`, or fail in CI. Returns false for `if !ready(..) { return }`.
+pub fn skip(test: &str, reason: &str) -> bool {
+    assert!(!ci(), "{test}: {reason} (CI must provide it)");
+    eprintln!("skipped {test}: {reason}");
+    false
+}

@@ -53,7 +53,7 @@ fn failed_connects_are_counted_one_for_one_as_refused() {
         ("remote_endpoint", ep.as_str()),
         ("reason", "refused"),
     ];
-    let text = agent.scrape_until(Duration::from_secs(10), |t| {
+    let text = agent.scrape_until(Duration::from_secs(30), |t| {
         value(t, "sloguard_tcp_connect_failures_total", &want) >= Some(25.0)
     });
     // Settle, then require exactly the number made: no double counting.
@@ -102,7 +102,7 @@ fn two_services_each_see_only_their_own_flows_and_fast_connects() {
     run(&beta, &["refused", &eb, "7"]);
     run(&alpha, &["connect", &sink_ep, "12"]);
 
-    let text = agent.scrape_until(Duration::from_secs(10), |t| {
+    let text = agent.scrape_until(Duration::from_secs(30), |t| {
         value(
             t,
             "sloguard_tcp_connect_duration_seconds_count",

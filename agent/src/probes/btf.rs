@@ -15,6 +15,8 @@ pub fn kernel_offsets() -> Result<KernelOffsets, ProbeError> {
     Ok(KernelOffsets {
         skb_gso_segs: cb + segs,
         valid: 1,
+        sock_sk_err: member_offset(&btf, "sock", "sk_err")?,
+        _pad: 0,
     })
 }
 

@@ -142,6 +142,24 @@ impl Probes {
     pub fn kernel_counter(&self, c: KernelCounter) -> u64 {
         self.kernel_counters().map(|a| a[c as usize]).unwrap_or(0)
     }
+
+    /// Runs the kernel skipped because another tracing eBPF program (ours or
+    /// anyone's) was already running on that CPU, e.g. a softirq retransmit
+    /// arriving while a syscall probe ran: events lost before any probe code.
+    pub fn recursion_misses(&self) -> u64 {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .filter_map(|fd| {
+                let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+                let info = std::fs::read_to_string(path).ok()?;
+                info.lines()
+                    .find_map(|l| l.strip_prefix("recursion_misses:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .sum()
+    }
 }
 
 fn classify_load(msg: &str) -> ProbeError {

@@ -37,7 +37,9 @@ const fn http_tp(
 }
 
 pub const TRACEPOINTS: &[TracepointProgram] = &[
-    // TCP signals (kernel side: agent-ebpf/src/tcp.rs).
+    // TCP signals (kernel side: agent-ebpf/src/tcp/).
     tp("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+    tp("tcp_retransmit_synack", "tcp", "tcp_retransmit_synack"),
+    tp("inet_sock_set_state", "sock", "inet_sock_set_state"),
     // HTTP capture (kernel side: agent-ebpf/src/http.rs).
 ];
