@@ -30,3 +30,11 @@ pub fn count(c: KernelCounter) {
 pub fn config() -> Option<&'static ProbeConfig> {
     CONFIG.get(0)
 }
+
+#[inline(always)]
+pub fn count_n(c: KernelCounter, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += n };
+    }
+}

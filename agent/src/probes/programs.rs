@@ -39,5 +39,10 @@ const fn http_tp(
 pub const TRACEPOINTS: &[TracepointProgram] = &[
     // TCP signals (kernel side: agent-ebpf/src/tcp.rs).
     tp("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
-    // HTTP capture (kernel side: agent-ebpf/src/http.rs).
+    // Socket I/O: owner announcements always, HTTP capture when enabled
+    // (kernel side: agent-ebpf/src/sock.rs, http.rs). `sock_forget_closed`
+    // clears per-socket state so a reused socket address starts fresh.
+    tp("sock_recv_length", "sock", "sock_recv_length"),
+    tp("sock_send_length", "sock", "sock_send_length"),
+    tp("sock_forget_closed", "sock", "inet_sock_set_state"),
 ];
