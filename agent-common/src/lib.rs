@@ -247,6 +247,10 @@ pub struct ProbeConfig {
     pub self_tgid: u32,
     /// 1 to capture HTTP payloads (`DataEvent`s), 0 for TCP signals only.
     pub capture_http: u32,
+    /// Wake the ring-buffer reader only once this many bytes are pending (the
+    /// reader must then also drain on a timer); 0 wakes it on every event.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
 }
 
 /// Indices of the per-CPU `COUNTERS` array (kernel-side self metrics).

@@ -3,13 +3,13 @@
 //! are classified once and then only counted.
 use agent_common::{
     DATA_EVENT_FIXED, DATA_FLAG_CLASSIFIED_HERE, DATA_FLAG_UNDECIDED, DataEvent, DataSource,
-    Direction, EventKind, KernelCounter, MAX_PAYLOAD,
+    Direction, EventKind, KernelCounter, MAX_PAYLOAD, ProbeConfig,
     http_prefix::{PREFIX_LEN, PrefixClass, classify},
 };
 use aya_ebpf::{helpers::generated::bpf_probe_read_user, macros::map, maps::PerCpuArray};
 
 use crate::{
-    maps::{EVENTS, count},
+    maps::{EVENTS, count, output_flags},
     sock::{Verdict, count_non_http, set_verdict},
     syscall::{self, first_buffer},
     tcp::header,
@@ -22,7 +22,7 @@ static DATA_SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0
 /// Emit the data event for `len` bytes moved on `sk` by the current syscall.
 /// `known_http`: the connection is already classified HTTP (else unknown).
 #[inline(always)]
-pub fn capture(sk: u64, dir: Direction, len: u32, known_http: bool, tgid: u32) {
+pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http: bool, tgid: u32) {
     let args = syscall::current();
     let Some(ev) = DATA_SCRATCH.get_ptr_mut(0) else {
         return;
@@ -87,7 +87,7 @@ pub fn capture(sk: u64, dir: Direction, len: u32, known_http: bool, tgid: u32) {
     }
     // SAFETY: `total` ≤ size_of::<DataEvent>() and `ev` is a whole DataEvent.
     let bytes = unsafe { core::slice::from_raw_parts(ev as *const DataEvent as *const u8, total) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS.output::<[u8]>(bytes, output_flags(cfg)).is_err() {
         count(KernelCounter::RingbufFull);
     }
 }

@@ -5,7 +5,7 @@
 //! registers, an fd and a user buffer) to the `sk` the TCP tracepoints carry.
 //! Here: cheap filters, socket ownership, and the per-connection HTTP verdict;
 //! payload capture is in `http.rs`.
-use agent_common::{Direction, EventKind, KernelCounter, SockOwnerEvent};
+use agent_common::{Direction, EventKind, KernelCounter, ProbeConfig, SockOwnerEvent};
 use aya_ebpf::{
     EbpfContext, helpers::bpf_get_current_pid_tgid, macros::map, macros::tracepoint,
     maps::LruHashMap, programs::TracePointContext,
@@ -13,7 +13,7 @@ use aya_ebpf::{
 
 use crate::{
     http,
-    maps::{EVENTS, config, count, count_n},
+    maps::{EVENTS, config, count, count_n, output_flags},
     tcp::header,
 };
 
@@ -122,7 +122,7 @@ fn on_sock_io(ctx: &TracePointContext, dir: Direction) {
             let s = unsafe { &mut *s };
             if s.tgid != tgid {
                 s.tgid = tgid;
-                announce_owner(sk);
+                announce_owner(cfg, sk);
             }
             s.verdict
         }
@@ -132,7 +132,7 @@ fn on_sock_io(ctx: &TracePointContext, dir: Direction) {
                 verdict: Verdict::Unknown as u32,
             };
             let _ = SOCKS.insert(&sk, &fresh, 0);
-            announce_owner(sk);
+            announce_owner(cfg, sk);
             Verdict::Unknown as u32
         }
     };
@@ -143,7 +143,14 @@ fn on_sock_io(ctx: &TracePointContext, dir: Direction) {
     if cfg.capture_http == 0 {
         return;
     }
-    http::capture(sk, dir, ret as u32, verdict == Verdict::Http as u32, tgid);
+    http::capture(
+        cfg,
+        sk,
+        dir,
+        ret as u32,
+        verdict == Verdict::Http as u32,
+        tgid,
+    );
 }
 
 #[inline(always)]
@@ -163,12 +170,15 @@ pub fn set_verdict(sk: u64, tgid: u32, v: Verdict) {
 }
 
 #[inline(always)]
-fn announce_owner(sk: u64) {
+fn announce_owner(cfg: &ProbeConfig, sk: u64) {
     let ev = SockOwnerEvent {
         header: header(EventKind::SockOwner),
         sk,
     };
-    if EVENTS.output::<SockOwnerEvent>(&ev, 0).is_err() {
+    if EVENTS
+        .output::<SockOwnerEvent>(&ev, output_flags(cfg))
+        .is_err()
+    {
         count(KernelCounter::RingbufFull);
     }
 }

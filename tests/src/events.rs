@@ -127,7 +127,8 @@ impl Drainer {
                     revents: 0,
                 };
                 // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, 100) };
+                let ms = sloguard::probes::RING_BUFFER_POLL_MS as i32;
+                unsafe { libc::poll(&mut pfd, 1, ms) };
                 let (mut n, mut nb) = (0u64, 0u64);
                 while let Some(item) = rb.next() {
                     n += 1;

@@ -280,3 +280,37 @@ assert got[0] == 262144, got
     assert!(bytes >= 2 * 262_144, "non-HTTP bytes counted: {bytes}");
     assert!(calls >= 2, "non-HTTP syscalls counted: {calls}");
 }
+
+#[test]
+fn owners_are_announced_without_http_capture() {
+    let Some(_) = probes_or_skip(&[("curl (apt-get install curl)", has_program("curl"))]) else {
+        return;
+    };
+    let mut probes = Probes::load(&ProbesConfig {
+        capture_http: false,
+        ..Default::default()
+    })
+    .expect("probes load without HTTP capture");
+    let mut rb = probes.take_ring_buffer().unwrap();
+    let nginx = Nginx::start(&NginxOptions {
+        files: vec![("small.txt".into(), b"hello\n".to_vec())],
+        ..Default::default()
+    })
+    .expect("nginx starts");
+    let worker = nginx.workers()[0];
+    let st = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", &nginx.url("/small.txt")])
+        .status()
+        .expect("curl runs");
+    assert!(st.success());
+    let events = drain_until_quiet(&mut rb, Duration::from_millis(300), Duration::from_secs(5));
+    assert_eq!(nginx.access_log().unwrap().len(), 1);
+    assert!(
+        !owners_of(&events, worker).is_empty(),
+        "nginx's accepted socket announced its owner"
+    );
+    assert!(
+        data_of(&events, worker).is_empty(),
+        "no data events without capture"
+    );
+}

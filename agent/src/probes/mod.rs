@@ -47,6 +47,13 @@ pub enum ProbeError {
     Map(&'static str),
 }
 
+/// The probes wake the ring-buffer reader only when this much is pending (a
+/// wakeup per event costs the traced task microseconds): readers must also
+/// drain on a timer, at least every [`RING_BUFFER_POLL_MS`].
+pub const RING_BUFFER_WAKEUP_BYTES: u32 = 256 * 1024;
+/// Longest a reader may sleep without draining the ring buffer.
+pub const RING_BUFFER_POLL_MS: u64 = 50;
+
 /// Loaded and attached probes. Dropping this detaches every program.
 pub struct Probes {
     ebpf: aya::Ebpf,
@@ -68,6 +75,8 @@ impl Probes {
             offsets,
             self_tgid: std::process::id(),
             capture_http: cfg.capture_http as u32,
+            wakeup_bytes: RING_BUFFER_WAKEUP_BYTES,
+            _pad: 0,
         };
         {
             let map = ebpf.map_mut("CONFIG").ok_or(ProbeError::Map("CONFIG"))?;
@@ -134,6 +143,18 @@ impl Probes {
             }
         }
         Ok(out)
+    }
+
+    /// Per-program `(name, runs, total run time)`; the kernel counts these only
+    /// while BPF run-time stats are enabled (`aya::sys::enable_stats`).
+    pub fn program_stats(&self) -> Vec<(String, u64, std::time::Duration)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_string(), info.run_count(), info.run_time()))
+            })
+            .collect()
     }
 
     pub fn kernel_counter(&self, c: KernelCounter) -> u64 {
