@@ -314,3 +314,122 @@ fn owners_are_announced_without_http_capture() {
         "no data events without capture"
     );
 }
+
+/// Every read/write-family syscall is decoded from the task's registers: each
+/// one yields its source, fd, length and the start of its (first) buffer. Over
+/// IPv6 loopback.
+#[test]
+fn every_syscall_family_is_decoded() {
+    let Some(mut probes) = probes_or_skip(&[("python3", has_program("python3"))]) else {
+        return;
+    };
+    let mut rb = probes.take_ring_buffer().unwrap();
+    const SCRIPT: &str = r#"
+import os, socket
+l = socket.socket(socket.AF_INET6); l.bind(("::1", 0)); l.listen(1)
+c = socket.create_connection(l.getsockname()[:2]); s, _ = l.accept()
+print(c.fileno(), s.fileno(), flush=True)
+os.write(c.fileno(), b"GET /write HTTP/1.1\r\n\r\n")
+assert os.read(s.fileno(), 4096) == b"GET /write HTTP/1.1\r\n\r\n"
+c.sendmsg([b"GET /sendmsg HTTP/1.1\r\n", b"\r\n"])
+assert s.recvmsg(4096)[0] == b"GET /sendmsg HTTP/1.1\r\n\r\n"
+os.writev(c.fileno(), [b"GET /writev HTTP/1.1\r\n", b"\r\n"])
+a, b = bytearray(10), bytearray(4096)
+assert os.readv(s.fileno(), [a, b]) == 24
+s.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+assert c.recv(4096).startswith(b"HTTP/1.1 200")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fds: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let (cfd, sfd) = (fds[0], fds[1]);
+    // The child's pid is its tgid; find it through its events' fds and payloads.
+    let events = drain_until_quiet(&mut rb, Duration::from_millis(200), Duration::from_secs(5));
+    let pid = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Data(d) if d.payload.starts_with(b"GET /write ") => Some(d.tgid),
+            _ => None,
+        })
+        .expect("python's first write was captured");
+    let got: Vec<(i32, u32, u32, u32, Vec<u8>)> = data_of(&events, pid)
+        .iter()
+        .map(|d| (d.fd, d.direction, d.source, d.len, d.payload.clone()))
+        .collect();
+    let (i, e) = (Direction::Ingress as u32, Direction::Egress as u32);
+    let want: Vec<(i32, u32, u32, u32, Vec<u8>)> = vec![
+        (
+            cfd,
+            e,
+            DataSource::Write as u32,
+            23,
+            b"GET /write HTTP/1.1\r\n\r\n".to_vec(),
+        ),
+        (
+            sfd,
+            i,
+            DataSource::Read as u32,
+            23,
+            b"GET /write HTTP/1.1\r\n\r\n".to_vec(),
+        ),
+        // Only the first iovec is captured.
+        (
+            cfd,
+            e,
+            DataSource::Sendmsg as u32,
+            25,
+            b"GET /sendmsg HTTP/1.1\r\n".to_vec(),
+        ),
+        (
+            sfd,
+            i,
+            DataSource::Recvmsg as u32,
+            25,
+            b"GET /sendmsg HTTP/1.1\r\n\r\n".to_vec(),
+        ),
+        (
+            cfd,
+            e,
+            DataSource::Writev as u32,
+            24,
+            b"GET /writev HTTP/1.1\r\n".to_vec(),
+        ),
+        (sfd, i, DataSource::Readv as u32, 24, b"GET /write".to_vec()),
+        (
+            sfd,
+            e,
+            DataSource::Sendto as u32,
+            38,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ),
+        (
+            cfd,
+            i,
+            DataSource::Recvfrom as u32,
+            38,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ),
+    ];
+    let show = |v: &[(i32, u32, u32, u32, Vec<u8>)]| {
+        v.iter()
+            .map(|(f, d, s, l, p)| {
+                format!(
+                    "fd{f} dir{d} src{s} len{l} {:?}",
+                    String::from_utf8_lossy(p)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(got, want, "got:\n{}\nwant:\n{}", show(&got), show(&want));
+}
