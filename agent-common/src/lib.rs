@@ -199,6 +199,10 @@ pub enum DataSource {
 /// `min(len, MAX_PAYLOAD)` bytes of the first buffer (first iovec for
 /// readv/writev/recvmsg/sendmsg; shorter when that iovec is shorter).
 /// `captured == 0 && len > 0` also when the user buffer could not be read.
+///
+/// To keep the hot path cheap the header's `comm` and `cgroup_id` are NOT
+/// filled (zero): take them from the latest [`SockOwnerEvent`] for the same
+/// `(sk, tgid)`, which always precedes the data events of that pair.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DataEvent {
@@ -236,6 +240,11 @@ pub struct KernelOffsets {
     pub skb_gso_segs: u32,
     /// 1 once userspace filled this struct; probes fall back to 1 segment per skb otherwise.
     pub valid: u32,
+    /// Offset in `struct sock` of the 4 bytes holding the adjacent u16s
+    /// `sk_protocol` and `sk_type` (in the kernel's order).
+    pub sk_type_proto: u32,
+    /// Those 4 bytes, read as a little-endian u32, for a TCP stream socket.
+    pub sk_tcp_word: u32,
 }
 
 /// Runtime settings for the probes (single entry of the `CONFIG` array map).

@@ -6,13 +6,16 @@ use agent_common::{
     Direction, EventKind, KernelCounter, MAX_PAYLOAD, ProbeConfig,
     http_prefix::{PREFIX_LEN, PrefixClass, classify},
 };
-use aya_ebpf::{helpers::generated::bpf_probe_read_user, macros::map, maps::PerCpuArray};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_probe_read_user},
+    macros::map,
+    maps::PerCpuArray,
+};
 
 use crate::{
     maps::{EVENTS, count, output_flags},
     sock::{Verdict, count_non_http, set_verdict},
     syscall::{self, first_buffer},
-    tcp::header,
 };
 
 /// Where a [`DataEvent`] is built: too big for the 512-byte BPF stack.
@@ -73,7 +76,13 @@ pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http:
             }
         }
     }
-    ev.header = header(EventKind::Data);
+    // comm and cgroup id travel in the SockOwnerEvent instead (cheaper).
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ev.header.kind = EventKind::Data as u32;
+    ev.header.pid = pid_tgid as u32;
+    ev.header.tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: helper without arguments.
+    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.sk = sk;
     ev.fd = args.fd;
     ev.direction = dir as u32;

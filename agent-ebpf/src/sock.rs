@@ -7,8 +7,11 @@
 //! payload capture is in `http.rs`.
 use agent_common::{Direction, EventKind, KernelCounter, ProbeConfig, SockOwnerEvent};
 use aya_ebpf::{
-    EbpfContext, helpers::bpf_get_current_pid_tgid, macros::map, macros::tracepoint,
-    maps::LruHashMap, programs::TracePointContext,
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::LruHashMap,
+    programs::{RawTracePointContext, TracePointContext},
 };
 
 use crate::{
@@ -17,17 +20,10 @@ use crate::{
     tcp::header,
 };
 
-// Offsets in sock:sock_{send,recv}_length's format (Linux 6.18; identical for both).
-const SL_SK: usize = 8;
-const SL_FAMILY: usize = 16;
-const SL_PROTOCOL: usize = 18;
-const SL_RET: usize = 20;
-const SL_FLAGS: usize = 24;
 // Offsets in sock:inet_sock_set_state's format.
 const SS_SKADDR: usize = 8;
 const SS_NEWSTATE: usize = 20;
 
-const IPPROTO_TCP: u16 = 6;
 const MSG_PEEK: i32 = 2;
 const TCP_CLOSE: i32 = 7;
 
@@ -55,14 +51,17 @@ pub enum Verdict {
 #[map(name = "SOCKS")]
 pub static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(65_536, 0);
 
-#[tracepoint]
-pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+// Raw tracepoints: TP_PROTO(struct sock *sk, int ret, int flags). Measured
+// cheaper than the perf-record tracepoint (no record to build), at the price of
+// reading family and protocol from `sk` at offsets userspace found in BTF.
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     on_sock_io(&ctx, Direction::Ingress);
     0
 }
 
-#[tracepoint]
-pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
     on_sock_io(&ctx, Direction::Egress);
     0
 }
@@ -88,22 +87,11 @@ pub unsafe fn field<T: Copy>(p: *const u8, off: usize) -> T {
 }
 
 #[inline(always)]
-fn on_sock_io(ctx: &TracePointContext, dir: Direction) {
-    let p = ctx.as_ptr() as *const u8;
-    // SAFETY: direct loads from the tracepoint record, within its format.
-    let (ret, family, protocol, flags, sk) = unsafe {
-        (
-            field::<i32>(p, SL_RET),
-            field::<u16>(p, SL_FAMILY),
-            field::<u16>(p, SL_PROTOCOL),
-            field::<i32>(p, SL_FLAGS),
-            field::<u64>(p, SL_SK),
-        )
-    };
-    if ret <= 0
-        || protocol != IPPROTO_TCP
-        || (family != agent_common::AF_INET && family != agent_common::AF_INET6)
-    {
+fn on_sock_io(ctx: &RawTracePointContext, dir: Direction) {
+    let sk: u64 = ctx.arg(0);
+    let ret = ctx.arg::<u64>(1) as i32;
+    let flags = ctx.arg::<u64>(2) as i32;
+    if ret <= 0 {
         return;
     }
     // A peek leaves the bytes in the socket: the real read reports them.
@@ -113,7 +101,16 @@ fn on_sock_io(ctx: &TracePointContext, dir: Direction) {
     let Some(cfg) = config() else { return };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == cfg.self_tgid {
+    if tgid == cfg.self_tgid || cfg.offsets.valid == 0 {
+        return;
+    }
+    // `sk_type` and `sk_protocol` are adjacent u16s: one read. Only inet
+    // sockets are created as SOCK_STREAM with protocol 6, so no family check.
+    // SAFETY: `sk` is the tracepoint's socket; the offset comes from this kernel's BTF.
+    let type_proto: u32 =
+        unsafe { bpf_probe_read_kernel((sk + cfg.offsets.sk_type_proto as u64) as *const u32) }
+            .unwrap_or(0);
+    if type_proto != cfg.offsets.sk_tcp_word {
         return;
     }
     let verdict = match SOCKS.get_ptr_mut(&sk) {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use agent_common::{KERNEL_COUNTERS, KernelCounter, ProbeConfig};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::{RawTracePoint, TracePoint};
 
 use crate::config::ProbesConfig;
 
@@ -97,18 +97,28 @@ impl Probes {
                 name: p.name,
                 reason,
             };
-            let prog: &mut TracePoint = ebpf
+            let program = ebpf
                 .program_mut(p.program)
-                .ok_or_else(|| attach_err("program not in the eBPF object".into()))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
-            prog.load()
-                .map_err(|e| match classify_load(&format!("{e:?}")) {
-                    ProbeError::NotPermitted(m) => ProbeError::NotPermitted(m),
-                    _ => attach_err(format!("verifier/load: {e:?}")),
-                })?;
-            prog.attach(p.category, p.name)
-                .map_err(|e| attach_err(e.to_string()))?;
+                .ok_or_else(|| attach_err("program not in the eBPF object".into()))?;
+            let load_err = |e: aya::programs::ProgramError| match classify_load(&format!("{e:?}")) {
+                ProbeError::NotPermitted(m) => ProbeError::NotPermitted(m),
+                _ => attach_err(format!("verifier/load: {e:?}")),
+            };
+            if p.raw {
+                // Raw tracepoints skip building the perf record: cheaper on hot paths.
+                let prog: &mut RawTracePoint = program
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
+                prog.load().map_err(load_err)?;
+                prog.attach(p.name).map_err(|e| attach_err(e.to_string()))?;
+            } else {
+                let prog: &mut TracePoint = program
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
+                prog.load().map_err(load_err)?;
+                prog.attach(p.category, p.name)
+                    .map_err(|e| attach_err(e.to_string()))?;
+            }
             attached += 1;
         }
         Ok(Self { ebpf, attached })
