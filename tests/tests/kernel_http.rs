@@ -433,3 +433,48 @@ assert c.recv(4096).startswith(b"HTTP/1.1 200")
     };
     assert_eq!(got, want, "got:\n{}\nwant:\n{}", show(&got), show(&want));
 }
+
+/// A closed socket's address is soon reused by a new one: the new connection
+/// must be judged on its own bytes, not inherit "not HTTP" from the old one.
+#[test]
+fn reused_socket_addresses_start_fresh() {
+    let Some(mut probes) = probes_or_skip(&[("python3", has_program("python3"))]) else {
+        return;
+    };
+    let mut rb = probes.take_ring_buffer().unwrap();
+    const ROUNDS: usize = 40;
+    const SCRIPT: &str = r#"
+import socket, sys
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(8)
+for i in range(int(sys.argv[1])):
+    for first in (b"\x00\x01binary", b"GET /reuse/%d HTTP/1.1\r\n\r\n" % i):
+        c = socket.create_connection(l.getsockname()); s, _ = l.accept()
+        c.sendall(first); assert s.recv(4096) == first
+        c.close(); s.close()
+"#;
+    let st = Command::new("python3")
+        .args(["-c", SCRIPT, &ROUNDS.to_string()])
+        .status()
+        .expect("python3 runs");
+    assert!(st.success());
+    let events = drain_until_quiet(&mut rb, Duration::from_millis(200), Duration::from_secs(5));
+    let gets: Vec<&Data> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Data(d) if d.payload.starts_with(b"GET /reuse/") => Some(d),
+            _ => None,
+        })
+        .collect();
+    let pid = gets.first().map(|d| d.tgid).expect("some GET captured");
+    // Sockets that carried the binary streams, from their owner announcements.
+    let http_sks: std::collections::HashSet<u64> = gets.iter().map(|d| d.sk).collect();
+    let owned = owners_of(&events, pid);
+    let reused = owned
+        .iter()
+        .filter(|sk| http_sks.contains(sk))
+        .count()
+        .saturating_sub(http_sks.len());
+    eprintln!("{reused} socket addresses were reused between connections");
+    // Each GET is seen on the client's write and the server's read.
+    assert_eq!(gets.len(), 2 * ROUNDS, "every HTTP connection captured");
+}
