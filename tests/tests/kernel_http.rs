@@ -466,7 +466,8 @@ for i in range(int(sys.argv[1])):
         })
         .collect();
     let pid = gets.first().map(|d| d.tgid).expect("some GET captured");
-    // Sockets that carried the binary streams, from their owner announcements.
+    // More than one owner announcement for a socket that carried a GET: its
+    // address was reused by a later connection and judged afresh.
     let http_sks: std::collections::HashSet<u64> = gets.iter().map(|d| d.sk).collect();
     let owned = owners_of(&events, pid);
     let reused = owned
