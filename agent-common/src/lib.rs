@@ -6,6 +6,8 @@
 //! join keys: userspace never exports them.
 #![no_std]
 
+pub mod http_prefix;
+
 /// Length of `task->comm`.
 pub const COMM_LEN: usize = 16;
 /// Largest payload prefix the kernel copies from one socket syscall. Enough for
@@ -179,8 +181,12 @@ pub struct TcpStateEvent {
     pub newstate: u32,
 }
 
-/// The first time a task reads or writes a TCP socket (per socket), so
-/// retransmits that fire in softirq context can be attributed to the owner.
+/// A task read or wrote a TCP socket that the probe had not yet seen it use:
+/// the first syscall on the socket, or the first after another process used
+/// it (one owner is remembered per socket, so two processes alternating on one
+/// socket re-announce themselves). Lets userspace attribute TCP events that fire
+/// in softirq context to the owner. Sent even when HTTP capture is off; the
+/// header's task is the owner.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SockOwnerEvent {
@@ -213,9 +219,23 @@ pub enum DataSource {
     Other = 9,
 }
 
-/// Bytes moved by one socket syscall. Only `captured` bytes of `payload` are
-/// valid, and only they are sent through the ring buffer (the tail of the
-/// struct is not transmitted): `size_of::<DataEvent>() - MAX_PAYLOAD + captured`.
+/// Bytes moved by one socket syscall on a TCP connection that is HTTP/1.x (its
+/// first classified bytes started like a request or a response; see
+/// [`http_prefix`]), or by a syscall whose bytes start like HTTP/1.x. Only
+/// `captured` bytes of `payload` are valid, and only they are sent through the
+/// ring buffer (the tail of the struct is not transmitted): records are
+/// `DATA_EVENT_FIXED + captured` bytes long.
+///
+/// One event per `sock:sock_{send,recv}_length`, i.e. per syscall, except
+/// `sendfile`, which may yield several events (one per chunk the kernel hands
+/// to the socket), each with `captured == 0`. Payload is the first
+/// `min(len, MAX_PAYLOAD)` bytes of the first buffer (first iovec for
+/// readv/writev/recvmsg/sendmsg; shorter when that iovec is shorter).
+/// `captured == 0 && len > 0` also when the user buffer could not be read.
+///
+/// To keep the hot path cheap the header's `comm` and `cgroup_id` are NOT
+/// filled (zero): take them from the latest [`SockOwnerEvent`] for the same
+/// `(sk, tgid)`, which always precedes the data events of that pair.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DataEvent {
@@ -230,9 +250,16 @@ pub struct DataEvent {
     pub len: u32,
     /// Bytes of `payload` that are valid (≤ `MAX_PAYLOAD`, ≤ `len`).
     pub captured: u32,
-    pub _pad: u32,
+    /// `DATA_FLAG_*` bits.
+    pub flags: u32,
     pub payload: [u8; MAX_PAYLOAD],
 }
+
+/// The bytes of this event are the first the probe classified on the
+/// connection (the kernel marked it HTTP here, or left it undecided).
+pub const DATA_FLAG_CLASSIFIED_HERE: u32 = 1;
+/// The connection is not yet classified (the prefix was too short to tell).
+pub const DATA_FLAG_UNDECIDED: u32 = 2;
 
 /// Offset of `payload` in [`DataEvent`]: the fixed part that is always sent.
 pub const DATA_EVENT_FIXED: usize = core::mem::size_of::<DataEvent>() - MAX_PAYLOAD;
@@ -251,6 +278,11 @@ pub struct KernelOffsets {
     /// just before it moves a socket from SYN_SENT to CLOSE.
     pub sock_sk_err: u32,
     pub _pad: u32,
+    /// Offset in `struct sock` of the 4 bytes holding the adjacent u16s
+    /// `sk_protocol` and `sk_type` (in the kernel's order).
+    pub sk_type_proto: u32,
+    /// Those 4 bytes, read as a little-endian u32, for a TCP stream socket.
+    pub sk_tcp_word: u32,
 }
 
 /// Runtime settings for the probes (single entry of the `CONFIG` array map).
@@ -262,6 +294,10 @@ pub struct ProbeConfig {
     pub self_tgid: u32,
     /// 1 to capture HTTP payloads (`DataEvent`s), 0 for TCP signals only.
     pub capture_http: u32,
+    /// Wake the ring-buffer reader only once this many bytes are pending (the
+    /// reader must then also drain on a timer); 0 wakes it on every event.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
 }
 
 /// Indices of the per-CPU `COUNTERS` array (kernel-side self metrics).
@@ -281,6 +317,13 @@ pub enum KernelCounter {
     ConnectUnmatched = 3,
     /// The connect-start map refused an entry.
     ConnectMapFull = 4,
+    /// Socket syscalls on TCP connections classified as not HTTP/1.x (no event sent).
+    NonHttpSyscalls = 5,
+    /// Bytes moved by those syscalls.
+    NonHttpBytes = 6,
+    /// Socket I/O on a connection not yet classified that the probe could not
+    /// inspect (sendfile, splice, io_uring, sendmmsg...): no event sent.
+    DataUnclassified = 7,
 }
 pub const KERNEL_COUNTERS: u32 = 8;
 
@@ -456,4 +499,56 @@ pub mod tp_fields {
             inet_sock_set_state::DADDR_V6,
         ),
     ];
+}
+
+/// Decode a variable-length [`DataEvent`] record (`DATA_EVENT_FIXED + captured`
+/// bytes): the event with its payload zeroed past `captured`, and the valid
+/// payload. `None` when the record is shorter than it says or `captured` is
+/// out of range.
+pub fn read_data_event(bytes: &[u8]) -> Option<(DataEvent, &[u8])> {
+    if bytes.len() < DATA_EVENT_FIXED {
+        return None;
+    }
+    let mut raw = [0u8; core::mem::size_of::<DataEvent>()];
+    let n = bytes.len().min(raw.len());
+    raw[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: DataEvent is plain integers and bytes, valid for any bit pattern.
+    let ev: DataEvent = unsafe { core::ptr::read_unaligned(raw.as_ptr() as *const DataEvent) };
+    let captured = ev.captured as usize;
+    if captured > MAX_PAYLOAD || bytes.len() < DATA_EVENT_FIXED + captured {
+        return None;
+    }
+    Some((ev, &bytes[DATA_EVENT_FIXED..DATA_EVENT_FIXED + captured]))
+}
+
+#[cfg(test)]
+mod data_event_tests {
+    use super::*;
+
+    #[test]
+    fn short_records_decode_and_lies_are_refused() {
+        let mut ev: DataEvent = unsafe { core::mem::zeroed() };
+        ev.header.kind = EventKind::Data as u32;
+        ev.len = 100;
+        ev.captured = 5;
+        ev.payload[..5].copy_from_slice(b"GET /");
+        let all = unsafe {
+            core::slice::from_raw_parts(
+                &ev as *const DataEvent as *const u8,
+                core::mem::size_of::<DataEvent>(),
+            )
+        };
+        let (d, p) = read_data_event(&all[..DATA_EVENT_FIXED + 5]).unwrap();
+        assert_eq!((d.len, p), (100, &b"GET /"[..]));
+        assert!(read_data_event(&all[..DATA_EVENT_FIXED + 4]).is_none());
+        assert!(read_data_event(&all[..DATA_EVENT_FIXED - 1]).is_none());
+        ev.captured = MAX_PAYLOAD as u32 + 1;
+        let all = unsafe {
+            core::slice::from_raw_parts(
+                &ev as *const DataEvent as *const u8,
+                core::mem::size_of::<DataEvent>(),
+            )
+        };
+        assert!(read_data_event(all).is_none());
+    }
 }

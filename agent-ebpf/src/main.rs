@@ -4,7 +4,10 @@
 #![no_std]
 #![no_main]
 
+mod http;
 mod maps;
+mod sock;
+mod syscall;
 mod tcp;
 
 #[cfg(not(test))]

@@ -47,7 +47,7 @@ fn stream(n_conns: u64) -> Vec<Vec<u8>> {
                 segs: 2,
                 state: 1,
                 synack: 0,
-                _pad: 0,
+                err: 0,
             }));
         }
         out.push(bytes_of(&TcpStateEvent {

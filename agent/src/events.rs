@@ -25,6 +25,8 @@ pub struct DataRef<'a> {
     pub direction: u32,
     pub source: u32,
     pub len: u32,
+    /// `agent_common::DATA_FLAG_*`.
+    pub flags: u32,
     pub payload: &'a [u8],
 }
 
@@ -81,18 +83,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
 }
 
 fn decode_data(bytes: &[u8]) -> Result<DataRef<'_>, DecodeError> {
-    if bytes.len() < DATA_EVENT_FIXED {
-        return Err(DecodeError::Truncated);
-    }
-    // Read the fixed part field by field: the record is shorter than
-    // `DataEvent` (only `captured` payload bytes are sent).
-    let mut fixed = [0u8; core::mem::size_of::<DataEvent>()];
-    fixed[..DATA_EVENT_FIXED].copy_from_slice(&bytes[..DATA_EVENT_FIXED]);
-    // SAFETY: plain data, buffer has the full size.
-    let ev: DataEvent = unsafe { read_event(&fixed) }.ok_or(DecodeError::Truncated)?;
-    let captured = (ev.captured as usize).min(MAX_PAYLOAD).min(ev.len as usize);
-    let avail = bytes.len() - DATA_EVENT_FIXED;
-    let payload = &bytes[DATA_EVENT_FIXED..DATA_EVENT_FIXED + captured.min(avail)];
+    let (ev, payload) = agent_common::read_data_event(bytes).ok_or(DecodeError::Truncated)?;
+    // Never trust `captured` beyond what the syscall moved.
+    let payload = &payload[..payload.len().min(ev.len as usize)];
     Ok(DataRef {
         header: ev.header,
         sk: ev.sk,
@@ -100,6 +93,7 @@ fn decode_data(bytes: &[u8]) -> Result<DataRef<'_>, DecodeError> {
         direction: ev.direction,
         source: ev.source,
         len: ev.len,
+        flags: ev.flags,
         payload,
     })
 }
@@ -186,7 +180,7 @@ pub mod encode {
             source: 0,
             len,
             captured: captured as u32,
-            _pad: 0,
+            flags: 0,
             payload: [0; MAX_PAYLOAD],
         };
         ev.payload[..captured].copy_from_slice(&payload[..captured]);
@@ -211,7 +205,7 @@ mod tests {
             segs: 3,
             state: 1,
             synack: 0,
-            _pad: 0,
+            err: 0,
         };
         let b = bytes_of(&ev);
         match decode(&b).unwrap() {
@@ -237,11 +231,11 @@ mod tests {
         };
         assert_eq!(d.payload, b"GET / HTTP/1.1\r\n");
         assert_eq!(d.len, 5000);
-        // A record cut short loses payload bytes, never reads past the end.
-        let Event::Data(d) = decode(&rec[..rec.len() - 4]).unwrap() else {
-            panic!()
-        };
-        assert_eq!(d.payload.len(), 12);
+        // A record shorter than its `captured` says is refused, never read past its end.
+        assert_eq!(
+            decode(&rec[..rec.len() - 4]).err(),
+            Some(DecodeError::Truncated)
+        );
     }
 
     #[test]

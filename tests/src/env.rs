@@ -97,3 +97,29 @@ pub fn skip(test: &str, reason: &str) -> bool {
     eprintln!("skipped {test}: {reason}");
     false
 }
+
+/// `Some(reason)` when any check fails (the test then skips); panics in CI.
+pub fn missing(checks: &[(&str, bool)]) -> Option<String> {
+    let absent: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(what, _)| *what)
+        .collect();
+    if absent.is_empty() {
+        return None;
+    }
+    let reason = format!("missing: {}", absent.join(", "));
+    assert!(!ci(), "CI must provide everything: {reason}");
+    Some(reason)
+}
+
+/// An executable on PATH (or an absolute path) exists.
+pub fn has_program(name: &str) -> bool {
+    if name.contains('/') {
+        return std::path::Path::new(name).exists();
+    }
+    which(name).is_some()
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| std::path::Path::new(d).join(name).exists())
+}

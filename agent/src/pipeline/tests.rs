@@ -38,7 +38,7 @@ fn retransmit(sk: u64, segs: u32) -> Vec<u8> {
         segs,
         state: 1,
         synack: 0,
-        _pad: 0,
+        err: 0,
     })
 }
 

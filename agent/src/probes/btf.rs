@@ -12,11 +12,28 @@ pub fn kernel_offsets() -> Result<KernelOffsets, ProbeError> {
         Btf::from_file("/sys/kernel/btf/vmlinux").map_err(|e| ProbeError::Btf(e.to_string()))?;
     let cb = member_offset(&btf, "sk_buff", "cb")?;
     let segs = member_offset(&btf, "tcp_skb_cb", "tcp_gso_segs")?;
+    let sk_type = member_offset(&btf, "sock", "sk_type")?;
+    let sk_protocol = member_offset(&btf, "sock", "sk_protocol")?;
+    // The probe reads both adjacent u16s with one 4-byte load and compares the
+    // word with what a TCP stream socket holds (little-endian).
+    const SOCK_STREAM: u32 = 1;
+    const IPPROTO_TCP: u32 = 6;
+    let (sk_type_proto, sk_tcp_word) = if sk_protocol + 2 == sk_type {
+        (sk_protocol, IPPROTO_TCP | SOCK_STREAM << 16)
+    } else if sk_type + 2 == sk_protocol {
+        (sk_type, SOCK_STREAM | IPPROTO_TCP << 16)
+    } else {
+        return Err(ProbeError::Btf(format!(
+            "struct sock: sk_type (at {sk_type}) and sk_protocol (at {sk_protocol}) are not adjacent"
+        )));
+    };
     Ok(KernelOffsets {
         skb_gso_segs: cb + segs,
         valid: 1,
         sock_sk_err: member_offset(&btf, "sock", "sk_err")?,
         _pad: 0,
+        sk_type_proto,
+        sk_tcp_word,
     })
 }
 
@@ -73,5 +90,11 @@ mod tests {
         // cb is 40 bytes into sk_buff on every x86_64 kernel since 4.x; gso_segs
         // follows seq/end_seq (8 bytes) in tcp_skb_cb.
         assert_eq!(o.skb_gso_segs, 40 + 8, "{o:?}");
+        assert!(o.sk_type_proto > 16 && o.sk_type_proto < 1024, "{o:?}");
+        assert_eq!(
+            o.sk_tcp_word,
+            6 | 1 << 16,
+            "sk_protocol precedes sk_type in 6.x"
+        );
     }
 }

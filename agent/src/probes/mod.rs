@@ -9,7 +9,7 @@ use std::path::Path;
 
 use agent_common::{KERNEL_COUNTERS, KernelCounter, ProbeConfig};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::{RawTracePoint, TracePoint};
 
 use crate::config::ProbesConfig;
 
@@ -47,6 +47,13 @@ pub enum ProbeError {
     Map(&'static str),
 }
 
+/// The probes wake the ring-buffer reader only when this much is pending (a
+/// wakeup per event costs the traced task microseconds): readers must also
+/// drain on a timer, at least every [`RING_BUFFER_POLL_MS`].
+pub const RING_BUFFER_WAKEUP_BYTES: u32 = 256 * 1024;
+/// Longest a reader may sleep without draining the ring buffer.
+pub const RING_BUFFER_POLL_MS: u64 = 50;
+
 /// Loaded and attached probes. Dropping this detaches every program.
 pub struct Probes {
     ebpf: aya::Ebpf,
@@ -71,6 +78,8 @@ impl Probes {
             offsets,
             self_tgid: std::process::id(),
             capture_http: cfg.capture_http as u32,
+            wakeup_bytes: RING_BUFFER_WAKEUP_BYTES,
+            _pad: 0,
         };
         {
             let map = ebpf.map_mut("CONFIG").ok_or(ProbeError::Map("CONFIG"))?;
@@ -91,18 +100,28 @@ impl Probes {
                 name: p.name,
                 reason,
             };
-            let prog: &mut TracePoint = ebpf
+            let program = ebpf
                 .program_mut(p.program)
-                .ok_or_else(|| attach_err("program not in the eBPF object".into()))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
-            prog.load()
-                .map_err(|e| match classify_load(&format!("{e:?}")) {
-                    ProbeError::NotPermitted(m) => ProbeError::NotPermitted(m),
-                    _ => attach_err(format!("verifier/load: {e:?}")),
-                })?;
-            prog.attach(p.category, p.name)
-                .map_err(|e| attach_err(e.to_string()))?;
+                .ok_or_else(|| attach_err("program not in the eBPF object".into()))?;
+            let load_err = |e: aya::programs::ProgramError| match classify_load(&format!("{e:?}")) {
+                ProbeError::NotPermitted(m) => ProbeError::NotPermitted(m),
+                _ => attach_err(format!("verifier/load: {e:?}")),
+            };
+            if p.raw {
+                // Raw tracepoints skip building the perf record: cheaper on hot paths.
+                let prog: &mut RawTracePoint = program
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
+                prog.load().map_err(load_err)?;
+                prog.attach(p.name).map_err(|e| attach_err(e.to_string()))?;
+            } else {
+                let prog: &mut TracePoint = program
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
+                prog.load().map_err(load_err)?;
+                prog.attach(p.category, p.name)
+                    .map_err(|e| attach_err(e.to_string()))?;
+            }
             attached += 1;
         }
         Ok(Self { ebpf, attached })
@@ -137,6 +156,18 @@ impl Probes {
             }
         }
         Ok(out)
+    }
+
+    /// Per-program `(name, runs, total run time)`; the kernel counts these only
+    /// while BPF run-time stats are enabled (`aya::sys::enable_stats`).
+    pub fn program_stats(&self) -> Vec<(String, u64, std::time::Duration)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_string(), info.run_count(), info.run_time()))
+            })
+            .collect()
     }
 
     pub fn kernel_counter(&self, c: KernelCounter) -> u64 {

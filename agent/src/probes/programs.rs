@@ -7,6 +7,9 @@ pub struct TracepointProgram {
     pub name: &'static str,
     /// Needed for HTTP capture only (skipped when `probes.capture_http` is off).
     pub http: bool,
+    /// A raw tracepoint (`#[raw_tracepoint]`: the TP_PROTO arguments, no perf
+    /// record); `category` is then only for messages.
+    pub raw: bool,
 }
 
 const fn tp(
@@ -19,6 +22,21 @@ const fn tp(
         category,
         name,
         http: false,
+        raw: false,
+    }
+}
+
+const fn raw_tp(
+    program: &'static str,
+    category: &'static str,
+    name: &'static str,
+) -> TracepointProgram {
+    TracepointProgram {
+        program,
+        category,
+        name,
+        http: false,
+        raw: true,
     }
 }
 
@@ -33,6 +51,7 @@ const fn http_tp(
         category,
         name,
         http: true,
+        raw: false,
     }
 }
 
@@ -42,4 +61,10 @@ pub const TRACEPOINTS: &[TracepointProgram] = &[
     tp("tcp_retransmit_synack", "tcp", "tcp_retransmit_synack"),
     tp("inet_sock_set_state", "sock", "inet_sock_set_state"),
     // HTTP capture (kernel side: agent-ebpf/src/http.rs).
+    // Socket I/O: owner announcements always, HTTP capture when enabled
+    // (kernel side: agent-ebpf/src/sock.rs, http.rs). `sock_forget_closed`
+    // clears per-socket state so a reused socket address starts fresh.
+    raw_tp("sock_recv_length", "sock", "sock_recv_length"),
+    raw_tp("sock_send_length", "sock", "sock_send_length"),
+    tp("sock_forget_closed", "sock", "inet_sock_set_state"),
 ];

@@ -1,0 +1,143 @@
+//! Does a byte stream start like HTTP/1.x? Shared by the probe (which decides
+//! whether to copy payload) and userspace (which can re-check), so both agree.
+//!
+//! Works on the first 8 bytes loaded as a little-endian `u64`, so the probe
+//! needs one 8-byte user read and a few compares, no loop the verifier must bound.
+
+/// How many leading bytes [`classify`] looks at.
+pub const PREFIX_LEN: usize = 8;
+
+/// Verdict on the first bytes of a connection's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefixClass {
+    /// A request method and a space, or `HTTP/1.`.
+    Http,
+    /// Cannot be HTTP/1.x.
+    NotHttp,
+    /// Too few bytes to tell, and they match the start of a pattern.
+    Undecided,
+}
+
+/// `(pattern as little-endian u64, its length)`; every pattern fits in 8 bytes.
+const PATTERNS: [(u64, usize); 10] = [
+    (word(b"GET "), 4),
+    (word(b"PUT "), 4),
+    (word(b"POST "), 5),
+    (word(b"HEAD "), 5),
+    (word(b"PATCH "), 6),
+    (word(b"TRACE "), 6),
+    (word(b"DELETE "), 7),
+    (word(b"HTTP/1."), 7),
+    (word(b"OPTIONS "), 8),
+    (word(b"CONNECT "), 8),
+];
+
+const fn word(s: &[u8]) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < s.len() {
+        w |= (s[i] as u64) << (8 * i);
+        i += 1;
+    }
+    w
+}
+
+#[inline(always)]
+const fn mask(n: usize) -> u64 {
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
+    }
+}
+
+/// Classify a stream whose first `n` bytes (`n` ≥ 1; bytes past `n` ignored)
+/// are `w`, loaded little-endian.
+#[inline(always)]
+pub fn classify(w: u64, n: usize) -> PrefixClass {
+    let mut undecided = false;
+    let mut i = 0;
+    while i < PATTERNS.len() {
+        let (pat, len) = PATTERNS[i];
+        let m = if n < len { mask(n) } else { mask(len) };
+        if (w & m) == (pat & m) {
+            if n >= len {
+                return PrefixClass::Http;
+            }
+            undecided = true;
+        }
+        i += 1;
+    }
+    if undecided || n == 0 {
+        PrefixClass::Undecided
+    } else {
+        PrefixClass::NotHttp
+    }
+}
+
+/// [`classify`] for a byte slice (userspace convenience).
+pub fn classify_bytes(bytes: &[u8]) -> PrefixClass {
+    let n = bytes.len().min(PREFIX_LEN);
+    let mut buf = [0u8; PREFIX_LEN];
+    buf[..n].copy_from_slice(&bytes[..n]);
+    classify(u64::from_le_bytes(buf), n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_are_http() {
+        for s in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"POST /x HTTP/1.1",
+            b"PUT /",
+            b"DELETE /a",
+            b"HEAD / ",
+            b"OPTIONS * HTTP/1.1",
+            b"PATCH /p",
+            b"CONNECT host:443",
+            b"TRACE / HTTP/1.0",
+            b"HTTP/1.1 200 OK\r\n",
+            b"HTTP/1.0 404",
+        ] {
+            assert_eq!(classify_bytes(s), PrefixClass::Http, "{:?}", s);
+        }
+    }
+
+    #[test]
+    fn other_protocols_are_not_http() {
+        for s in [
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01"[..], // TLS ClientHello
+            b"PRI * HTTP/2.0\r\n",                    // HTTP/2 preface
+            b"HTTP/2 200",
+            b"GETX / HTTP/1.1",
+            b"get / HTTP/1.1",
+            b"SSH-2.0-OpenSSH",
+            b"\0\0\0\0\0\0\0\0",
+            b"GET/",
+            b"{\"a\":1}",
+        ] {
+            assert_eq!(classify_bytes(s), PrefixClass::NotHttp, "{:?}", s);
+        }
+    }
+
+    #[test]
+    fn short_prefixes_wait_for_more_bytes() {
+        assert_eq!(classify_bytes(b"GE"), PrefixClass::Undecided);
+        assert_eq!(classify_bytes(b"HTTP/1"), PrefixClass::Undecided);
+        assert_eq!(classify_bytes(b"OPTIONS"), PrefixClass::Undecided);
+        assert_eq!(classify_bytes(b""), PrefixClass::Undecided);
+        assert_eq!(classify_bytes(b"X"), PrefixClass::NotHttp);
+        assert_eq!(classify_bytes(b"GEX"), PrefixClass::NotHttp);
+    }
+
+    #[test]
+    fn bytes_past_n_are_ignored() {
+        let w = u64::from_le_bytes(*b"GE\xff\xff\xff\xff\xff\xff");
+        assert_eq!(classify(w, 2), PrefixClass::Undecided);
+        let w = u64::from_le_bytes(*b"GET \xff\xff\xff\xff");
+        assert_eq!(classify(w, 4), PrefixClass::Http);
+    }
+}

@@ -1,0 +1,146 @@
+//! HTTP/1.x capture: a [`DataEvent`] per socket syscall on connections whose
+//! bytes start like HTTP/1.x, with a bounded payload prefix; other connections
+//! are classified once and then only counted.
+use agent_common::{
+    DATA_EVENT_FIXED, DATA_FLAG_CLASSIFIED_HERE, DATA_FLAG_UNDECIDED, DataEvent, DataSource,
+    Direction, EventKind, KernelCounter, MAX_PAYLOAD, ProbeConfig,
+    http_prefix::{PREFIX_LEN, PrefixClass, classify},
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_probe_read_user},
+    macros::map,
+    maps::PerCpuArray,
+};
+
+use crate::{
+    maps::{EVENTS, count, output_flags},
+    sock::{Verdict, count_non_http, set_verdict},
+    syscall::{self, first_buffer},
+};
+
+/// Where a [`DataEvent`] is built: too big for the 512-byte BPF stack.
+#[map(name = "DATA_SCRATCH")]
+static DATA_SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Emit the data event for `len` bytes moved on `sk` by the current syscall.
+/// `known_http`: the connection is already classified HTTP (else unknown).
+#[inline(always)]
+pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http: bool, tgid: u32) {
+    let args = syscall::current();
+    let Some(ev) = DATA_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch; a tracepoint program does not migrate mid-run.
+    let ev = unsafe { &mut *ev };
+    let mut flags = 0u32;
+    let mut captured = 0u32;
+    let inspectable = !matches!(args.source, DataSource::Sendfile | DataSource::Other);
+    if !inspectable && !known_http {
+        // Bytes we cannot look at on a connection not yet classified.
+        count(KernelCounter::DataUnclassified);
+        return;
+    }
+    if inspectable {
+        match first_buffer(&args) {
+            Err(_) => {
+                count(KernelCounter::ReadFailed);
+                if !known_http {
+                    return;
+                }
+            }
+            Ok((buf, buf_len)) => {
+                let avail = if (len as u64) < buf_len {
+                    len as u64
+                } else {
+                    buf_len
+                };
+                if !known_http {
+                    match classify_user(ev, buf, avail) {
+                        Some(PrefixClass::Http) => {
+                            set_verdict(sk, tgid, Verdict::Http);
+                            flags |= DATA_FLAG_CLASSIFIED_HERE;
+                        }
+                        Some(PrefixClass::Undecided) => flags |= DATA_FLAG_UNDECIDED,
+                        Some(PrefixClass::NotHttp) => {
+                            set_verdict(sk, tgid, Verdict::NotHttp);
+                            count_non_http(len as i32);
+                            return;
+                        }
+                        None => {
+                            count(KernelCounter::ReadFailed);
+                            return;
+                        }
+                    }
+                }
+                captured = copy_prefix(ev, buf, avail);
+            }
+        }
+    }
+    // comm and cgroup id travel in the SockOwnerEvent instead (cheaper).
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ev.header.kind = EventKind::Data as u32;
+    ev.header.pid = pid_tgid as u32;
+    ev.header.tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: helper without arguments.
+    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.sk = sk;
+    ev.fd = args.fd;
+    ev.direction = dir as u32;
+    ev.source = args.source as u32;
+    ev.len = len;
+    ev.captured = captured;
+    ev.flags = flags;
+    let total = DATA_EVENT_FIXED + captured as usize;
+    if total > core::mem::size_of::<DataEvent>() {
+        return;
+    }
+    // SAFETY: `total` ≤ size_of::<DataEvent>() and `ev` is a whole DataEvent.
+    let bytes = unsafe { core::slice::from_raw_parts(ev as *const DataEvent as *const u8, total) };
+    if EVENTS.output::<[u8]>(bytes, output_flags(cfg)).is_err() {
+        count(KernelCounter::RingbufFull);
+    }
+}
+
+/// Classify the first bytes at `buf` (`avail` valid), using the payload area
+/// as the read target. `None` when the user memory could not be read.
+#[inline(always)]
+fn classify_user(ev: &mut DataEvent, buf: u64, avail: u64) -> Option<PrefixClass> {
+    let n = if avail < PREFIX_LEN as u64 {
+        avail as u32
+    } else {
+        PREFIX_LEN as u32
+    };
+    if n == 0 {
+        return Some(PrefixClass::Undecided);
+    }
+    let dst = ev.payload.as_mut_ptr();
+    // SAFETY: n ≤ 8 ≤ MAX_PAYLOAD bytes into the scratch payload.
+    let rc = unsafe { bpf_probe_read_user(dst.cast(), n & 15, buf as *const _) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: the payload holds at least 8 bytes; those past n are ignored.
+    let w = unsafe { core::ptr::read_unaligned(dst as *const u64) };
+    Some(classify(w, n as usize))
+}
+
+/// Copy up to `MAX_PAYLOAD` of the `avail` bytes at `buf`; bytes copied.
+#[inline(always)]
+fn copy_prefix(ev: &mut DataEvent, buf: u64, avail: u64) -> u32 {
+    let mut n = avail as u32;
+    if n > MAX_PAYLOAD as u32 {
+        n = MAX_PAYLOAD as u32;
+    }
+    // Keep the bound visible to the verifier.
+    n &= (2 * MAX_PAYLOAD - 1) as u32;
+    if n > MAX_PAYLOAD as u32 {
+        return 0;
+    }
+    // SAFETY: n ≤ MAX_PAYLOAD bytes into the payload array.
+    let rc = unsafe { bpf_probe_read_user(ev.payload.as_mut_ptr().cast(), n, buf as *const _) };
+    if rc != 0 {
+        count(KernelCounter::ReadFailed);
+        return 0;
+    }
+    n
+}
