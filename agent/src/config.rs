@@ -47,6 +47,7 @@ pub struct Config {
     pub probes: ProbesConfig,
     pub services: crate::service::ServicesConfig,
     pub tcp: crate::tcp_stats::TcpConfig,
+    pub slo: crate::slo::SloConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +181,7 @@ impl Config {
         }
         self.services.validate()?;
         self.tcp.validate()?;
+        self.slo.validate()?;
         Ok(())
     }
 

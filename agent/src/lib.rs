@@ -8,4 +8,5 @@ pub mod config;
 pub mod request;
 pub mod route;
 pub mod service;
+pub mod slo;
 pub mod tcp_stats;
