@@ -277,6 +277,22 @@ mod tests {
         assert_eq!(parse("").unwrap().slo, SloConfig::default());
     }
 
+    /// docs/slo.md shows the section with its defaults; keep them equal.
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let doc = include_str!("../../../docs/slo.md");
+        let yaml = doc
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|s| s.split("```").next())
+            .expect("yaml block in docs/slo.md");
+        let c = parse(yaml).unwrap();
+        assert_eq!(c.slo, SloConfig::default());
+        let file: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let defaults = serde_yaml_ng::to_value(SloConfig::default()).unwrap();
+        assert_eq!(file["slo"], defaults, "every key is documented");
+    }
+
     #[test]
     fn yaml_section_parses() {
         let c = parse(

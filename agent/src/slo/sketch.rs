@@ -17,12 +17,55 @@ const MAX_INDEX: i32 = 512;
 /// reallocate on every new bucket.
 const GROW_SLACK: i32 = 16;
 
-/// Schema-5 bucket index of a duration of at least 1 µs.
+/// `2^(j/32)` for j in 0..=32: bucket bounds within one power of two.
+const MANTISSA_BOUNDS: [f64; 33] = {
+    let mut b = [0.0; 33];
+    let mut j = 0;
+    while j <= 32 {
+        b[j] = pow2_frac(j as u32);
+        j += 1;
+    }
+    b
+};
+
+/// 2^(j/32) by Newton iterations on x^32 = 2^j (const-evaluable, exact to
+/// the last bit or two; the schema's bucket bounds).
+const fn pow2_frac(j: u32) -> f64 {
+    if j == 0 {
+        return 1.0;
+    }
+    if j == 32 {
+        return 2.0;
+    }
+    let target = (1u64 << j) as f64;
+    let mut x = 1.0 + j as f64 / 46.0;
+    let mut k = 0;
+    while k < 60 {
+        let mut p = 1.0;
+        let mut n = 0;
+        while n < 31 {
+            p *= x;
+            n += 1;
+        }
+        // x_{n+1} = x - (x^32 - t) / (32 x^31)
+        x -= (p * x - target) / (32.0 * p);
+        k += 1;
+    }
+    x
+}
+
+/// Schema-5 bucket index of a duration of at least 1 µs: the exponent of the
+/// value in seconds times 32 plus the mantissa's bucket (as Prometheus does,
+/// without a logarithm per record).
 #[inline]
 pub fn bucket_index(duration_ns: u64) -> i32 {
     let secs = duration_ns as f64 * 1e-9;
-    let i = (secs.log2() * BUCKETS_PER_OCTAVE).ceil() as i32;
-    i.clamp(MIN_INDEX, MAX_INDEX)
+    let bits = secs.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32 - 1023;
+    let mantissa = f64::from_bits((bits & ((1 << 52) - 1)) | (1023 << 52));
+    // Smallest j with mantissa <= 2^(j/32); mantissa is in [1, 2).
+    let j = MANTISSA_BOUNDS.partition_point(|&b| b < mantissa) as i32;
+    (exp * 32 + j).clamp(MIN_INDEX, MAX_INDEX)
 }
 
 /// Upper bound of bucket `i` in seconds (Prometheus' bucket boundary).
@@ -196,6 +239,28 @@ mod tests {
         assert_eq!(bucket_index(500_000_000), -32);
         assert_eq!(bucket_index(1_000), MIN_INDEX);
         assert_eq!(bucket_index(u64::MAX), MAX_INDEX);
+    }
+
+    #[test]
+    fn index_agrees_with_the_logarithm() {
+        for k in 0..33 {
+            let want = (k as f64 / 32.0).exp2();
+            assert!((MANTISSA_BOUNDS[k] - want).abs() < 1e-14, "{k}");
+        }
+        let mut ns = 1_000u64;
+        while ns < 100_000_000_000 {
+            let by_log = ((ns as f64 * 1e-9).log2() * 32.0).ceil() as i32;
+            let i = bucket_index(ns);
+            // Equal except within float noise of a boundary.
+            assert!((i - by_log).abs() <= 1, "{ns}: {i} vs {by_log}");
+            let upper = bucket_upper_seconds(i) * 1e9;
+            let lower = bucket_upper_seconds(i - 1) * 1e9;
+            assert!(
+                ns as f64 <= upper * (1.0 + 1e-12) && ns as f64 > lower * (1.0 - 1e-12),
+                "{ns}"
+            );
+            ns = ns * 1013 / 1000 + 1;
+        }
     }
 
     #[test]
