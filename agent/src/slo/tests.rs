@@ -636,3 +636,12 @@ fn metrics_pass_promtool() {
         "{text}"
     );
 }
+
+#[test]
+fn engine_moves_to_a_pipeline_thread() {
+    fn send<T: Send>() {}
+    send::<SloEngine>();
+    send::<TickOutput>();
+    fn shared<T: Send + Sync + Clone>() {}
+    shared::<SloMetrics>();
+}
