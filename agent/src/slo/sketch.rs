@@ -15,7 +15,7 @@ const MIN_INDEX: i32 = -637;
 const MAX_INDEX: i32 = 512;
 /// Extra buckets allocated on the growing side so a drifting latency does not
 /// reallocate on every new bucket.
-const GROW_SLACK: i32 = 16;
+const GROW_SLACK: i32 = 8;
 
 /// `2^(j/32)` for j in 0..=32: bucket bounds within one power of two.
 const MANTISSA_BOUNDS: [f64; 33] = {

@@ -645,3 +645,37 @@ fn engine_moves_to_a_pipeline_thread() {
     fn shared<T: Send + Sync + Clone>() {}
     shared::<SloMetrics>();
 }
+
+/// The memory budget: 1,000 routes × 5 gray tags with latencies spread over
+/// three decades cost ~4 KiB per entry (~20 MiB at the 5,000 default cap).
+#[test]
+fn memory_per_entry_stays_within_budget() {
+    let mut h = Harness::new(SloConfig::default());
+    let keys: Vec<RouteKey> = (0..1000)
+        .map(|i| RouteKey::new("svc", "GET", &format!("/r{i}")))
+        .collect();
+    let tags = ["", "a", "b", "c", "d"];
+    for p in 0..6u64 {
+        for (i, k) in keys.iter().enumerate() {
+            for (t, tag) in tags.iter().enumerate() {
+                for j in 0..4u64 {
+                    // 1 ms .. 1 s across requests of one entry.
+                    let ms = [1, 10, 100, 1000][((i + t) as u64 + j + p) as usize % 4];
+                    h.record(Traffic {
+                        tag,
+                        retransmits_every: 3,
+                        ..traffic(k, 1, 0, ms)
+                    });
+                }
+            }
+        }
+        h.period(&[]);
+    }
+    assert_eq!(h.eng.entries(), 5000);
+    let per_entry = h.eng.heap_bytes() / 5000;
+    assert!(
+        per_entry < 4608,
+        "{per_entry} bytes per entry (4.0 KiB measured)"
+    );
+    eprintln!("{per_entry} bytes per entry");
+}
