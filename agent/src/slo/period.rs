@@ -32,26 +32,31 @@ impl TraceSample {
 pub struct TopSamples {
     items: [TraceSample; SAMPLES],
     len: u8,
+    /// Lowest kept score once full: most requests are rejected by one compare.
+    floor: u64,
 }
 
 impl TopSamples {
     #[inline]
     pub fn offer(&mut self, s: TraceSample) {
         let len = self.len as usize;
+        if len == SAMPLES && s.score <= self.floor {
+            return;
+        }
         if len < SAMPLES {
             self.items[len] = s;
             self.len += 1;
-            return;
-        }
-        let (min_i, min) = self
-            .items
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, x)| x.score)
-            .map(|(i, x)| (i, x.score))
-            .unwrap_or((0, 0));
-        if s.score > min && !self.items.iter().any(|x| x.trace_id == s.trace_id) {
+        } else {
+            if self.items.iter().any(|x| x.trace_id == s.trace_id) {
+                return;
+            }
+            let min_i = (0..SAMPLES)
+                .min_by_key(|&i| self.items[i].score)
+                .unwrap_or(0);
             self.items[min_i] = s;
+        }
+        if self.len as usize == SAMPLES {
+            self.floor = self.items.iter().map(|x| x.score).min().unwrap_or(0);
         }
     }
 
@@ -76,6 +81,7 @@ impl TopSamples {
 
     pub fn clear(&mut self) {
         self.len = 0;
+        self.floor = 0;
     }
 }
 
