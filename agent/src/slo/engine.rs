@@ -447,7 +447,7 @@ fn judge_stable(
             let v = p99.as_secs_f64();
             v > limit && v > cfg.spike_ratio * median
         });
-    e.streak = if spike { e.streak + 1 } else { 0 };
+    e.streak = if spike { e.streak.saturating_add(1) } else { 0 };
     let n = cfg.spike_periods as usize;
     let l2_fire = e.streak >= cfg.spike_periods && {
         let (r, x) = e
