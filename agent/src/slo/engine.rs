@@ -519,7 +519,7 @@ fn judge_gray(
         && s.error_ratio() > cfg.gray_error_ratio
         && s.p99.is_some_and(|p| p > cfg.gray_p99);
     e.streak = if bad && stable_healthy {
-        e.streak + 1
+        e.streak.saturating_add(1)
     } else {
         0
     };
