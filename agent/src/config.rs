@@ -54,6 +54,7 @@ pub struct Config {
     pub admin: crate::admin::AdminConfig,
     pub http: crate::http::HttpConfig,
     pub routes: crate::route::RoutesConfig,
+    pub slo: crate::slo::SloConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +206,7 @@ impl Config {
         self.admin.validate()?;
         self.http.validate()?;
         self.routes.validate()?;
+        self.slo.validate()?;
         Ok(())
     }
 

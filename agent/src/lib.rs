@@ -21,5 +21,6 @@ pub mod request;
 pub mod route;
 pub mod runtime;
 pub mod service;
+pub mod slo;
 pub mod tcp_stats;
 pub mod trace;
