@@ -50,6 +50,7 @@ pub struct Config {
     pub tcp: crate::tcp_stats::TcpConfig,
     pub otlp: crate::otlp::OtlpConfig,
     pub request_logs: crate::reqlog::RequestLogConfig,
+    pub k8s: crate::k8s::config::K8sConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +198,7 @@ impl Config {
         self.tcp.validate()?;
         self.otlp.validate()?;
         self.request_logs.validate()?;
+        self.k8s.validate()?;
         Ok(())
     }
 

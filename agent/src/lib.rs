@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod events;
+pub mod k8s;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
