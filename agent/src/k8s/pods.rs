@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::config::{K8sConfig, K8sDecision};
-use super::identity::PodMeta;
+use super::identity::{K8sLabels, PodMeta, k8s_service_name};
 
 /// An immutable view of the pods on this node.
 #[derive(Debug, Default)]
@@ -41,8 +41,30 @@ impl PodSnapshot {
         }
     }
 
+    /// The pod with this UID. The systemd cgroup driver writes UIDs with
+    /// `_` for `-`; both spellings are found.
     pub fn pod(&self, uid: &str) -> Option<&Arc<PodMeta>> {
-        self.by_uid.get(uid)
+        match self.by_uid.get(uid) {
+            Some(p) => Some(p),
+            None if uid.contains('_') => self.by_uid.get(&uid.replace('_', "-")),
+            None => None,
+        }
+    }
+
+    /// service_name and labels of a process whose cgroup names this pod
+    /// (and maybe this container). Per process, not per event: the caller
+    /// keeps the result.
+    pub fn identity(&self, pod_uid: &str, container_id: Option<&str>) -> Option<K8sIdentity> {
+        let by_container = container_id.and_then(|id| self.container(id));
+        let (pod, container) = match by_container {
+            Some((pod, name)) => (pod.clone(), Some(name)),
+            None => (self.pod(pod_uid)?.clone(), None),
+        };
+        Some(K8sIdentity {
+            service_name: k8s_service_name(&pod, container),
+            labels: K8sLabels::new(&pod, container),
+            pod,
+        })
     }
 
     /// The pod and container name of a container id (without scheme).
@@ -63,6 +85,14 @@ impl PodSnapshot {
     pub fn pods(&self) -> impl Iterator<Item = &Arc<PodMeta>> {
         self.by_uid.values()
     }
+}
+
+/// What a process in a pod is called and labelled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct K8sIdentity {
+    pub service_name: String,
+    pub labels: K8sLabels,
+    pub pod: Arc<PodMeta>,
 }
 
 /// Counters of the watch task; logs and these agree.
@@ -392,7 +422,14 @@ async fn watch(
         };
         let mut stream = std::pin::pin!(stream);
         let mut seen = 0u64;
-        while let Some(item) = stream.next().await {
+        loop {
+            // The server ends a watch after timeoutSeconds; should it not,
+            // the resync deadline still does.
+            let item = match tokio::time::timeout_at(resync_at, stream.next()).await {
+                Err(_elapsed) => return WatchEnd::Resync,
+                Ok(None) => break,
+                Ok(Some(item)) => item,
+            };
             let event = match item {
                 Ok(ev) => ev,
                 Err(e) => {

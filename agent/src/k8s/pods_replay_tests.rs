@@ -319,6 +319,68 @@ async fn errors_are_counted_and_retried() {
 }
 
 #[tokio::test]
+async fn resync_relists_even_when_the_watch_stays_silent() {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let replay = Arc::new(Replay::default());
+        replay.push_list(StatusCode::OK, fixture("podlist-initial.json"));
+        replay.push_list(StatusCode::OK, fixture("podlist-relist.json"));
+        let url = serve(replay.clone()).await;
+        let tuning = WatchTuning {
+            resync: Duration::from_millis(300),
+            ..fast()
+        };
+        let started = tokio::time::Instant::now();
+        let watcher = spawn(client(&url), NODE.into(), tuning);
+        let cache = watcher.cache.clone();
+        wait_until("first list", || cache.stats().lists.get() == 1).await;
+        wait_until("resync list", || cache.stats().lists.get() == 2).await;
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(
+            cache.by_pod_uid(DS).is_none(),
+            "resync applied the new list"
+        );
+        assert_eq!(cache.stats().errors.get(), 0);
+        // The silent watch was asked to end by the resync deadline.
+        assert_eq!(replay.seen()[1].query["timeoutSeconds"], "1");
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn identity_of_a_process_by_pod_uid_and_container_id() {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let replay = Arc::new(Replay::default());
+        replay.push_list(StatusCode::OK, fixture("podlist-initial.json"));
+        let url = serve(replay.clone()).await;
+        let watcher = spawn(client(&url), NODE.into(), fast());
+        let cache = watcher.cache.clone();
+        wait_until("list", || cache.snapshot().len() == 3).await;
+        let snap = cache.snapshot();
+        let envoy = snap.identity(WEB, Some(&id('b'))).unwrap();
+        assert_eq!(envoy.service_name, "checkout");
+        assert_eq!(
+            envoy.labels.pairs(),
+            [
+                ("k8s_namespace", "shop"),
+                ("k8s_pod", "checkout-7d4b9c8f6d-x2x9q"),
+                ("k8s_workload", "checkout"),
+                ("k8s_container", "envoy")
+            ]
+        );
+        // systemd cgroup driver spelling of the UID; container not yet known.
+        let ds = snap
+            .identity(&DS.replace('-', "_"), Some(&id('9')))
+            .unwrap();
+        assert_eq!(ds.service_name, "node-exporter");
+        assert_eq!(&*ds.labels.k8s_container, "");
+        assert!(snap.identity("no-such-uid", None).is_none());
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
 async fn disabled_outside_kubernetes_without_error() {
     let none = |_: &str| None;
     let off = start_with_env(&K8sConfig::default(), &none).await.unwrap();
