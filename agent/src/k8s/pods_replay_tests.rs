@@ -381,6 +381,43 @@ async fn identity_of_a_process_by_pod_uid_and_container_id() {
 }
 
 #[tokio::test]
+async fn self_metrics_follow_the_watch_and_pass_promtool() {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let replay = Arc::new(Replay::default());
+        replay.push_list(StatusCode::OK, fixture("podlist-initial.json"));
+        let w1 = replay.push_watch();
+        let url = serve(replay.clone()).await;
+        let watcher = spawn(client(&url), NODE.into(), fast());
+        let mut reg = prometheus_client::registry::Registry::default();
+        watcher.cache.register(&mut reg);
+        let cache = watcher.cache.clone();
+        wait_until("list", || cache.snapshot().len() == 3).await;
+        w1.send(fixture_lines("watch-1.ndjson")[2].clone()).unwrap();
+        wait_until("delete", || cache.snapshot().len() == 2).await;
+        let mut om = String::new();
+        prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
+        for want in [
+            "sloguard_k8s_pods 2",
+            "sloguard_k8s_pod_lists_total 1",
+            "sloguard_k8s_watch_events_total 1",
+            "sloguard_k8s_api_errors_total 0",
+            "sloguard_k8s_watch_expired_total 0",
+        ] {
+            assert!(om.contains(want), "{want} missing:\n{om}");
+        }
+        let text = crate::metrics::openmetrics_to_prometheus(&om);
+        if let Some(p) = crate::metrics::tests::which("promtool") {
+            let (ok, out) = crate::metrics::tests::promtool_check(&p, &text);
+            assert!(ok, "{out}\n{text}");
+        } else {
+            assert!(std::env::var_os("CI").is_none(), "CI needs promtool");
+        }
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
 async fn disabled_outside_kubernetes_without_error() {
     let none = |_: &str| None;
     let off = start_with_env(&K8sConfig::default(), &none).await.unwrap();
