@@ -492,3 +492,11 @@ async fn kubeconfig_from_env_reaches_the_server() {
     .await
     .expect("bounded");
 }
+
+/// rustls picks its crypto provider when the HTTPS client is built; with two
+/// providers compiled in (feature unification) that would panic at start.
+#[tokio::test]
+async fn https_client_builds() {
+    let cfg = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+    kube::Client::try_from(cfg).expect("HTTPS client");
+}
