@@ -6,6 +6,7 @@
 //! server sends: a 410 Gone re-lists at once, any other error is counted and
 //! re-lists after a growing backoff, and a full re-list runs every `resync`.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -114,6 +115,9 @@ pub struct PodCacheStats {
 #[derive(Clone, Debug, Default)]
 pub struct PodCache {
     snapshot: Arc<RwLock<Arc<PodSnapshot>>>,
+    /// Bumped on every published change, so callers that keep identities
+    /// per process know when to look again.
+    generation: Arc<AtomicU64>,
     stats: PodCacheStats,
 }
 
@@ -141,6 +145,11 @@ impl PodCache {
         let snap = self.snapshot();
         snap.container(container_id)
             .map(|(p, name)| (p.clone(), name.to_string()))
+    }
+
+    /// Changes whenever the pods change (0 before the first list).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// True once a first list has succeeded.
@@ -189,6 +198,7 @@ impl PodCache {
             Ok(mut g) => *g = snap,
             Err(p) => *p.into_inner() = snap,
         }
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }
 

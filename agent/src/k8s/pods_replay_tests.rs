@@ -228,9 +228,11 @@ async fn list_watch_and_relist_on_410() {
         );
         assert_eq!(cache.by_container_id(&id('1')).unwrap().1, "app");
         // DELETED.
+        let before = cache.generation();
         w1.send(events[2].clone()).unwrap();
         wait_until("DELETED", || cache.by_pod_uid(PG).is_none()).await;
         assert!(cache.by_container_id(&id('d')).is_none());
+        assert!(cache.generation() > before, "a change bumps the generation");
         // BOOKMARK, then the server ends this watch: the next one resumes
         // from the bookmark's resourceVersion.
         let w2 = replay.push_watch();
