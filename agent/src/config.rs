@@ -55,6 +55,7 @@ pub struct Config {
     pub http: crate::http::HttpConfig,
     pub routes: crate::route::RoutesConfig,
     pub slo: crate::slo::SloConfig,
+    pub k8s: crate::k8s::config::K8sConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +208,7 @@ impl Config {
         self.http.validate()?;
         self.routes.validate()?;
         self.slo.validate()?;
+        self.k8s.validate()?;
         Ok(())
     }
 

@@ -2,5 +2,8 @@
 //! and container id (no API server needed); the names behind them (namespace,
 //! pod, workload, `app.kubernetes.io/name`) come from a watch of this node's pods.
 pub mod cgroup;
+pub mod config;
+pub mod identity;
+pub mod pods;
 
 pub use cgroup::{CgroupDriver, ContainerRuntime, PodCgroup, QosClass};
