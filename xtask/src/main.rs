@@ -1,1 +1,127 @@
-fn main() {}
+//! `cargo xtask`: set-up, build, run, test and bench sloguard with one command each.
+//! Each subcommand is one module; add one by adding a variant and a module.
+mod bench;
+mod run;
+mod setup;
+mod system_benches;
+mod test;
+mod util;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    about = "Set up, build, run, test and bench sloguard"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Install what this machine lacks (Debian packages, nightly rust-src, bpf-linker,
+    /// test peers), only what is missing; mount tracefs.
+    Setup {
+        /// Only what building and running the agent needs.
+        #[arg(long)]
+        build_only: bool,
+    },
+    /// Build the agent (and its eBPF programs).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build and start the agent on this host with config/sloguard.yaml.
+    Run {
+        /// Extra arguments for the agent (after `--`).
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, then run every unit, property and integration test.
+    Test {
+        /// Skip the set-up (the machine is known to be ready).
+        #[arg(long)]
+        no_setup: bool,
+        /// Arguments for the test harnesses (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Run the benchmarks; JSON results go to target/sloguard-bench/.
+    Bench {
+        /// Arguments for criterion (after `--`), e.g. a bench name filter.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    put_cargo_bin_on_path();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup { build_only } => setup::setup(if build_only {
+            setup::Scope::Build
+        } else {
+            setup::Scope::Full
+        }),
+        Cmd::Build { release } => {
+            setup::setup(setup::Scope::Build).and_then(|()| run::build(release).map(drop))
+        }
+        Cmd::Run { args } => run::run_agent(&args),
+        Cmd::Test { no_setup, args } => test::test(&test::TestOpts {
+            no_setup,
+            harness_args: args,
+        }),
+        Cmd::Bench { args } => bench::bench(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// rustup and `cargo install` binaries (bpf-linker) live in `$CARGO_HOME/bin`, which a
+/// fresh shell may not have on PATH; the eBPF build finds bpf-linker through PATH.
+fn put_cargo_bin_on_path() {
+    let Some(bin) = util::cargo_bin_dir() else {
+        return;
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|p| p == bin) {
+        return;
+    }
+    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
+    if let Ok(joined) = joined {
+        // SAFETY: called first thing in main, before any thread exists.
+        unsafe { std::env::set_var("PATH", joined) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses_each_subcommand() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["xtask", "run", "--", "--log-level", "debug"]).unwrap();
+        match cli.command {
+            Cmd::Run { args } => assert_eq!(args, ["--log-level", "debug"]),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["xtask", "test", "--no-setup", "--", "retrans"]).unwrap();
+        assert!(
+            matches!(cli.command, Cmd::Test { no_setup: true, ref args } if args == &["retrans"])
+        );
+        assert!(Cli::try_parse_from(["xtask", "build", "--release"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "frobnicate"]).is_err());
+    }
+}
