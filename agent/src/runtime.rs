@@ -24,6 +24,14 @@ use crate::probes::{ProbeError, Probes};
 pub enum RunError {
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Otlp(#[from] crate::otlp::OtlpError),
+    #[error("alerts: {0}")]
+    Alerts(#[from] crate::alert::delivery::DeliveryError),
+    #[error("fuse: {0}")]
+    Fuse(#[from] crate::fuse::FuseError),
+    #[error("kubernetes: {0}")]
+    K8s(#[from] crate::k8s::pods::K8sError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsBind {
         addr: std::net::SocketAddr,
@@ -73,7 +81,37 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     let mut registry = Registry::default();
     let self_metrics = SelfMetrics::default();
     self_metrics.register(&mut registry);
-    let pipeline = Pipeline::new(&cfg, &mut registry, self_metrics.clone());
+    let node = cfg.node();
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+
+    let span_counters = crate::otlp::SpanCounters::default();
+    span_counters.register(&mut registry);
+    let otlp = crate::otlp::start(&cfg.otlp, &node, &span_counters)?;
+    let (alerts, alerts_task) =
+        crate::alert::delivery::Dispatcher::start(&cfg.alerts, node.clone())?;
+    alerts.register_metrics(&mut registry);
+    let fuse_ctl = crate::fuse::FuseController::new(cfg.fuse.clone(), clock.clone())?;
+    fuse_ctl.register_metrics(&mut registry);
+    let fuse: crate::fuse::SharedFuse = Arc::new(std::sync::Mutex::new(fuse_ctl));
+    let fuse_ticker = crate::fuse::spawn_ticker(fuse.clone(), Duration::from_secs(1));
+    let k8s = crate::k8s::pods::start(&cfg.k8s).await?;
+    if let Some(w) = &k8s {
+        w.cache.register(&mut registry);
+    }
+    let (spans, otlp_task) = match otlp {
+        Some((sink, task)) => (Some(sink), Some(task)),
+        None => (None, None),
+    };
+    let outputs = crate::pipeline::Outputs {
+        spans,
+        span_counters,
+        alerts: Some(alerts.clone()),
+        fuse: Some(fuse.clone()),
+        clock: Some(clock.clone()),
+        k8s: k8s.as_ref().map(|w| w.cache.clone()),
+    };
+    let pipeline = Pipeline::with_outputs(&cfg, &mut registry, self_metrics.clone(), outputs);
+    let slo_metrics = pipeline.slo_metrics();
 
     // Bind before loading probes so a port clash fails fast and cheaply.
     let listener = tokio::net::TcpListener::bind(cfg.metrics.listen)
@@ -93,6 +131,20 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
         let _ = server_stop.wait_for(|s| *s).await;
     }));
     tracing::info!(listen = %cfg.metrics.listen, "metrics endpoint up");
+
+    let mut admin_stop = stop_rx.clone();
+    let figures: crate::admin::RouteFigures =
+        Arc::new(move || slo_figures_json(&slo_metrics.snapshot()));
+    let admin_cfg = cfg.admin.clone();
+    let admin_fuse = fuse.clone();
+    let admin = tokio::spawn(async move {
+        let stop = async move {
+            let _ = admin_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::admin::serve(&admin_cfg, admin_fuse, Some(figures), stop).await {
+            tracing::error!("admin API: {e}");
+        }
+    });
 
     let mut probes = Probes::load(&cfg.probes)?;
     let ring = probes.take_ring_buffer()?;
@@ -147,11 +199,43 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     // Detach every program before anything else: no probe outlives the agent.
     drop(probes);
     let _ = reader.join();
+    // The pipeline owns the span sink and an alert handle: joining it closes them.
     let _ = worker.join();
     let _ = stop_tx.send(true);
     let _ = server.await;
+    let _ = admin.await;
+    fuse_ticker.abort();
+    drop(alerts);
+    let _ = tokio::time::timeout(Duration::from_secs(5), alerts_task).await;
+    if let Some(t) = otlp_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    drop(k8s);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The SLO figures per route for the admin API.
+fn slo_figures_json(s: &crate::slo::metrics::MetricsSnapshot) -> serde_json::Value {
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    serde_json::Value::Array(
+        s.rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "service": &*r.route.service,
+                    "method": &*r.route.method,
+                    "route": &*r.route.route,
+                    "gray_tag": &*r.gray_tag,
+                    "requests": r.requests,
+                    "p99_seconds": secs(r.p99),
+                    "error_ratio": r.error_ratio,
+                    "baseline_p99_seconds": secs(r.baseline_p99),
+                    "alerting": r.alerting.iter().filter(|(_, on)| *on).map(|(k, _)| k.alertname()).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
 }
 
 fn read_loop(

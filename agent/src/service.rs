@@ -79,6 +79,8 @@ pub struct ServiceResolver {
     rules: Vec<CompiledRule>,
     needs_proc: bool,
     proc_cache: HashMap<u32, ProcInfo>,
+    /// This node's pods: a process in a pod is named after its workload.
+    k8s: Option<crate::k8s::pods::PodCache>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -114,11 +116,25 @@ impl ServiceResolver {
             rules,
             needs_proc,
             proc_cache: HashMap::new(),
+            k8s: None,
         }
+    }
+
+    /// Name processes that run in this node's pods after their Kubernetes
+    /// identity (`app.kubernetes.io/name`, workload, container) when no
+    /// config rule names them.
+    pub fn with_k8s(mut self, cache: Option<crate::k8s::pods::PodCache>) -> Self {
+        self.needs_proc |= cache.is_some();
+        self.k8s = cache;
+        self
     }
 
     /// Pure matching, no `/proc` access.
     pub fn match_facts(&self, f: &ProcessFacts<'_>) -> String {
+        self.match_rules(f).unwrap_or_else(|| fallback(f.comm))
+    }
+
+    fn match_rules(&self, f: &ProcessFacts<'_>) -> Option<String> {
         for r in &self.rules {
             let ok = r.process.as_ref().is_none_or(|g| g.is_match(f.comm))
                 && r.exe
@@ -129,14 +145,10 @@ impl ServiceResolver {
                     .is_none_or(|g| f.cgroup.is_some_and(|c| g.is_match(c)))
                 && r.port.is_none_or(|p| f.local_port == Some(p));
             if ok {
-                return r.name.clone();
+                return Some(r.name.clone());
             }
         }
-        if f.comm.is_empty() {
-            "unknown".into()
-        } else {
-            f.comm.to_string()
-        }
+        None
     }
 
     /// Resolve for a live process, reading `/proc/PID/{exe,cgroup}` once per
@@ -153,17 +165,39 @@ impl ServiceResolver {
         } else {
             ProcInfo::default()
         };
-        self.match_facts(&ProcessFacts {
+        let facts = ProcessFacts {
             comm,
             exe: info.exe.as_deref(),
             cgroup: info.cgroup.as_deref(),
             local_port,
-        })
+        };
+        if let Some(name) = self.match_rules(&facts) {
+            return name;
+        }
+        if let (Some(cache), Some(cg)) = (&self.k8s, info.cgroup.as_deref()) {
+            if let Some(pod) = crate::k8s::cgroup::parse_cgroup_path(cg) {
+                if let Some(id) = cache
+                    .snapshot()
+                    .identity(&pod.pod_uid, pod.container_id.as_deref())
+                {
+                    return id.service_name;
+                }
+            }
+        }
+        fallback(comm)
     }
 
     /// Forget a process (it exited).
     pub fn forget(&mut self, tgid: u32) {
         self.proc_cache.remove(&tgid);
+    }
+}
+
+fn fallback(comm: &str) -> String {
+    if comm.is_empty() {
+        "unknown".into()
+    } else {
+        comm.to_string()
     }
 }
 

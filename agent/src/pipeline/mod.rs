@@ -6,10 +6,19 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
+mod requests;
+
+pub use requests::{ConnFacts, HttpSelfMetrics, RequestStage};
+
+use crate::alert::delivery::DispatcherHandle;
+use crate::clock::{Clock, MonoToWall, SystemClock};
 use crate::config::Config;
 use crate::conn::{ConnTable, Owner, Role};
 use crate::events::{self, ALL_KINDS, Event, kind_label};
+use crate::fuse::SharedFuse;
+use crate::http::{DataChunk, Direction, HttpTracker};
 use crate::metrics::{KindLabels, ReasonLabels, SelfMetrics, lost};
+use crate::request::{Endpoint, HttpRequest, TaskIdentity};
 use crate::service::ServiceResolver;
 use crate::tcp_stats::{FailureReason, TcpStats};
 use agent_common::{ConnectOutcome, EventHeader, SockTuple};
@@ -25,8 +34,27 @@ pub mod tcp_state {
 /// Connections tracked at most.
 const CONN_TABLE_CAP: usize = 262_144;
 
+/// Where the pipeline's outputs go besides metrics: spans, alerts, fuses.
+#[derive(Default)]
+pub struct Outputs {
+    pub spans: Option<crate::otlp::SpanSink>,
+    pub span_counters: crate::otlp::SpanCounters,
+    pub alerts: Option<DispatcherHandle>,
+    pub fuse: Option<SharedFuse>,
+    pub clock: Option<Arc<dyn Clock>>,
+    /// This node's pods (service names from Kubernetes identity).
+    pub k8s: Option<crate::k8s::pods::PodCache>,
+}
+
 pub struct Pipeline {
     conns: ConnTable,
+    http: HttpTracker,
+    stage: RequestStage,
+    http_metrics: HttpSelfMetrics,
+    alerts: Option<DispatcherHandle>,
+    fuse: Option<SharedFuse>,
+    mono: MonoToWall,
+    done: Vec<HttpRequest>,
     services: ServiceResolver,
     tcp: TcpStats,
     self_metrics: SelfMetrics,
@@ -38,7 +66,34 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// A pipeline with no span, alert or fuse outputs (tests, benches).
     pub fn new(cfg: &Config, registry: &mut Registry, self_metrics: SelfMetrics) -> Self {
+        Self::with_outputs(cfg, registry, self_metrics, Outputs::default())
+    }
+
+    pub fn with_outputs(
+        cfg: &Config,
+        registry: &mut Registry,
+        self_metrics: SelfMetrics,
+        out: Outputs,
+    ) -> Self {
+        let clock: Arc<dyn Clock> = out.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+        let red = crate::red::RedMetrics::default();
+        red.register(registry);
+        let slo = crate::slo::SloEngine::new(cfg.slo.clone(), clock);
+        slo.register_metrics(registry);
+        let http_metrics = HttpSelfMetrics::default();
+        http_metrics.register(registry);
+        let stage = RequestStage {
+            routes: crate::route::RouteTable::new(&cfg.routes),
+            red,
+            spans: out.spans,
+            otlp: cfg.otlp.clone(),
+            not_sampled: out.span_counters.counter("not_sampled"),
+            reqlog: crate::reqlog::RequestLogger::new(cfg.request_logs.clone()),
+            slo,
+            invalid: Default::default(),
+        };
         let kind_counters = ALL_KINDS
             .iter()
             .map(|k| {
@@ -58,7 +113,14 @@ impl Pipeline {
             .clone();
         Self {
             conns: ConnTable::new(CONN_TABLE_CAP),
-            services: ServiceResolver::new(&cfg.services),
+            http: HttpTracker::new(&cfg.http),
+            stage,
+            http_metrics,
+            alerts: out.alerts,
+            fuse: out.fuse,
+            mono: MonoToWall::measure(),
+            done: Vec::new(),
+            services: ServiceResolver::new(&cfg.services).with_k8s(out.k8s),
             tcp: TcpStats::new(&cfg.tcp, registry),
             self_metrics,
             kind_counters,
@@ -81,8 +143,48 @@ impl Pipeline {
         }
     }
 
-    /// Periodic housekeeping (called about once a second).
+    /// The SLO figures the admin API shows.
+    pub fn slo_metrics(&self) -> crate::slo::SloMetrics {
+        self.stage.slo.metrics()
+    }
+
+    /// Periodic housekeeping (called about once a second): idle HTTP
+    /// connections, closed SLO periods (alerts, verdicts), self metrics.
     pub fn tick(&mut self) {
+        let mut done = std::mem::take(&mut self.done);
+        self.http.expire(crate::clock::monotonic_ns(), &mut done);
+        self.finish_all(&mut done);
+        self.done = done;
+        let out = self.stage.slo.tick();
+        for ev in &out.alerts {
+            tracing::warn!(
+                alertname = ev.kind.alertname(),
+                status = ?ev.status,
+                route = %ev.route,
+                gray_tag = %ev.gray_tag,
+                diagnosis = %ev.diagnosis,
+                "alert"
+            );
+        }
+        if let Some(fuse) = &self.fuse {
+            let mut f = fuse.lock().unwrap_or_else(|p| p.into_inner());
+            for ev in &out.alerts {
+                f.on_alert(ev);
+            }
+            if !out.verdicts.is_empty() {
+                f.on_verdicts(&out.verdicts);
+            }
+        }
+        if let Some(a) = &self.alerts {
+            for ev in out.alerts {
+                a.send(ev);
+            }
+        }
+        self.http_metrics.sync(
+            self.http.counters(),
+            &self.stage.invalid,
+            self.stage.routes.counters().overflow_requests,
+        );
         self.self_metrics.connections.set(self.conns.len() as i64);
         let ev = self.conns.evicted();
         self.self_metrics
@@ -124,12 +226,25 @@ impl Pipeline {
                             _ => FailureReason::other,
                         };
                         self.tcp.add_connect_failure(&service, &endpoint, reason);
+                        let peer = self
+                            .conns
+                            .get(e.sk)
+                            .and_then(|c| c.remote)
+                            .map(|a| Endpoint {
+                                ip: a.ip(),
+                                port: a.port(),
+                            });
+                        self.stage.slo.record_connect_failure(&service, peer);
                         self.conns.remove(e.sk);
                     }
                 }
             }
             Event::TcpState(e) => {
                 if e.newstate == tcp_state::CLOSE {
+                    let mut done = std::mem::take(&mut self.done);
+                    self.http.on_close(e.sk, e.header.ts_ns, &mut done);
+                    self.finish_all(&mut done);
+                    self.done = done;
                     self.conns.remove(e.sk);
                 } else if e.newstate == tcp_state::ESTABLISHED {
                     let c = self.conns.entry(e.sk, e.header.ts_ns);
@@ -173,7 +288,82 @@ impl Pipeline {
                     }
                 }
             }
-            Event::Data(_) => {}
+            Event::Data(d) => {
+                let mut done = std::mem::take(&mut self.done);
+                if d.flags & agent_common::DATA_FLAG_CLASSIFIED_HERE != 0 {
+                    // A reused socket address starts a new connection.
+                    self.http.on_close(d.sk, d.header.ts_ns, &mut done);
+                }
+                let direction = if d.direction == Direction::Egress as u32 {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                };
+                let chunk = DataChunk {
+                    conn_id: d.sk,
+                    direction,
+                    ts_ns: d.header.ts_ns,
+                    len: d.len,
+                    payload: d.payload,
+                };
+                self.http.on_data(&chunk, &mut done);
+                self.finish_all(&mut done);
+                self.done = done;
+            }
+        }
+    }
+
+    fn finish_all(&mut self, done: &mut Vec<HttpRequest>) {
+        for req in done.drain(..) {
+            let facts = self.conn_facts(req.conn_id());
+            if req.incomplete {
+                self.http_metrics.requests_incomplete.inc();
+            }
+            let wall = self.mono.wall(req.start_ns);
+            self.stage.finish(req, facts, wall);
+        }
+    }
+
+    /// Owner, endpoints and TCP evidence of a connection for a request that
+    /// just completed on it. Retransmits are those since the previous request
+    /// on the connection ended (requests on one connection are sequential).
+    fn conn_facts(&mut self, sk: u64) -> ConnFacts {
+        let service = self.service_of(sk);
+        let Some(c) = self.conns.entry_if_present(sk) else {
+            return ConnFacts {
+                service,
+                task: TaskIdentity::default(),
+                local: None,
+                peer: None,
+                retransmits: 0,
+                connect_duration_ns: None,
+            };
+        };
+        let retransmits = (c.retrans_segs - c.retrans_reported).min(u64::from(u32::MAX)) as u32;
+        c.retrans_reported = c.retrans_segs;
+        let connect_duration_ns = if c.requests == 0 { c.connect_ns } else { None };
+        c.requests += 1;
+        let ep = |a: Option<std::net::SocketAddr>| {
+            a.map(|a| Endpoint {
+                ip: a.ip(),
+                port: a.port(),
+            })
+        };
+        ConnFacts {
+            service,
+            task: c
+                .owner
+                .as_ref()
+                .map(|o| TaskIdentity {
+                    tgid: o.tgid,
+                    comm: o.comm.to_string(),
+                    cgroup_id: o.cgroup_id,
+                })
+                .unwrap_or_default(),
+            local: ep(c.local),
+            peer: ep(c.remote),
+            retransmits,
+            connect_duration_ns,
         }
     }
 

@@ -1,0 +1,331 @@
+//! The request stage: a completed HTTP exchange from the tracker gets its
+//! owner, endpoints and TCP evidence from the connection table, its route and
+//! trace context, then feeds RED metrics, spans, request logs and the SLO
+//! engine.
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use crate::http::HttpCounters;
+use crate::otlp::{OtlpConfig, SpanRecord, SpanSink, should_export};
+use crate::reqlog::{RequestLogLine, RequestLogger};
+use crate::request::{Endpoint, HttpRequest, Side, TaskIdentity};
+use crate::route::RouteTable;
+use crate::slo::{SloEngine, SloSample};
+use crate::trace::context::{InvalidCounts, InvalidReason, extract, hex_lower};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InvalidLabels {
+    pub reason: &'static str,
+}
+
+/// Self metrics of the HTTP side, mirrored from the plain counters the
+/// tracker, route table and trace parser keep (they stay allocation-free).
+#[derive(Clone, Default)]
+pub struct HttpSelfMetrics {
+    pub http: Family<EventLabels, Counter>,
+    pub trace_invalid: Family<InvalidLabels, Counter>,
+    pub route_overflow: Counter,
+    pub requests_incomplete: Counter,
+    reported: Reported,
+}
+
+#[derive(Clone, Default)]
+struct Reported {
+    http: Vec<u64>,
+    invalid: Vec<u64>,
+    overflow: u64,
+}
+
+impl HttpSelfMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "sloguard_http_events",
+            "What the HTTP/1.x tracker saw: exchanges, incomplete ones, non-HTTP connections, parse errors, truncated heads, evictions",
+            self.http.clone(),
+        );
+        registry.register(
+            "sloguard_trace_context_invalid",
+            "Requests whose trace headers (traceparent, b3) were invalid and treated as absent, by reason",
+            self.trace_invalid.clone(),
+        );
+        registry.register(
+            "sloguard_route_overflow_requests",
+            "Requests sent to http_route=\"/{overflow}\" because their service reached its route cap",
+            self.route_overflow.clone(),
+        );
+        registry.register(
+            "sloguard_http_requests_incomplete",
+            "Exchanges that ended without a complete response (connection closed or idle); not in the RED histograms",
+            self.requests_incomplete.clone(),
+        );
+    }
+
+    /// Push the deltas since the last call.
+    pub fn sync(&mut self, http: &HttpCounters, invalid: &InvalidCounts, overflow: u64) {
+        let now = http_counter_values(http);
+        self.reported.http.resize(now.len(), 0);
+        for (i, (name, v)) in now.iter().enumerate() {
+            let d = v.saturating_sub(self.reported.http[i]);
+            if d > 0 || self.reported.http[i] == 0 {
+                self.http
+                    .get_or_create(&EventLabels { event: name })
+                    .inc_by(d);
+            }
+            self.reported.http[i] = *v;
+        }
+        self.reported.invalid.resize(InvalidReason::ALL.len(), 0);
+        for (i, r) in InvalidReason::ALL.iter().enumerate() {
+            let v = invalid.get(*r);
+            let d = v.saturating_sub(self.reported.invalid[i]);
+            self.trace_invalid
+                .get_or_create(&InvalidLabels { reason: r.as_str() })
+                .inc_by(d);
+            self.reported.invalid[i] = v;
+        }
+        self.route_overflow
+            .inc_by(overflow.saturating_sub(self.reported.overflow));
+        self.reported.overflow = overflow;
+    }
+}
+
+fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 13] {
+    [
+        ("chunks", c.chunks),
+        ("exchanges", c.exchanges),
+        ("incomplete_exchanges", c.incomplete_exchanges),
+        ("non_http_connections", c.non_http_connections),
+        ("parse_errors", c.parse_errors),
+        ("truncated_heads", c.truncated_heads),
+        ("framing_lost", c.framing_lost),
+        ("unframed_responses", c.unframed_responses),
+        ("unmatched_responses", c.unmatched_responses),
+        ("pipeline_overflows", c.pipeline_overflows),
+        ("evicted_connections", c.evicted_connections),
+        ("expired_connections", c.expired_connections),
+        ("desynced_connections", c.desynced_connections),
+    ]
+}
+
+/// What the request stage needs besides the request.
+pub struct RequestStage {
+    pub routes: RouteTable,
+    pub red: crate::red::RedMetrics,
+    pub spans: Option<SpanSink>,
+    pub otlp: OtlpConfig,
+    pub not_sampled: Counter,
+    pub reqlog: RequestLogger,
+    pub slo: SloEngine,
+    pub invalid: InvalidCounts,
+}
+
+/// Connection facts the table had for the request.
+pub struct ConnFacts {
+    pub service: Arc<str>,
+    pub task: TaskIdentity,
+    pub local: Option<Endpoint>,
+    pub peer: Option<Endpoint>,
+    pub retransmits: u32,
+    pub connect_duration_ns: Option<u64>,
+}
+
+impl RequestStage {
+    pub fn finish(&mut self, mut req: HttpRequest, facts: ConnFacts, wall: std::time::SystemTime) {
+        req.task = facts.task;
+        req.local = facts.local;
+        req.peer = facts.peer;
+        req.start_time = wall;
+        req.tcp.retransmits = facts.retransmits;
+        req.tcp.connect_duration_ns = facts.connect_duration_ns;
+
+        let route = self
+            .routes
+            .route_for(&facts.service, &req.method, &req.target);
+        let gray = self.routes.gray_tag(&req.headers, &req.target);
+        let extracted = extract(&req.headers);
+        if let Some(r) = extracted.invalid {
+            self.invalid.record(r);
+        }
+        let ctx = extracted.context;
+        let trace_id = ctx
+            .as_ref()
+            .map(|c| c.trace_id)
+            .unwrap_or_else(rand::random::<[u8; 16]>);
+        let span_id: [u8; 8] = rand::random();
+        let duration = Duration::from_nanos(req.duration_ns());
+        let error = match req.side {
+            Side::Server => req.status >= 500 || req.incomplete,
+            Side::Client => req.status >= 400 || req.incomplete,
+        };
+        let exported = match &self.spans {
+            Some(sink) => {
+                let parent_sampled = ctx.as_ref().and_then(|c| c.sampled);
+                if should_export(&self.otlp, parent_sampled, error, duration, &trace_id) {
+                    sink.offer(span_record(
+                        &req,
+                        &route,
+                        &gray,
+                        trace_id,
+                        span_id,
+                        ctx.as_ref().map(|c| c.parent_span_id),
+                        error,
+                    ))
+                } else {
+                    self.not_sampled.inc();
+                    false
+                }
+            }
+            None => false,
+        };
+        let trace_hex = hex_lower(&trace_id);
+        if !req.incomplete {
+            // The exemplar must lead to a trace that exists: only exported ones.
+            let exemplar = exported.then(|| trace_hex.clone());
+            self.red.observe(
+                req.side,
+                &route,
+                req.status,
+                &gray,
+                duration.as_secs_f64(),
+                exemplar,
+                wall,
+            );
+        }
+        if self.reqlog.keep(error, duration) {
+            let path = req.target.split('?').next().unwrap_or("");
+            self.reqlog.log(&RequestLogLine {
+                side: req.side.as_str(),
+                trace_id: &trace_hex,
+                span_id: &hex_lower(&span_id),
+                request_id: req.headers.x_request_id.as_deref(),
+                service: &route.service,
+                method: &route.method,
+                route: &route.route,
+                path,
+                status: req.status,
+                duration,
+                error,
+                request_bytes: req.request_bytes,
+                response_bytes: req.response_bytes,
+                tcp_retransmits: req.tcp.retransmits,
+            });
+        }
+        // The SLO is the service's own promise: server side only.
+        if req.side == Side::Server {
+            self.slo.record(&SloSample {
+                route: &route,
+                gray_tag: &gray,
+                status: req.status,
+                duration_ns: req.duration_ns(),
+                trace_id: Some(trace_id),
+                retransmits: req.tcp.retransmits,
+                connect_duration_ns: req.tcp.connect_duration_ns,
+                peer: req.peer,
+            });
+        }
+    }
+}
+
+/// The span for a request: OTel HTTP semantic conventions plus what the
+/// kernel saw on the connection.
+fn span_record(
+    req: &HttpRequest,
+    route: &crate::route::RouteKey,
+    gray: &str,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent: Option<[u8; 8]>,
+    error: bool,
+) -> SpanRecord {
+    let (path, query) = match req.target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (req.target.as_str(), None),
+    };
+    let mut a = Vec::with_capacity(16);
+    a.push(KeyValue::new(
+        "http.request.method",
+        route.method.to_string(),
+    ));
+    a.push(KeyValue::new("http.route", route.route.to_string()));
+    a.push(KeyValue::new("url.path", path.to_string()));
+    if let Some(q) = query {
+        a.push(KeyValue::new("url.query", q.to_string()));
+    }
+    if req.status != 0 {
+        a.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(req.status),
+        ));
+    }
+    a.push(KeyValue::new("network.protocol.name", "http"));
+    a.push(KeyValue::new(
+        "network.protocol.version",
+        if req.version_minor == 0 { "1.0" } else { "1.1" },
+    ));
+    a.push(KeyValue::new("http.request.size", req.request_bytes as i64));
+    a.push(KeyValue::new(
+        "http.response.size",
+        req.response_bytes as i64,
+    ));
+    a.push(KeyValue::new(
+        "tcp.retransmits",
+        i64::from(req.tcp.retransmits),
+    ));
+    if let Some(c) = req.tcp.connect_duration_ns {
+        a.push(KeyValue::new("tcp.connect.duration", c as f64 / 1e9));
+    }
+    if let Some(ua) = &req.headers.user_agent {
+        a.push(KeyValue::new("user_agent.original", ua.clone()));
+    }
+    if !gray.is_empty() {
+        a.push(KeyValue::new("sloguard.gray_tag", gray.to_string()));
+    }
+    if let Some(id) = &req.headers.x_request_id {
+        a.push(KeyValue::new(
+            "http.request.header.x-request-id",
+            id.clone(),
+        ));
+    }
+    if req.incomplete {
+        a.push(KeyValue::new("error.type", "incomplete"));
+    } else if error {
+        a.push(KeyValue::new("error.type", req.status.to_string()));
+    }
+    let (kind, server, client) = match req.side {
+        Side::Server => (SpanKind::Server, req.local, req.peer),
+        Side::Client => (SpanKind::Client, req.peer, req.local),
+    };
+    if let Some(s) = server {
+        a.push(KeyValue::new("server.address", s.ip.to_string()));
+        a.push(KeyValue::new("server.port", i64::from(s.port)));
+    }
+    if let Some(c) = client {
+        a.push(KeyValue::new("client.address", c.ip.to_string()));
+        a.push(KeyValue::new("client.port", i64::from(c.port)));
+    }
+    let end = req.start_time + Duration::from_nanos(req.duration_ns());
+    SpanRecord {
+        service: route.service.clone(),
+        name: format!("{} {}", route.method, route.route),
+        kind,
+        trace_id,
+        span_id,
+        parent_span_id: parent,
+        sampled: true,
+        start: req.start_time,
+        end,
+        error,
+        attributes: a,
+    }
+}
