@@ -36,6 +36,28 @@ pub mod lost {
     pub const CHANNEL_FULL: &str = "channel_full";
     /// A record that did not decode.
     pub const DECODE_ERROR: &str = "decode_error";
+    /// The kernel skipped a probe run (another BPF program was running on
+    /// that CPU): the event never existed.
+    pub const RECURSION_MISS: &str = "recursion_miss";
+}
+
+/// `sloguard_probe_events_total{event}`: what the probes counted instead of
+/// sending (by `agent_common::KernelCounter` index, 0 = ring buffer full is
+/// reported as lost instead).
+pub const PROBE_EVENT_NAMES: [&str; 8] = [
+    "ringbuf_full",
+    "retransmit_not_sent",
+    "read_failed",
+    "connect_unmatched",
+    "connect_map_full",
+    "non_http_syscalls",
+    "non_http_bytes",
+    "data_unclassified",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeEventLabels {
+    pub event: &'static str,
 }
 
 /// The agent's own health metrics.
@@ -46,6 +68,7 @@ pub struct SelfMetrics {
     pub connections: Gauge,
     pub connections_evicted: Counter,
     pub probes_attached: Gauge,
+    pub probe_events: Family<ProbeEventLabels, Counter>,
 }
 
 impl SelfMetrics {
@@ -75,8 +98,18 @@ impl SelfMetrics {
             "eBPF programs attached to tracepoints",
             self.probes_attached.clone(),
         );
+        registry.register(
+            "sloguard_probe_events",
+            "What the kernel probes counted instead of sending (non-HTTP I/O, failed reads, unmatched connects, retransmits not sent)",
+            self.probe_events.clone(),
+        );
         // Pre-create the lost series so a scrape shows zeros, not absence.
-        for r in [lost::RINGBUF_FULL, lost::CHANNEL_FULL, lost::DECODE_ERROR] {
+        for r in [
+            lost::RINGBUF_FULL,
+            lost::CHANNEL_FULL,
+            lost::DECODE_ERROR,
+            lost::RECURSION_MISS,
+        ] {
             let _ = self.lost.get_or_create(&ReasonLabels { reason: r });
         }
         for k in crate::events::ALL_KINDS {

@@ -172,23 +172,13 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
         .spawn(move || pipeline_loop(pipeline, rx, recycle_tx))?;
     ready.store(true, Ordering::Relaxed);
 
-    // Kernel-side losses are read from the probes' counter map.
-    let ringbuf_lost = self_metrics
-        .lost
-        .get_or_create(&ReasonLabels {
-            reason: lost::RINGBUF_FULL,
-        })
-        .clone();
-    let mut reported_full = 0u64;
+    // Kernel-side counts are read from the probes' counter map each second.
+    let mut kernel = KernelCounterMirror::new(&self_metrics);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = ticker.tick() => {
-                let full = probes.kernel_counter(KernelCounter::RingbufFull);
-                ringbuf_lost.inc_by(full.saturating_sub(reported_full));
-                reported_full = full;
-            }
+            _ = ticker.tick() => kernel.sync(&probes),
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
         }
@@ -213,6 +203,53 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     drop(k8s);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Mirrors the probes' cumulative counters into Prometheus counters.
+struct KernelCounterMirror {
+    ringbuf_lost: Counter,
+    recursion_lost: Counter,
+    events: Vec<Counter>,
+    last: [u64; agent_common::KERNEL_COUNTERS as usize],
+    last_recursion: u64,
+}
+
+impl KernelCounterMirror {
+    fn new(m: &SelfMetrics) -> Self {
+        let lost = |r| m.lost.get_or_create(&ReasonLabels { reason: r }).clone();
+        Self {
+            ringbuf_lost: lost(lost::RINGBUF_FULL),
+            recursion_lost: lost(lost::RECURSION_MISS),
+            events: crate::metrics::PROBE_EVENT_NAMES
+                .iter()
+                .map(|e| {
+                    m.probe_events
+                        .get_or_create(&crate::metrics::ProbeEventLabels { event: e })
+                        .clone()
+                })
+                .collect(),
+            last: [0; agent_common::KERNEL_COUNTERS as usize],
+            last_recursion: 0,
+        }
+    }
+
+    fn sync(&mut self, probes: &Probes) {
+        if let Ok(now) = probes.kernel_counters() {
+            for (i, v) in now.iter().enumerate() {
+                let d = v.saturating_sub(self.last[i]);
+                if i == KernelCounter::RingbufFull as usize {
+                    self.ringbuf_lost.inc_by(d);
+                } else {
+                    self.events[i].inc_by(d);
+                }
+                self.last[i] = *v;
+            }
+        }
+        let r = probes.recursion_misses();
+        self.recursion_lost
+            .inc_by(r.saturating_sub(self.last_recursion));
+        self.last_recursion = r;
+    }
 }
 
 /// The SLO figures per route for the admin API.
