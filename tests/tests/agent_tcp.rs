@@ -225,3 +225,100 @@ fn count_tracepoint_links() -> Option<usize> {
             .count(),
     )
 }
+
+const TRAFFIC: &str = env!("CARGO_BIN_EXE_sg-traffic");
+
+fn traffic_in(ns: &tests::netns::Netns, args: &[&str]) -> tests::child::Spawned {
+    let mut cmd = ns.command(TRAFFIC);
+    cmd.args(args);
+    tests::child::Spawned::spawn(cmd).expect("spawn sg-traffic")
+}
+
+/// The agent's counter for a flow equals the kernel's own count of the
+/// sender's retransmitted segments (nstat, in the sender's namespace).
+#[test]
+fn retransmit_metric_matches_nstat_within_5_percent() {
+    if !require_kernel() || !tests::env::ready("retransmit_metric", &["ip", "nft", "nstat"]) {
+        return;
+    }
+    let agent = Agent::start(&config_with_services(&[("bulk-sender", "sg-traffic")])).unwrap();
+    let net = tests::netns::NetPair::create("art", 211).expect("namespaces");
+    let port = 5211u16;
+    let addr = format!("{}:{port}", net.b_addr);
+    net.b
+        .nft_input_rule(&tests::netns::rules::drop_one_in(port, 20))
+        .expect("nft");
+    let before = net.a.nstat("TcpRetransSegs").expect("nstat");
+    let mut srv = traffic_in(&net.b, &["serve", &addr, "1", "25"]);
+    assert_eq!(srv.line().expect("ready"), "ready");
+    let client = traffic_in(&net.a, &["bulk", &addr, "30000000", "25"]);
+    client
+        .finish(Duration::from_secs(28))
+        .expect("bulk transfer");
+    srv.finish(Duration::from_secs(5)).expect("server");
+    let delta = (net.a.nstat("TcpRetransSegs").expect("nstat") - before) as f64;
+    assert!(
+        delta > 50.0,
+        "the drops must cause retransmits: nstat +{delta}"
+    );
+    let want = [
+        ("service_name", "bulk-sender"),
+        ("remote_endpoint", addr.as_str()),
+    ];
+    let text = agent.scrape_until(Duration::from_secs(15), |t| {
+        value(t, "sloguard_tcp_retransmits_total", &want)
+            .is_some_and(|v| (v - delta).abs() <= 0.05 * delta)
+    });
+    let got = value(&text, "sloguard_tcp_retransmits_total", &want).unwrap_or(0.0);
+    eprintln!("retransmitted segments: agent {got}, nstat {delta}");
+    assert!(
+        (got - delta).abs() <= 0.05 * delta,
+        "agent {got} vs nstat {delta}\n{}",
+        agent.log()
+    );
+}
+
+/// A connect whose first SYN is dropped completes after the SYN
+/// retransmission (~1 s) and lands in the (1, 1.5] bucket.
+#[test]
+fn connect_after_a_lost_syn_lands_in_the_one_second_bucket() {
+    if !require_kernel() || !tests::env::ready("lost_syn_connect", &["ip", "nft"]) {
+        return;
+    }
+    let agent = Agent::start(&config_with_services(&[("syn-client", "sg-traffic")])).unwrap();
+    let net = tests::netns::NetPair::create("asy", 212).expect("namespaces");
+    let port = 5212u16;
+    let addr = format!("{}:{port}", net.b_addr);
+    let mut srv = traffic_in(&net.b, &["serve", &addr, "1", "15"]);
+    assert_eq!(srv.line().expect("ready"), "ready");
+    net.b
+        .nft_input_rule(&tests::netns::rules::drop_first_syn(port))
+        .expect("nft");
+    traffic_in(&net.a, &["connect", &addr, "1"])
+        .finish(Duration::from_secs(10))
+        .expect("connect");
+    let _ = srv.finish(Duration::from_secs(5));
+    let l = |le: &'static str| {
+        [
+            ("service_name", "syn-client"),
+            ("remote_endpoint", addr.as_str()),
+            ("le", le),
+        ]
+    };
+    let text = agent.scrape_until(Duration::from_secs(15), |t| {
+        value(t, "sloguard_tcp_connect_duration_seconds_bucket", &l("1.5")) >= Some(1.0)
+    });
+    let b = |le| {
+        value(
+            &text,
+            "sloguard_tcp_connect_duration_seconds_bucket",
+            &l(le),
+        )
+    };
+    assert_eq!(b("1.5"), Some(1.0), "{text}");
+    assert_eq!(
+        b("1.0"),
+        Some(0.0),
+        "the lost SYN costs about one second (RTO)"
+    );
+}
