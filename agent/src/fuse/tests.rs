@@ -142,7 +142,7 @@ async fn wait_for(c: &mut FuseController, cond: impl Fn(&mut FuseController) -> 
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("condition not reached in 30 s");
+    panic!("condition not reached in 30 s; routes: {:#?}", c.states());
 }
 
 fn state(c: &FuseController, r: &RouteKey) -> Option<FuseState> {
@@ -588,7 +588,13 @@ async fn restart_rewrites_the_file_and_retries_a_failed_reload() {
         prometheus_client::encoding::text::encode(&mut t, reg).unwrap();
         t.contains(r#"sloguard_fuse_actions_total{action="file",result="error"}"#)
     };
-    wait_for(&mut c, |_| errors(&reg)).await;
+    // Two jobs are queued: the start-up sync and the route's owed write. Both
+    // must have failed before the clock moves, or a failure drained after the
+    // advance backs off past it and the ManualClock never reaches that retry.
+    wait_for(&mut c, |c| {
+        errors(&reg) && c.status(&r).unwrap().pending_actions[0].failures >= 1
+    })
+    .await;
     assert!(!applied.exists());
     // The gateway comes back; after the backoff the sync runs again.
     std::fs::remove_file(&block).unwrap();
