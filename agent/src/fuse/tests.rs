@@ -318,7 +318,12 @@ async fn restart_restores_state_and_retries_a_failed_action() {
     // And the success is persisted: a third start owes nothing.
     drop(c);
     let c = f.controller();
-    assert!(c.status(&r).unwrap().pending_actions.is_empty());
+    assert!(
+        c.status(&r).unwrap().pending_actions.is_empty(),
+        "{:#?}\n{}",
+        c.status(&r),
+        std::fs::read_to_string(&f.cfg.state_file).unwrap_or_default()
+    );
 }
 
 #[tokio::test]
@@ -568,11 +573,13 @@ async fn restart_rewrites_the_file_and_retries_a_failed_reload() {
     let applied = dir.join("applied.json");
     let block = dir.join("block");
     std::fs::write(&block, "").unwrap();
+    // Copied then renamed: `applied` appears only whole, so the waits that
+    // poll for it never read a half-written copy.
     let script = format!(
-        "test ! -e {} && cp {} {}",
-        block.display(),
-        file.display(),
-        applied.display()
+        "test ! -e {b} && cp {f} {a}.tmp && mv {a}.tmp {a}",
+        b = block.display(),
+        f = file.display(),
+        a = applied.display()
     );
     f.cfg.actions = vec![ActionConfig::File(FileActionConfig {
         name: "file".into(),
