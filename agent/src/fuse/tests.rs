@@ -142,7 +142,7 @@ async fn wait_for(c: &mut FuseController, cond: impl Fn(&mut FuseController) -> 
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("condition not reached in 30 s");
+    panic!("condition not reached in 30 s; routes: {:#?}", c.states());
 }
 
 fn state(c: &FuseController, r: &RouteKey) -> Option<FuseState> {
@@ -318,7 +318,12 @@ async fn restart_restores_state_and_retries_a_failed_action() {
     // And the success is persisted: a third start owes nothing.
     drop(c);
     let c = f.controller();
-    assert!(c.status(&r).unwrap().pending_actions.is_empty());
+    assert!(
+        c.status(&r).unwrap().pending_actions.is_empty(),
+        "{:#?}\n{}",
+        c.status(&r),
+        std::fs::read_to_string(&f.cfg.state_file).unwrap_or_default()
+    );
 }
 
 #[tokio::test]
@@ -568,11 +573,13 @@ async fn restart_rewrites_the_file_and_retries_a_failed_reload() {
     let applied = dir.join("applied.json");
     let block = dir.join("block");
     std::fs::write(&block, "").unwrap();
+    // Copied then renamed: `applied` appears only whole, so the waits that
+    // poll for it never read a half-written copy.
     let script = format!(
-        "test ! -e {} && cp {} {}",
-        block.display(),
-        file.display(),
-        applied.display()
+        "test ! -e {b} && cp {f} {a}.tmp && mv {a}.tmp {a}",
+        b = block.display(),
+        f = file.display(),
+        a = applied.display()
     );
     f.cfg.actions = vec![ActionConfig::File(FileActionConfig {
         name: "file".into(),
@@ -588,7 +595,13 @@ async fn restart_rewrites_the_file_and_retries_a_failed_reload() {
         prometheus_client::encoding::text::encode(&mut t, reg).unwrap();
         t.contains(r#"sloguard_fuse_actions_total{action="file",result="error"}"#)
     };
-    wait_for(&mut c, |_| errors(&reg)).await;
+    // Two jobs are queued: the start-up sync and the route's owed write. Both
+    // must have failed before the clock moves, or a failure drained after the
+    // advance backs off past it and the ManualClock never reaches that retry.
+    wait_for(&mut c, |c| {
+        errors(&reg) && c.status(&r).unwrap().pending_actions[0].failures >= 1
+    })
+    .await;
     assert!(!applied.exists());
     // The gateway comes back; after the backoff the sync runs again.
     std::fs::remove_file(&block).unwrap();
