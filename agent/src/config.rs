@@ -227,8 +227,9 @@ impl Config {
 /// separates levels because keys themselves contain single underscores.
 fn env_key_path(var: &str) -> Option<Vec<String>> {
     let rest = var.strip_prefix("SLOGUARD_")?;
-    // Secrets read by name, not config keys.
-    if rest.is_empty() || var == crate::admin::DEFAULT_TOKEN_ENV {
+    // Variables that are not config keys: the config path (`--config`) and
+    // the admin token, read by name.
+    if rest.is_empty() || var == "SLOGUARD_CONFIG" || var == crate::admin::DEFAULT_TOKEN_ENV {
         return None;
     }
     Some(rest.split("__").map(|p| p.to_ascii_lowercase()).collect())
@@ -326,6 +327,21 @@ mod tests {
     #[test]
     fn admin_token_env_is_not_a_config_override() {
         let env = vec![("SLOGUARD_ADMIN_TOKEN".to_string(), "t0ken".to_string())];
+        assert_eq!(
+            Config::from_yaml_with_env("", env).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn config_path_and_token_variables_are_not_overrides() {
+        let env = vec![
+            (
+                "SLOGUARD_CONFIG".to_string(),
+                "/etc/sloguard.yaml".to_string(),
+            ),
+            ("SLOGUARD_ADMIN_TOKEN".to_string(), "secret".to_string()),
+        ];
         assert_eq!(
             Config::from_yaml_with_env("", env).unwrap(),
             Config::default()

@@ -7,8 +7,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// Path of the agent binary, built with `cargo build -p agent` if missing.
+/// Path of the agent binary: `SG_AGENT_BIN` (set by `cargo xtask test`),
+/// else the debug build, built with `cargo build -p agent` if missing.
+/// (Not a `SLOGUARD_*` name: those are config overrides for the agent.)
 pub fn sloguard_bin() -> PathBuf {
+    if let Some(b) = std::env::var_os("SG_AGENT_BIN") {
+        return b.into();
+    }
     let bin = crate::env::target_dir().join("debug/sloguard");
     if !bin.exists() {
         let st = Command::new(env!("CARGO"))

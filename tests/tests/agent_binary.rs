@@ -1,11 +1,11 @@
-//! `cargo xtask test` hands the integration tests the agent binary in `SLOGUARD_BIN`;
+//! `cargo xtask test` hands the integration tests the agent binary in `SG_AGENT_BIN`;
 //! this checks that hand-over: the binary is there and starts.
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `SLOGUARD_BIN`, else the debug build next to this workspace (plain `cargo test -p tests`).
+/// `SG_AGENT_BIN`, else the debug build next to this workspace (plain `cargo test -p tests`).
 fn agent_bin() -> Option<PathBuf> {
-    if let Some(bin) = std::env::var_os("SLOGUARD_BIN") {
+    if let Some(bin) = std::env::var_os("SG_AGENT_BIN") {
         return Some(PathBuf::from(bin));
     }
     let fallback = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sloguard");
@@ -15,7 +15,7 @@ fn agent_bin() -> Option<PathBuf> {
 #[test]
 fn agent_binary_starts_and_names_itself() {
     let Some(bin) = agent_bin() else {
-        let why = "no sloguard binary: run `cargo xtask test` or set SLOGUARD_BIN";
+        let why = "no sloguard binary: run `cargo xtask test` or set SG_AGENT_BIN";
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
         eprintln!("skipped: {why}");
         return;

@@ -11,7 +11,7 @@ use crate::setup::{self, Scope};
 use crate::util::{self, fmt_duration, run_timed};
 
 /// Env var naming the agent binary the integration tests start.
-pub const SLOGUARD_BIN_ENV: &str = "SLOGUARD_BIN";
+pub const AGENT_BIN_ENV: &str = "SG_AGENT_BIN";
 
 pub struct TestOpts {
     /// Skip `setup` (for quick reruns on a machine already set up).
@@ -108,7 +108,7 @@ pub fn test(opts: &TestOpts) -> Result<()> {
         let mut integration = cargo_with_packages("test");
         integration
             .args(["--test", "*"])
-            .env(SLOGUARD_BIN_ENV, util::target_dir().join("debug/sloguard"));
+            .env(AGENT_BIN_ENV, util::target_dir().join("debug/sloguard"));
         harness(&mut integration, &["--test-threads=1"]);
         step(name, &mut [integration])?
     });
