@@ -80,7 +80,7 @@ pub fn test(opts: &TestOpts) -> Result<()> {
     let mut results = vec![built];
 
     let mut unit = cargo_with_packages("test");
-    unit.args(["--lib", "--bins"]);
+    unit.args(["--no-fail-fast", "--lib", "--bins"]);
     harness(&mut unit, &[]);
     let mut doc = cargo_with_packages("test");
     doc.arg("--doc");
@@ -107,7 +107,7 @@ pub fn test(opts: &TestOpts) -> Result<()> {
         println!("test: integration test targets: {}", targets.join(" "));
         let mut integration = cargo_with_packages("test");
         integration
-            .args(["--test", "*"])
+            .args(["--no-fail-fast", "--test", "*"])
             .env(AGENT_BIN_ENV, util::target_dir().join("debug/sloguard"));
         harness(&mut integration, &["--test-threads=1"]);
         step(name, &mut [integration])?
