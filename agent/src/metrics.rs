@@ -306,6 +306,64 @@ pub fn openmetrics_to_prometheus(om: &str) -> String {
     out
 }
 
+/// `promtool check metrics` on what a registry exposes: the reference
+/// linter for metric names, used by every component's tests.
+pub mod lint {
+    use std::io::Write;
+
+    /// Encode `registry` and check it as `/metrics` serves it (Prometheus
+    /// text). Without promtool: skipped, except in CI (`CI` set), where it
+    /// fails. Panics with promtool's complaint and the exposition.
+    pub fn assert_promtool_accepts(registry: &prometheus_client::registry::Registry) {
+        let mut om = String::new();
+        prometheus_client::encoding::text::encode(&mut om, registry).expect("encode");
+        assert_promtool_accepts_openmetrics(&om);
+    }
+
+    /// As [`assert_promtool_accepts`], for OpenMetrics text already encoded.
+    pub fn assert_promtool_accepts_openmetrics(om: &str) {
+        let text = super::openmetrics_to_prometheus(om);
+        match check(&text) {
+            None => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "promtool is required in CI (cargo xtask setup)"
+                );
+                eprintln!("skipped: promtool not installed");
+            }
+            Some(Ok(())) => {}
+            Some(Err(msg)) => panic!("promtool check metrics: {msg}\n---\n{text}"),
+        }
+    }
+
+    /// `None` without promtool; else its verdict (warnings count as failure).
+    pub fn check(prometheus_text: &str) -> Option<Result<(), String>> {
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        child
+            .stdin
+            .take()?
+            .write_all(prometheus_text.as_bytes())
+            .ok()?;
+        let out = child.wait_with_output().ok()?;
+        let msg = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(if out.status.success() && msg.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(msg)
+        })
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -357,54 +415,7 @@ pub(crate) mod tests {
 
     /// promtool is the reference parser; the test needs it in CI.
     #[test]
-    fn promtool_accepts_both_formats() {
-        let Some(promtool) = which("promtool") else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI needs promtool (cargo xtask setup)"
-            );
-            eprintln!("skipped: promtool not installed");
-            return;
-        };
-        let mut om = String::new();
-        prometheus_client::encoding::text::encode(&mut om, &sample_registry()).unwrap();
-        for body in [openmetrics_to_prometheus(&om)] {
-            let out = promtool_check(&promtool, &body);
-            assert!(out.0, "promtool rejected:\n{}\n---\n{body}", out.1);
-        }
-    }
-
-    pub(crate) fn which(bin: &str) -> Option<std::path::PathBuf> {
-        std::env::var_os("PATH")?
-            .to_str()?
-            .split(':')
-            .map(|d| std::path::Path::new(d).join(bin))
-            .find(|p| p.exists())
-    }
-
-    pub(crate) fn promtool_check(promtool: &std::path::Path, body: &str) -> (bool, String) {
-        use std::io::Write;
-        let mut child = std::process::Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn promtool");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(body.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+    fn promtool_accepts_the_exposition() {
+        lint::assert_promtool_accepts(&sample_registry());
     }
 }
