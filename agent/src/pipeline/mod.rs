@@ -264,6 +264,25 @@ impl Pipeline {
                     }
                 }
             }
+            Event::TcpRetransmit(e) if e.synack != 0 => {
+                // `sk` is the listener, which serves many peers: attribute by
+                // the tuple (local port rules name the service, the peer ip is
+                // the endpoint) and leave the connection table alone.
+                let (local, remote) = events::tuple_addrs(&e.tuple);
+                let service: Arc<str> = self
+                    .services
+                    .match_facts(&crate::service::ProcessFacts {
+                        comm: "",
+                        local_port: Some(local.port()),
+                        ..Default::default()
+                    })
+                    .into();
+                self.tcp.add_retransmits(
+                    &service,
+                    &remote.ip().to_string(),
+                    u64::from(e.segs.max(1)),
+                );
+            }
             Event::TcpRetransmit(e) => {
                 let segs = u64::from(e.segs.max(1));
                 {

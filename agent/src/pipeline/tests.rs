@@ -133,3 +133,45 @@ fn garbage_records_are_counted_not_fatal() {
     p.handle_record(&[0xff; 200]);
     assert!(scrape(&reg).contains("sloguard_events_lost_total{reason=\"decode_error\"} 2"));
 }
+
+#[test]
+fn synack_retransmits_are_attributed_by_tuple_not_the_listener() {
+    let mut reg = Registry::default();
+    let mut cfg = Config::default();
+    cfg.services.rules = vec![crate::service::ServiceRule {
+        name: "api".into(),
+        port: Some(8080),
+        ..Default::default()
+    }];
+    let sm = SelfMetrics::default();
+    sm.register(&mut reg);
+    let mut p = Pipeline::new(&cfg, &mut reg, sm);
+    for peer in [[10, 0, 0, 7], [10, 0, 0, 8]] {
+        p.handle_record(&bytes_of(&TcpRetransmitEvent {
+            header: header(EventKind::TcpRetransmit, 0, 5, ""),
+            sk: 77,
+            tuple: tuple_v4([10, 0, 0, 1], 8080, peer, 51000),
+            segs: 1,
+            state: tcp_state::SYN_RECV,
+            synack: 1,
+            err: 0,
+        }));
+    }
+    let out = scrape(&reg);
+    assert!(
+        out.contains(
+            "sloguard_tcp_retransmits_total{service_name=\"api\",remote_endpoint=\"10.0.0.7\"} 1"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "sloguard_tcp_retransmits_total{service_name=\"api\",remote_endpoint=\"10.0.0.8\"} 1"
+        ),
+        "{out}"
+    );
+    assert!(
+        p.connections().get(77).is_none(),
+        "the listener is not a connection"
+    );
+}
