@@ -6,6 +6,7 @@ mod alertmanager;
 mod grafana;
 mod image_compose;
 mod kubernetes;
+mod live_prometheus;
 mod prometheus;
 
 use std::path::{Path, PathBuf};
