@@ -3,6 +3,7 @@
 //! skips its test with the reason, except in CI (`CI` set), where it fails:
 //! `cargo xtask setup` installs them all.
 mod alertmanager;
+mod docs;
 mod grafana;
 mod image_compose;
 mod kubernetes;
