@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run, test and bench sloguard with one command each.
 //! Each subcommand is one module; add one by adding a variant and a module.
 mod bench;
+mod image;
 mod run;
 mod setup;
 mod system_benches;
@@ -51,6 +52,16 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Build the container image from deploy/Dockerfile with docker, podman or
+    /// nerdctl (the first whose engine answers); fails when none is available.
+    Image {
+        /// Use this engine only (docker, podman, nerdctl).
+        #[arg(long)]
+        engine: Option<String>,
+        /// Image tag; default sloguard:<version>, the DaemonSet's image.
+        #[arg(long)]
+        tag: Option<String>,
+    },
     /// Run the benchmarks; JSON results go to target/sloguard-bench/.
     Bench {
         /// Arguments for criterion (after `--`), e.g. a bench name filter.
@@ -76,6 +87,7 @@ fn main() -> ExitCode {
             no_setup,
             harness_args: args,
         }),
+        Cmd::Image { engine, tag } => image::image(engine.as_deref(), tag.as_deref()),
         Cmd::Bench { args } => bench::bench(&args),
     };
     match result {
@@ -122,6 +134,9 @@ mod tests {
             matches!(cli.command, Cmd::Test { no_setup: true, ref args } if args == &["retrans"])
         );
         assert!(Cli::try_parse_from(["xtask", "build", "--release"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["xtask", "image", "--engine", "podman", "--tag", "a:b"]).is_ok()
+        );
         assert!(Cli::try_parse_from(["xtask", "frobnicate"]).is_err());
     }
 }

@@ -27,7 +27,7 @@ pub enum ProbeError {
     #[error("cannot read kernel BTF: {0}")]
     Btf(String),
     #[error(
-        "not permitted to load eBPF programs ({0}): run as root, or grant CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE (see README, Requirements)"
+        "not permitted to load eBPF programs ({0}): run as uid 0 with CAP_BPF and CAP_PERFMON (see docs/requirements.md)"
     )]
     NotPermitted(String),
     #[error(

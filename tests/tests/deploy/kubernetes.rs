@@ -166,10 +166,30 @@ fn check_manifests(target: &str, docs: &[Value]) {
         assert_eq!(s(&c[probe]["httpGet"]["path"]), path, "{target}: {probe}");
         assert_eq!(s(&c[probe]["httpGet"]["port"]), "metrics");
     }
-    for (k, cpu, mem) in [("requests", "100m", "64Mi"), ("limits", "500m", "256Mi")] {
-        assert_eq!(s(&c["resources"][k]["cpu"]), cpu);
-        assert_eq!(s(&c["resources"][k]["memory"]), mem);
-    }
+    // Headroom over the measured figures (docs/requirements.md): RSS 67 MiB
+    // idle and 83 MiB under load, 0.07 core idle and 0.27 core under load.
+    let res = &c["resources"];
+    let mib = |v: &Value| s(v).strip_suffix("Mi").and_then(|n| n.parse::<u64>().ok());
+    let cores = |v: &Value| match s(v).strip_suffix('m') {
+        Some(m) => m.parse::<f64>().ok().map(|m| m / 1000.0),
+        None => s(v).parse::<f64>().ok(),
+    };
+    assert!(
+        mib(&res["requests"]["memory"]) >= Some(100),
+        "{target}: {res:?}"
+    );
+    assert!(
+        mib(&res["limits"]["memory"]) >= Some(2 * 83),
+        "{target}: {res:?}"
+    );
+    assert!(
+        cores(&res["requests"]["cpu"]) >= Some(0.07),
+        "{target}: {res:?}"
+    );
+    assert!(
+        cores(&res["limits"]["cpu"]) >= Some(2.0 * 0.27),
+        "{target}: {res:?}"
+    );
     let env = seq(&c["env"]);
     let node = env
         .iter()
@@ -264,13 +284,45 @@ fn selects(target: &str, what: &str, selector: &Value, labels: &Value) {
     }
 }
 
-/// The ConfigMap's config file passes `sloguard check-config`.
+/// The container's `SLOGUARD_*` variables as `sloguard` sees them: literal
+/// values as written, downward-API fields with a stand-in value.
+fn sloguard_env(container: &Value) -> Vec<(String, String)> {
+    seq(&container["env"])
+        .iter()
+        .filter(|e| s(&e["name"]).starts_with("SLOGUARD_"))
+        .map(|e| {
+            let value = match e["value"].as_str() {
+                Some(v) => v.to_string(),
+                None if !e["valueFrom"]["fieldRef"].is_null() => "node-a".to_string(),
+                None => panic!("{}: only values and fieldRefs are expected", s(&e["name"])),
+            };
+            (s(&e["name"]).to_string(), value)
+        })
+        .collect()
+}
+
+/// `sloguard check-config FILE` with exactly `env` as `SLOGUARD_*` variables.
+fn check_config(
+    sloguard: &std::path::Path,
+    file: &std::path::Path,
+    env: &[(String, String)],
+) -> std::process::Output {
+    let mut cmd = Command::new(sloguard);
+    cmd.arg("check-config").arg(file);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SLOGUARD_")) {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.output().expect("run sloguard check-config")
+}
+
+/// In every overlay, the ConfigMap's config file with the container's
+/// `SLOGUARD_*` overrides applied passes `sloguard check-config`, the
+/// overrides are really applied (a bad value among them fails), and
+/// `admin.token_file` names the token in the mounted Secret.
 #[test]
 fn configmap_config_passes_check_config() {
     let test = "configmap_config_passes_check_config";
-    let Some(rendered) = render(test, "base") else {
-        return;
-    };
     let Some(sloguard) = tools::sloguard_binary() else {
         tools::skip(
             test,
@@ -278,16 +330,66 @@ fn configmap_config_passes_check_config() {
         );
         return;
     };
-    let docs = yaml_docs(&rendered);
-    let cm = find(&docs, "ConfigMap");
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("sloguard.yaml");
-    std::fs::write(&file, s(&cm["data"]["sloguard.yaml"])).unwrap();
-    let mut cmd = Command::new(sloguard);
-    cmd.arg("check-config").arg(&file);
-    // Only the file speaks: no SLOGUARD_* from the test's environment.
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SLOGUARD_")) {
-        cmd.env_remove(k);
+    for target in TARGETS {
+        let Some(rendered) = render(test, target) else {
+            return;
+        };
+        let docs = yaml_docs(&rendered);
+        let cm = find(&docs, "ConfigMap");
+        let text = s(&cm["data"]["sloguard.yaml"]);
+        let file = tmp
+            .path()
+            .join(format!("{}.yaml", target.replace('/', "_")));
+        std::fs::write(&file, text).unwrap();
+        let pod = &find(&docs, "DaemonSet")["spec"]["template"]["spec"];
+        let c = &seq(&pod["containers"])[0];
+        let env = sloguard_env(c);
+        let out = check_config(&sloguard, &file, &env);
+        assert!(
+            out.status.success(),
+            "{target}: check-config with {env:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if target != "base" {
+            let mode = env
+                .iter()
+                .find(|(k, _)| k == "SLOGUARD_FUSE__MODE")
+                .unwrap_or_else(|| panic!("{target}: no SLOGUARD_FUSE__MODE"));
+            assert_eq!(
+                mode.1,
+                target.trim_start_matches("overlays/").replace('-', "_")
+            );
+            // The same variables with a bad fuse mode must fail: the overrides
+            // reach the check, so the pass above covers them.
+            let mut bad = env.clone();
+            bad.iter_mut()
+                .filter(|(k, _)| k == "SLOGUARD_FUSE__MODE")
+                .for_each(|(_, v)| *v = "sometimes".into());
+            let out = check_config(&sloguard, &file, &bad);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{target}: bad fuse mode accepted"
+            );
+            assert!(String::from_utf8_lossy(&out.stderr).contains("fuse.mode"));
+        }
+
+        // admin.token_file is the `token` key of the mounted admin Secret.
+        let config: Value = serde_yaml_ng::from_str(text).unwrap();
+        let token_file = s(&config["admin"]["token_file"]);
+        let secret_vol = seq(&pod["volumes"])
+            .iter()
+            .find(|v| s(&v["secret"]["secretName"]) == "sloguard-admin")
+            .expect("admin Secret volume");
+        let mount = seq(&c["volumeMounts"])
+            .iter()
+            .find(|m| s(&m["name"]) == s(&secret_vol["name"]))
+            .expect("admin Secret mounted");
+        assert_eq!(
+            token_file,
+            format!("{}/token", s(&mount["mountPath"])),
+            "{target}: admin.token_file must be the Secret's `token` key"
+        );
     }
-    tools::run_ok(&mut cmd);
 }

@@ -3,9 +3,11 @@
 //! skips its test with the reason, except in CI (`CI` set), where it fails:
 //! `cargo xtask setup` installs them all.
 mod alertmanager;
+mod docs;
 mod grafana;
 mod image_compose;
 mod kubernetes;
+mod live_prometheus;
 mod prometheus;
 
 use std::path::{Path, PathBuf};
