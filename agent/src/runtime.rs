@@ -112,6 +112,12 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     };
     let pipeline = Pipeline::with_outputs(&cfg, &mut registry, self_metrics.clone(), outputs);
     let slo_metrics = pipeline.slo_metrics();
+    let non_http_conns = pipeline
+        .http_events()
+        .get_or_create(&crate::pipeline::EventLabels {
+            event: "non_http_connections",
+        })
+        .clone();
 
     // Bind before loading probes so a port clash fails fast and cheaply.
     let listener = tokio::net::TcpListener::bind(cfg.metrics.listen)
@@ -180,6 +186,7 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
         })
         .clone();
     let mut reported_full = 0u64;
+    let mut reported_non_http = 0u64;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -188,6 +195,9 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
                 let full = probes.kernel_counter(KernelCounter::RingbufFull);
                 ringbuf_lost.inc_by(full.saturating_sub(reported_full));
                 reported_full = full;
+                let non_http = probes.kernel_counter(KernelCounter::NonHttpConnections);
+                non_http_conns.inc_by(non_http.saturating_sub(reported_non_http));
+                reported_non_http = non_http;
             }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
