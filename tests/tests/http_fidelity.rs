@@ -19,10 +19,13 @@ fn ready(tools: &[&str]) -> bool {
     require_kernel() && tools.iter().all(|t| require_tool(t))
 }
 
-/// Config: every request logged as JSON; `rules` name the services.
+/// Config: every request logged as JSON; `rules` name the services. The
+/// reader-to-pipeline channel is deep so that a debug-build agent sharing two
+/// cores with other test jobs absorbs a burst instead of dropping it (drops
+/// would still show in `sloguard_events_lost_total`, printed by `losses`).
 fn config(rules: &str, extra: &str) -> String {
     format!(
-        "log:\n  format: json\nrequest_logs:\n  rest: 1.0\n  slow: 1.0\n  errors: 1.0\nservices:\n  rules:\n{rules}{extra}"
+        "log:\n  format: json\nrequest_logs:\n  rest: 1.0\n  slow: 1.0\n  errors: 1.0\nprobes:\n  channel_capacity: 1048576\nservices:\n  rules:\n{rules}{extra}"
     )
 }
 
@@ -35,6 +38,16 @@ fn request_logs(agent: &Agent) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"] == "sloguard::request")
         .collect()
+}
+
+/// Print what the agent says it dropped or could not frame.
+fn losses(text: &str) {
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("sloguard_events_lost") || l.starts_with("sloguard_http_events"))
+    {
+        eprintln!("  {l}");
+    }
 }
 
 fn field<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
@@ -280,18 +293,26 @@ fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
     let got = server_counts(&text, "web");
     let seen: f64 = got.values().sum();
     eprintln!("access log {total} lines {want:?}; agent {seen} {got:?}");
-    for l in text
-        .lines()
-        .filter(|l| l.starts_with("sloguard_") && !l.contains(" 0") && !l.contains("_bucket"))
-    {
-        eprintln!("  {l}");
-    }
+    losses(&text);
     assert!(
         seen >= 0.999 * total,
         "agent saw {seen} of {total} requests: {got:?} vs {want:?}"
     );
     assert_eq!(got, want, "per-status counts");
 
+    let mut by_path: BTreeMap<String, usize> = BTreeMap::new();
+    for v in request_logs(&agent) {
+        *by_path
+            .entry(format!(
+                "{} {} {} {}",
+                field(&v, "side"),
+                field(&v, "service_name"),
+                field(&v, "url_path"),
+                v["http_response_status_code"]
+            ))
+            .or_default() += 1;
+    }
+    eprintln!("request logs by side/service/path/status: {by_path:?}");
     // Durations: the agent's request logs against nginx's $request_time.
     let agent_ms: Vec<f64> = request_logs(&agent)
         .iter()
@@ -367,7 +388,12 @@ fn python_http_server_and_curl_timings_match_the_agent() {
 
     let ok_url = format!("http://127.0.0.1:{port}/{file}");
     let missing_url = format!("http://127.0.0.1:{port}/missing-{token}");
+    // curl's time_total starts before connect (and, on a loaded host, before
+    // curl gets the CPU to send); the agent's client span starts when the
+    // request is written. So the check uses time_total - time_pretransfer
+    // (request sent to response done), and time_total is reported beside it.
     let mut curl_ms = Vec::new();
+    let mut curl_total_ms = Vec::new();
     for _ in 0..20 {
         let out = run(Command::new("curl").args([
             "-s",
@@ -376,12 +402,16 @@ fn python_http_server_and_curl_timings_match_the_agent() {
             "-o",
             "/dev/null",
             "-w",
-            "%{http_code} %{time_total}",
+            "%{http_code} %{time_total} %{time_pretransfer}",
             &ok_url,
         ]));
-        let (code, t) = out.trim().split_once(' ').expect("curl -w output");
-        assert_eq!(code, "200");
-        curl_ms.push(t.parse::<f64>().unwrap() * 1e3);
+        let f: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(f.len(), 3, "curl -w output {out:?}");
+        assert_eq!(f[0], "200");
+        let total: f64 = f[1].parse().unwrap();
+        let pre: f64 = f[2].parse().unwrap();
+        curl_total_ms.push(total * 1e3);
+        curl_ms.push((total - pre) * 1e3);
     }
     for _ in 0..5 {
         let out = run(Command::new("curl").args([
@@ -416,10 +446,12 @@ fn python_http_server_and_curl_timings_match_the_agent() {
     assert_eq!(agent_ms.len(), 20, "one client span per curl run");
     let (a50, a99) = (pct(&agent_ms, 0.5), pct(&agent_ms, 0.99));
     let (c50, c99) = (pct(&curl_ms, 0.5), pct(&curl_ms, 0.99));
+    let (t50, t99) = (pct(&curl_total_ms, 0.5), pct(&curl_total_ms, 0.99));
     eprintln!(
-        "client ms: agent p50 {a50:.3} p99 {a99:.3}; curl time_total p50 {c50:.3} p99 {c99:.3}"
+        "client ms: agent p50 {a50:.3} p99 {a99:.3}; curl total-pretransfer p50 {c50:.3} p99 {c99:.3}; curl time_total p50 {t50:.3} p99 {t99:.3}"
     );
     assert!(agree(a50, c50), "p50 agent {a50} vs curl {c50}");
+    assert!(agree(a99, c99), "p99 agent {a99} vs curl {c99}");
     let client_count = value(
         &agent.scrape().unwrap(),
         "http_client_request_duration_seconds_count",
@@ -595,6 +627,7 @@ fn hostile_input_leaves_the_agent_alive_with_bounded_routes() {
     )
     .unwrap_or(0.0);
     let web = value(&text, SERVER, &[("service_name", "web")]).unwrap_or(0.0);
+    losses(&text);
     eprintln!(
         "web requests {web}, distinct routes {}, overflow {overflow}, trace invalid {invalid}, non-http {non_http}, took {:?}",
         routes.len(),
@@ -608,7 +641,11 @@ fn hostile_input_leaves_the_agent_alive_with_bounded_routes() {
     assert!(routes.contains("/{overflow}"), "{routes:?}");
     assert!(overflow > 0.0, "route overflow counted");
     assert!(invalid > 0.0, "invalid traceparent counted");
-    assert!(non_http > 0.0, "garbage/TLS counted as non-HTTP");
+    // Host-wide counter: at least our 3 garbage and 3 TLS connections.
+    assert!(
+        non_http >= 6.0,
+        "garbage/TLS counted as non-HTTP: {non_http}"
+    );
     assert!(web >= 10_000.0, "the 10 000 URLs are still counted: {web}");
     assert!(t0.elapsed() < Duration::from_secs(60));
 }
