@@ -313,6 +313,42 @@ fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
             .or_default() += 1;
     }
     eprintln!("request logs by side/service/path/status: {by_path:?}");
+    // Per path too (request logs of the server side against the access log),
+    // chunked upstream responses included.
+    let mut agent_paths: BTreeMap<String, usize> = BTreeMap::new();
+    for v in request_logs(&agent) {
+        if field(&v, "side") == "server" && field(&v, "service_name") == "web" {
+            *agent_paths
+                .entry(field(&v, "url_path").to_string())
+                .or_default() += 1;
+        }
+    }
+    let mut nginx_paths: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &log {
+        let path = e.request.split_whitespace().nth(1).unwrap_or("");
+        *nginx_paths.entry(path.to_string()).or_default() += 1;
+    }
+    assert_eq!(agent_paths, nginx_paths, "requests per path");
+    // Chunked responses end where the agent may not see the last chunk header
+    // (past the captured prefix); their durations must still match nginx's.
+    let chunked_agent: Vec<f64> = request_logs(&agent)
+        .iter()
+        .filter(|v| field(v, "side") == "server" && field(v, "service_name") == "web")
+        .filter(|v| field(v, "url_path") == "/chunked")
+        .filter_map(|v| v["duration_ms"].as_f64())
+        .collect();
+    let chunked_nginx: Vec<f64> = log
+        .iter()
+        .filter(|e| e.request.starts_with("GET /chunked "))
+        .map(|e| e.request_time_s * 1e3)
+        .collect();
+    let (k1, k2) = (pct(&chunked_agent, 0.5), pct(&chunked_nginx, 0.5));
+    let (k3, k4) = (pct(&chunked_agent, 0.99), pct(&chunked_nginx, 0.99));
+    eprintln!("chunked ms: agent p50 {k1:.3} p99 {k3:.3}; nginx p50 {k2:.3} p99 {k4:.3}");
+    assert!(
+        agree(k1, k2) && agree(k3, k4),
+        "chunked agent {k1}/{k3} vs nginx {k2}/{k4}"
+    );
     // Durations: the agent's request logs against nginx's $request_time.
     let agent_ms: Vec<f64> = request_logs(&agent)
         .iter()
