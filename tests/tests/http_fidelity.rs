@@ -30,11 +30,14 @@ fn config(rules: &str, extra: &str) -> String {
 }
 
 /// The agent's request-log lines (target `sloguard::request`).
-fn request_logs(agent: &Agent) -> Vec<serde_json::Value> {
+/// Only lines naming `service` are parsed: the agent logs every request on
+/// the host, and other jobs may flood it.
+fn request_logs(agent: &Agent, service: &str) -> Vec<serde_json::Value> {
+    let tag = format!("\"service_name\":\"{service}\"");
     agent
         .log()
         .lines()
-        .filter(|l| l.contains("sloguard::request"))
+        .filter(|l| l.contains("sloguard::request") && l.contains(&tag))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"] == "sloguard::request")
         .collect()
@@ -301,7 +304,8 @@ fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
     assert_eq!(got, want, "per-status counts");
 
     let mut by_path: BTreeMap<String, usize> = BTreeMap::new();
-    for v in request_logs(&agent) {
+    let web_logs = request_logs(&agent, "web");
+    for v in &web_logs {
         *by_path
             .entry(format!(
                 "{} {} {} {}",
@@ -316,7 +320,7 @@ fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
     // Per path too (request logs of the server side against the access log),
     // chunked upstream responses included.
     let mut agent_paths: BTreeMap<String, usize> = BTreeMap::new();
-    for v in request_logs(&agent) {
+    for v in &web_logs {
         if field(&v, "side") == "server" && field(&v, "service_name") == "web" {
             *agent_paths
                 .entry(field(&v, "url_path").to_string())
@@ -331,7 +335,7 @@ fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
     assert_eq!(agent_paths, nginx_paths, "requests per path");
     // Chunked responses end where the agent may not see the last chunk header
     // (past the captured prefix); their durations must still match nginx's.
-    let chunked_agent: Vec<f64> = request_logs(&agent)
+    let chunked_agent: Vec<f64> = web_logs
         .iter()
         .filter(|v| field(v, "side") == "server" && field(v, "service_name") == "web")
         .filter(|v| field(v, "url_path") == "/chunked")
@@ -350,7 +354,7 @@ fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
         "chunked agent {k1}/{k3} vs nginx {k2}/{k4}"
     );
     // Durations: the agent's request logs against nginx's $request_time.
-    let agent_ms: Vec<f64> = request_logs(&agent)
+    let agent_ms: Vec<f64> = web_logs
         .iter()
         .filter(|v| field(v, "side") == "server" && field(v, "service_name") == "web")
         .filter_map(|v| v["duration_ms"].as_f64())
@@ -372,7 +376,7 @@ fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
     assert!(agree(a50, n50), "p50 agent {a50} vs nginx {n50}");
     assert!(agree(a99, n99), "p99 agent {a99} vs nginx {n99}");
     // The 2 MB sendfile responses too, compared on their own.
-    let big_agent: Vec<f64> = request_logs(&agent)
+    let big_agent: Vec<f64> = web_logs
         .iter()
         .filter(|v| field(v, "service_name") == "web" && field(v, "url_path") == "/big.bin")
         .filter(|v| field(v, "side") == "server")
@@ -468,7 +472,7 @@ fn python_http_server_and_curl_timings_match_the_agent() {
     // Client spans of curl: the request logs for our unique path.
     let t_logs = Instant::now();
     let agent_ms = loop {
-        let v: Vec<f64> = request_logs(&agent)
+        let v: Vec<f64> = request_logs(&agent, "curl")
             .iter()
             .filter(|v| field(v, "side") == "client" && field(v, "service_name") == "curl")
             .filter(|v| field(v, "url_path") == format!("/{file}"))
