@@ -324,8 +324,11 @@ pub enum KernelCounter {
     /// Socket I/O on a connection not yet classified that the probe could not
     /// inspect (sendfile, splice, io_uring, sendmmsg...): no event sent.
     DataUnclassified = 7,
+    /// Connections whose first bytes were classified as not HTTP/1.x (TLS,
+    /// garbage, other protocols): once per connection, unlike the syscalls.
+    NonHttpConnections = 8,
 }
-pub const KERNEL_COUNTERS: u32 = 8;
+pub const KERNEL_COUNTERS: u32 = 9;
 
 #[cfg(feature = "user")]
 mod pod {

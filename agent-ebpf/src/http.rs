@@ -63,6 +63,7 @@ pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http:
                         Some(PrefixClass::Undecided) => flags |= DATA_FLAG_UNDECIDED,
                         Some(PrefixClass::NotHttp) => {
                             set_verdict(sk, tgid, Verdict::NotHttp);
+                            count(KernelCounter::NonHttpConnections);
                             count_non_http(len as i32);
                             return;
                         }

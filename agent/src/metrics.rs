@@ -44,7 +44,7 @@ pub mod lost {
 /// `sloguard_probe_events_total{event}`: what the probes counted instead of
 /// sending (by `agent_common::KernelCounter` index, 0 = ring buffer full is
 /// reported as lost instead).
-pub const PROBE_EVENT_NAMES: [&str; 8] = [
+pub const PROBE_EVENT_NAMES: [&str; agent_common::KERNEL_COUNTERS as usize] = [
     "ringbuf_full",
     "retransmit_not_sent",
     "read_failed",
@@ -53,6 +53,7 @@ pub const PROBE_EVENT_NAMES: [&str; 8] = [
     "non_http_syscalls",
     "non_http_bytes",
     "data_unclassified",
+    "non_http_connections",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

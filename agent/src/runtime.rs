@@ -112,6 +112,12 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     };
     let pipeline = Pipeline::with_outputs(&cfg, &mut registry, self_metrics.clone(), outputs);
     let slo_metrics = pipeline.slo_metrics();
+    let non_http_conns = pipeline
+        .http_events()
+        .get_or_create(&crate::pipeline::EventLabels {
+            event: "non_http_connections",
+        })
+        .clone();
 
     // Bind before loading probes so a port clash fails fast and cheaply.
     let listener = tokio::net::TcpListener::bind(cfg.metrics.listen)
@@ -178,7 +184,7 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = ticker.tick() => kernel.sync(&probes),
+            _ = ticker.tick() => kernel.sync(&probes, &non_http_conns),
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
         }
@@ -233,12 +239,16 @@ impl KernelCounterMirror {
         }
     }
 
-    fn sync(&mut self, probes: &Probes) {
+    /// `non_http_conns`: the HTTP tracker's `non_http_connections` series;
+    /// connections the probe judged not HTTP never reach userspace.
+    fn sync(&mut self, probes: &Probes, non_http_conns: &Counter) {
         if let Ok(now) = probes.kernel_counters() {
             for (i, v) in now.iter().enumerate() {
                 let d = v.saturating_sub(self.last[i]);
                 if i == KernelCounter::RingbufFull as usize {
                     self.ringbuf_lost.inc_by(d);
+                } else if i == KernelCounter::NonHttpConnections as usize {
+                    non_http_conns.inc_by(d);
                 } else {
                     self.events[i].inc_by(d);
                 }

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 mod requests;
 
-pub use requests::{ConnFacts, HttpSelfMetrics, RequestStage};
+pub use requests::{ConnFacts, EventLabels, HttpSelfMetrics, RequestStage};
 
 use crate::alert::delivery::DispatcherHandle;
 use crate::clock::{Clock, MonoToWall, SystemClock};
@@ -67,6 +68,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline with no span, alert or fuse outputs (tests, benches).
+    /// `sloguard_http_events_total` by event: the runtime adds the
+    /// connections the probes classified as not HTTP (they never reach here).
+    pub fn http_events(&self) -> Family<EventLabels, Counter> {
+        self.http_metrics.http.clone()
+    }
+
     pub fn new(cfg: &Config, registry: &mut Registry, self_metrics: SelfMetrics) -> Self {
         Self::with_outputs(cfg, registry, self_metrics, Outputs::default())
     }
