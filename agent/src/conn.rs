@@ -74,6 +74,8 @@ pub struct ConnInfo {
     /// later retransmits are one atomic add. Cleared when the owner changes.
     pub retrans_counter: Option<Counter>,
     pub last_seen_ns: u64,
+    /// First event seen for this socket address (see `remove_if_older`).
+    pub first_seen_ns: u64,
 }
 
 impl ConnInfo {
@@ -90,6 +92,7 @@ impl ConnInfo {
             requests: 0,
             retrans_counter: None,
             last_seen_ns: now_ns,
+            first_seen_ns: now_ns,
         }
     }
 
@@ -139,6 +142,15 @@ impl ConnTable {
 
     pub fn entry_if_present(&mut self, sk: u64) -> Option<&mut ConnInfo> {
         self.map.get_mut(&sk)
+    }
+
+    /// Remove the entry unless it was first seen after `ts_ns`: a CLOSE that
+    /// reaches us late must not end a newer socket at the same address.
+    pub fn remove_if_older(&mut self, sk: u64, ts_ns: u64) -> Option<ConnInfo> {
+        if self.map.get(&sk).is_some_and(|c| c.first_seen_ns > ts_ns) {
+            return None;
+        }
+        self.map.remove(&sk)
     }
 
     pub fn remove(&mut self, sk: u64) -> Option<ConnInfo> {

@@ -67,6 +67,9 @@ impl Pairing {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) last_ts: u64,
+    /// First event of this connection: a CLOSE stamped earlier belongs to a
+    /// previous socket at the same (reused) kernel address.
+    pub(crate) first_ts: u64,
     ingress: DirParser,
     egress: DirParser,
     pairing: Pairing,
@@ -309,6 +312,7 @@ impl Conn {
     pub(crate) fn new(conn_id: u64, ts: u64) -> Self {
         Self {
             last_ts: ts,
+            first_ts: ts,
             ingress: DirParser::new(),
             egress: DirParser::new(),
             pairing: Pairing {

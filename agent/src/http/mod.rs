@@ -128,4 +128,7 @@ pub struct HttpCounters {
     pub expired_connections: u64,
     /// Connections judged not HTTP that later started a request.
     pub revived_connections: u64,
+    /// CLOSE events older than the connection they named (a reused socket
+    /// address, events of two CPUs out of order): ignored.
+    pub stale_closes: u64,
 }

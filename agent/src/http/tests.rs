@@ -658,3 +658,38 @@ fn config_section_parses_and_validates() {
         .to_string();
     assert!(e.contains("routes.patterns[0].pattern"), "{e}");
 }
+
+/// A CLOSE of the previous socket at a reused address that arrives after the
+/// new connection's first bytes (two CPUs' events out of order) is ignored.
+#[test]
+fn late_close_of_a_reused_address_does_not_end_the_new_connection() {
+    let mut t = HttpTracker::new(&HttpConfig::default());
+    let mut out = Vec::new();
+    let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    t.on_data(
+        &DataChunk {
+            conn_id: 9,
+            direction: Direction::Ingress,
+            ts_ns: 2_000,
+            len: req.len() as u32,
+            payload: req,
+        },
+        &mut out,
+    );
+    t.on_close(9, 1_000, &mut out);
+    assert!(out.is_empty(), "stale close ignored: {out:?}");
+    assert_eq!(t.counters().stale_closes, 1);
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    t.on_data(
+        &DataChunk {
+            conn_id: 9,
+            direction: Direction::Egress,
+            ts_ns: 3_000,
+            len: resp.len() as u32,
+            payload: resp,
+        },
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].status, out[0].incomplete), (200, false));
+}

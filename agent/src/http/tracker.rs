@@ -119,6 +119,13 @@ impl HttpTracker {
 
     /// The socket was closed at `ts_ns`: emit what it holds and forget it.
     pub fn on_close(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<HttpRequest>) {
+        // Events of different CPUs reach the ring buffer slightly out of
+        // order: a late CLOSE of the previous socket at this address must not
+        // end the new connection's exchanges.
+        if self.conns.get(&conn_id).is_some_and(|c| c.first_ts > ts_ns) {
+            self.counters.stale_closes += 1;
+            return;
+        }
         if let Some(conn) = self.conns.remove(&conn_id) {
             let mut ctx = Ctx {
                 out,

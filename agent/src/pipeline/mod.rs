@@ -252,7 +252,7 @@ impl Pipeline {
                     self.http.on_close(e.sk, e.header.ts_ns, &mut done);
                     self.finish_all(&mut done);
                     self.done = done;
-                    self.conns.remove(e.sk);
+                    self.conns.remove_if_older(e.sk, e.header.ts_ns);
                 } else if e.newstate == tcp_state::ESTABLISHED {
                     let c = self.conns.entry(e.sk, e.header.ts_ns);
                     set_tuple(c, &e.tuple);

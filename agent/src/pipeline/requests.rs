@@ -100,7 +100,7 @@ impl HttpSelfMetrics {
     }
 }
 
-fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 13] {
+fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 14] {
     [
         ("chunks", c.chunks),
         ("exchanges", c.exchanges),
@@ -115,6 +115,7 @@ fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 13] {
         ("evicted_connections", c.evicted_connections),
         ("expired_connections", c.expired_connections),
         ("desynced_connections", c.desynced_connections),
+        ("stale_closes", c.stale_closes),
     ]
 }
 
