@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run, test and bench sloguard with one command each.
 //! Each subcommand is one module; add one by adding a variant and a module.
 mod bench;
+mod demo;
 mod run;
 mod setup;
 mod system_benches;
@@ -51,6 +52,13 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Loopback demo: a shop behind nginx turns slow and failing; watch the agent's
+    /// L1/L2 alerts, the fuse at the gateway, half-open and recovery (about 2 minutes).
+    Demo {
+        /// Seconds of healthy traffic before the fault (baseline learning).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(15..=600))]
+        healthy_secs: u64,
+    },
     /// Run the benchmarks; JSON results go to target/sloguard-bench/.
     Bench {
         /// Arguments for criterion (after `--`), e.g. a bench name filter.
@@ -77,6 +85,7 @@ fn main() -> ExitCode {
             harness_args: args,
         }),
         Cmd::Bench { args } => bench::bench(&args),
+        Cmd::Demo { healthy_secs } => demo::demo(demo::DemoOpts { healthy_secs }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,5 +132,8 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["xtask", "build", "--release"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "frobnicate"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "demo", "--healthy-secs", "20"]).unwrap();
+        assert!(matches!(cli.command, Cmd::Demo { healthy_secs: 20 }));
+        assert!(Cli::try_parse_from(["xtask", "demo", "--healthy-secs", "3"]).is_err());
     }
 }
