@@ -70,6 +70,7 @@ pub fn run(s: &Setup<'_>, procs: &mut [&mut Proc]) -> Result<Summary> {
     let (mut last_total, mut last_orders) = (0u64, [0u64; 3]);
     let mut fused_at_leave_open = None;
     let mut done_at: Option<f64> = None;
+    let mut scrape_failed = false;
     let healthy = s.healthy.as_secs_f64();
     let hard_end =
         healthy + DETECT_WITHIN.as_secs_f64() * 2.0 + RECOVER_WITHIN.as_secs_f64() + 30.0;
@@ -124,7 +125,16 @@ pub fn run(s: &Setup<'_>, procs: &mut [&mut Proc]) -> Result<Summary> {
         // Fuse state from the agent's metrics, once a second.
         if last_scrape.elapsed() >= Duration::from_secs(1) {
             last_scrape = Instant::now();
-            if let Ok((200, text)) = traffic::get(s.metrics_port, "/metrics") {
+            let scrape = traffic::get(s.metrics_port, "/metrics");
+            if let Err(e) = &scrape
+                && !scrape_failed
+            {
+                scrape_failed = true;
+                say(format!(
+                    "cannot scrape the agent's /metrics (fuse state): {e:#}"
+                ));
+            }
+            if let Ok((200, text)) = scrape {
                 for (key, state) in traffic::fuse_states(&text) {
                     let prev = states.get(&key).cloned().unwrap_or_else(|| "closed".into());
                     if prev != state && key.0 == SERVICE {
