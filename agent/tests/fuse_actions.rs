@@ -243,6 +243,7 @@ async fn nginx_answers_fused_route_with_503_from_the_map() {
         route: r.clone(),
         period_end: clock.now(),
         requests: 100,
+        judged: true,
         healthy: true,
     };
     c.on_verdicts(&[v(&slow), v(&item), v(&other), v(&dotted)]);

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run, test and bench sloguard with one command each.
 //! Each subcommand is one module; add one by adding a variant and a module.
 mod bench;
+mod demo;
 mod image;
 mod run;
 mod setup;
@@ -62,6 +63,13 @@ enum Cmd {
         #[arg(long)]
         tag: Option<String>,
     },
+    /// Loopback demo: a shop behind nginx turns slow and failing; watch the agent's
+    /// L1/L2 alerts, the fuse at the gateway, half-open and recovery (about 2 minutes).
+    Demo {
+        /// Seconds of healthy traffic before the fault (baseline learning).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(15..=600))]
+        healthy_secs: u64,
+    },
     /// Run the benchmarks; JSON results go to target/sloguard-bench/.
     Bench {
         /// Arguments for criterion (after `--`), e.g. a bench name filter.
@@ -89,6 +97,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Image { engine, tag } => image::image(engine.as_deref(), tag.as_deref()),
         Cmd::Bench { args } => bench::bench(&args),
+        Cmd::Demo { healthy_secs } => demo::demo(demo::DemoOpts { healthy_secs }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,5 +147,8 @@ mod tests {
             Cli::try_parse_from(["xtask", "image", "--engine", "podman", "--tag", "a:b"]).is_ok()
         );
         assert!(Cli::try_parse_from(["xtask", "frobnicate"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "demo", "--healthy-secs", "20"]).unwrap();
+        assert!(matches!(cli.command, Cmd::Demo { healthy_secs: 20 }));
+        assert!(Cli::try_parse_from(["xtask", "demo", "--healthy-secs", "3"]).is_err());
     }
 }

@@ -92,6 +92,9 @@ pub struct RouteVerdict {
     pub route: RouteKey,
     pub period_end: SystemTime,
     pub requests: u64,
+    /// The period had the minimum volume (`slo.min_requests`) to be judged;
+    /// an unjudged period is `healthy` but proves nothing.
+    pub judged: bool,
     /// False when the period breached the route's SLO (P99 or error ratio)
     /// with at least the minimum volume.
     pub healthy: bool,

@@ -238,6 +238,11 @@ impl FuseController {
         let mut out = Vec::new();
         for v in verdicts {
             self.remember(&v.route);
+            // Under the volume gate a period proves nothing: a half-open route
+            // must not close on a handful of requests (the fault may still be there).
+            if !v.judged {
+                continue;
+            }
             let Some(entry) = self.routes.get_mut(&v.route) else {
                 continue;
             };

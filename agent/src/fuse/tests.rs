@@ -127,6 +127,7 @@ fn verdict(r: &RouteKey, c: &ManualClock, healthy: bool) -> RouteVerdict {
         route: r.clone(),
         period_end: c.now(),
         requests: 100,
+        judged: true,
         healthy,
     }
 }
@@ -147,6 +148,27 @@ async fn wait_for(c: &mut FuseController, cond: impl Fn(&mut FuseController) -> 
 
 fn state(c: &FuseController, r: &RouteKey) -> Option<FuseState> {
     c.status(r).map(|s| s.state)
+}
+
+#[tokio::test]
+async fn half_open_route_ignores_periods_under_the_volume_gate() {
+    let f = fixture(FuseMode::Enforce);
+    let mut c = f.controller();
+    let r = route("/slow");
+    c.on_alert(&l2(&r, 100));
+    f.clock.advance(Duration::from_secs(30));
+    assert_eq!(c.tick()[0].to, FuseState::HalfOpen);
+    f.clock.advance(Duration::from_secs(10));
+    let quiet = RouteVerdict {
+        requests: 6,
+        judged: false,
+        ..verdict(&r, &f.clock, true)
+    };
+    assert!(c.on_verdicts(&[quiet]).is_empty());
+    assert_eq!(state(&c, &r), Some(FuseState::HalfOpen));
+    f.clock.advance(Duration::from_secs(2));
+    c.on_verdicts(&[verdict(&r, &f.clock, true)]);
+    assert_eq!(state(&c, &r), Some(FuseState::Closed));
 }
 
 #[tokio::test]

@@ -500,6 +500,7 @@ fn judge_stable(
         route: key.clone(),
         period_end: end,
         requests: s.requests,
+        judged,
         healthy: !(l1_bad || err_breach),
     }
 }
