@@ -337,7 +337,7 @@ fn send_batch(
 fn pipeline_loop(mut pipeline: Pipeline, rx: Receiver<Batch>, recycle: SyncSender<Batch>) {
     let mut last_tick = std::time::Instant::now();
     loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
+        match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(mut batch) => {
                 for r in batch.records() {
                     pipeline.handle_record(r);
@@ -348,7 +348,9 @@ fn pipeline_loop(mut pipeline: Pipeline, rx: Receiver<Batch>, recycle: SyncSende
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if last_tick.elapsed() >= Duration::from_secs(1) {
+        // Also tick as soon as an SLO period ends: a 1 s housekeeping beat out
+        // of phase with the period would delay alerts by up to a second.
+        if last_tick.elapsed() >= Duration::from_secs(1) || pipeline.slo_period_due() {
             pipeline.tick();
             last_tick = std::time::Instant::now();
         }

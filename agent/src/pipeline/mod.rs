@@ -155,6 +155,12 @@ impl Pipeline {
         self.stage.slo.metrics()
     }
 
+    /// True when an SLO period has ended: ticking now delivers its alerts
+    /// without waiting for the next once-a-second housekeeping.
+    pub fn slo_period_due(&self) -> bool {
+        self.stage.slo.period_due()
+    }
+
     /// Periodic housekeeping (called about once a second): idle HTTP
     /// connections, closed SLO periods (alerts, verdicts), self metrics.
     pub fn tick(&mut self) {

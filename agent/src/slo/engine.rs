@@ -257,6 +257,11 @@ impl SloEngine {
         list.last_mut()
     }
 
+    /// True when the open period has ended and `tick` would close it.
+    pub fn period_due(&self) -> bool {
+        self.open_start_ns + self.period_ns <= unix_ns(self.clock.now())
+    }
+
     /// Closes every period that ended by `clock.now()`.
     pub fn tick(&mut self) -> TickOutput {
         let now = unix_ns(self.clock.now());

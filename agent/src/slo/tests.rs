@@ -622,3 +622,13 @@ fn memory_per_entry_stays_within_budget() {
     );
     eprintln!("{per_entry} bytes per entry");
 }
+
+#[test]
+fn period_due_turns_true_when_the_open_period_ends() {
+    let mut h = Harness::new(SloConfig::default());
+    assert!(!h.eng.period_due());
+    h.clock.advance(PERIOD);
+    assert!(h.eng.period_due());
+    h.eng.tick();
+    assert!(!h.eng.period_due());
+}

@@ -1,0 +1,297 @@
+//! End to end on the real kernel: a loopback server whose flaky route turns
+//! slow and erroring, the agent's SLO engine, its webhook alerts and fuse file.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tests::agent::Agent;
+use tests::env;
+
+const SERVER: &str = r#"
+import http.server, os, random, sys, time
+FAULT = sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        code = 200
+        if self.path.startswith("/api/flaky/") and os.path.exists(FAULT):
+            time.sleep(0.3)
+            code = 500 if random.random() < 0.5 else 200
+        body = b"ok\n"
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+type Log = Arc<Mutex<Vec<(Instant, Value)>>>;
+
+/// A webhook receiver on 127.0.0.1 (keep-alive, one thread per connection).
+fn receiver() -> (SocketAddr, Log) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let log: Log = Arc::default();
+    let out = log.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || serve_hook(s, log));
+        }
+    });
+    (addr, out)
+}
+
+fn serve_hook(s: TcpStream, log: Log) {
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    loop {
+        let mut len = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        if let Ok(v) = serde_json::from_slice(&body) {
+            log.lock().unwrap().push((Instant::now(), v));
+        }
+        let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    }
+}
+
+/// Keep-alive GETs of `path` every `every` until `stop`.
+fn client(addr: SocketAddr, path: String, every: Duration, stop: Arc<AtomicBool>) {
+    let deadline = Instant::now() + Duration::from_secs(80);
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        let Ok(s) = TcpStream::connect(addr) else {
+            std::thread::sleep(every);
+            continue;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let t = Instant::now();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: e2e\r\n\r\n");
+            if w.write_all(req.as_bytes()).is_err() {
+                break;
+            }
+            let mut line = String::new();
+            let mut len = 0;
+            let mut ok = true;
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    ok = false;
+                    break;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.strip_prefix("Content-Length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            if !ok || r.read_exact(&mut body).is_err() {
+                break;
+            }
+            std::thread::sleep(every.saturating_sub(t.elapsed()));
+        }
+    }
+}
+
+fn wait<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn route_open(path: &Path, route: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_str::<Value>(&text) else {
+        return false;
+    };
+    v["routes"].as_array().is_some_and(|rs| {
+        rs.iter()
+            .any(|r| r["route"] == route && r["state"] == "open")
+    })
+}
+
+#[test]
+fn flaky_route_alerts_fuses_and_resolves_healthy_route_never() {
+    if !env::require_kernel() || !env::require(env::has_program("python3"), "python3") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fault = tmp.path().join("fault");
+    let script = tmp.path().join("server.py");
+    std::fs::write(&script, SERVER).unwrap();
+    let port = env::free_port();
+    let mut server = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(&fault)
+        .spawn()
+        .unwrap();
+    let server_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        wait(Duration::from_secs(10), || TcpStream::connect(server_addr)
+            .ok())
+        .is_some(),
+        "python server did not listen"
+    );
+    let (hook, received) = receiver();
+    let fuse_file = tmp.path().join("fuses.json");
+    let period = Duration::from_secs(1);
+    let yaml = format!(
+        r#"
+services:
+  rules:
+    - name: e2e-shop
+      port: {port}
+routes:
+  patterns:
+    - pattern: /api/flaky/{{id}}
+slo:
+  period: 1s
+  min_requests: 5
+  min_errors: 2
+  min_baseline_periods: 3
+  resolve_after_periods: 2
+alerts:
+  webhooks:
+    - name: e2e
+      url: http://{hook}/hook
+fuse:
+  mode: enforce
+  min_requests: 5
+  state_file: {dir}/state.json
+  audit_file: {dir}/audit.jsonl
+  actions:
+    - type: file
+      name: f
+      path: {fuse}
+      format: json
+admin:
+  listen: 127.0.0.1:{admin}
+"#,
+        dir = tmp.path().display(),
+        fuse = fuse_file.display(),
+        admin = env::free_port(),
+    );
+    let agent = Agent::start(&yaml).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let (path, every) = if i < 2 {
+            ("/api/healthy".to_string(), Duration::from_millis(100))
+        } else {
+            (
+                format!("/api/flaky/{}", 100 + i),
+                Duration::from_millis(200),
+            )
+        };
+        let stop = stop.clone();
+        clients.push(std::thread::spawn(move || {
+            client(server_addr, path, every, stop)
+        }));
+    }
+    // Warm-up: enough healthy periods for the flaky route's baseline.
+    std::thread::sleep(Duration::from_secs(8));
+    // Fault onset just after a period boundary (periods align to Unix time).
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::thread::sleep(Duration::from_millis(1000 - ms % 1000 + 50));
+    std::fs::write(&fault, b"1").unwrap();
+    let onset = Instant::now();
+    let bound = period * 2 + Duration::from_secs(1);
+    let firing = wait(Duration::from_secs(10), || {
+        received.lock().unwrap().iter().find_map(|(t, v)| {
+            let a = &v["alerts"][0];
+            (v["status"] == "firing" && a["labels"]["alertname"] == "SloguardP99SpikeWith5xxBurst")
+                .then(|| (*t, v.clone()))
+        })
+    });
+    let fused_at = wait(Duration::from_secs(10), || {
+        route_open(&fuse_file, "/api/flaky/{id}").then(Instant::now)
+    });
+    let (t_alert, payload) = firing.unwrap_or_else(|| panic!("no L2 webhook: {}", agent.log()));
+    let t_fuse = fused_at.expect("fuse file never showed the flaky route open");
+    let alert_s = (t_alert - onset).as_secs_f64();
+    let fuse_s = (t_fuse - onset).as_secs_f64();
+    eprintln!(
+        "detection latency: L2 webhook {alert_s:.3} s, fuse action {fuse_s:.3} s (period 1 s)"
+    );
+    assert_eq!(payload["version"], "4");
+    let labels = &payload["alerts"][0]["labels"];
+    assert_eq!(labels["http_route"], "/api/flaky/{id}");
+    assert_eq!(labels["service_name"], "e2e-shop");
+    assert!(t_alert - onset <= bound, "L2 after {alert_s} s > {bound:?}");
+    assert!(t_fuse - onset <= bound, "fuse after {fuse_s} s > {bound:?}");
+    // Recovery: the resolve arrives.
+    std::fs::remove_file(&fault).unwrap();
+    let resolved = wait(Duration::from_secs(15), || {
+        received.lock().unwrap().iter().find_map(|(_, v)| {
+            (v["status"] == "resolved"
+                && v["alerts"][0]["labels"]["alertname"] == "SloguardP99SpikeWith5xxBurst")
+                .then(|| v.clone())
+        })
+    })
+    .expect("no resolve message after recovery");
+    assert!(
+        resolved["alerts"][0]["endsAt"]
+            .as_str()
+            .is_some_and(|s| !s.starts_with("0001"))
+    );
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    // The healthy control route: never alerted, never fused.
+    for (_, v) in received.lock().unwrap().iter() {
+        for a in v["alerts"].as_array().into_iter().flatten() {
+            assert_ne!(a["labels"]["http_route"], "/api/healthy", "{v}");
+        }
+    }
+    assert!(!route_open(&fuse_file, "/api/healthy"));
+    if let Some(out) = std::env::var_os("SLOGUARD_BENCH_LATENCY_JSON") {
+        let j = serde_json::json!({
+            "period_seconds": 1.0,
+            "l2_webhook_seconds": alert_s, "l2_webhook_periods": alert_s,
+            "fuse_action_seconds": fuse_s, "fuse_action_periods": fuse_s,
+        });
+        std::fs::write(out, j.to_string()).unwrap();
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(agent);
+}
