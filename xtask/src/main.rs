@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run, test and bench sloguard with one command each.
 //! Each subcommand is one module; add one by adding a variant and a module.
 mod bench;
+mod bench_overhead;
 mod run;
 mod setup;
 mod system_benches;
@@ -53,6 +54,9 @@ enum Cmd {
     },
     /// Run the benchmarks; JSON results go to target/sloguard-bench/.
     Bench {
+        /// Run only this part: `overhead` (the nginx+wrk end-to-end bench, no criterion).
+        #[arg(long)]
+        only: Option<String>,
         /// Arguments for criterion (after `--`), e.g. a bench name filter.
         #[arg(last = true)]
         args: Vec<OsString>,
@@ -76,7 +80,7 @@ fn main() -> ExitCode {
             no_setup,
             harness_args: args,
         }),
-        Cmd::Bench { args } => bench::bench(&args),
+        Cmd::Bench { only, args } => bench::bench(only.as_deref(), &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
