@@ -241,7 +241,9 @@ pub fn run() -> Result<()> {
     if !util::is_root() {
         bail!("the overhead bench loads eBPF programs: run as root");
     }
-    let bin = util::target_dir().join("release/sloguard");
+    // XTASK_BENCH_AGENT: an already built release agent (saves a build).
+    let bin = std::env::var_os("XTASK_BENCH_AGENT")
+        .map_or_else(|| util::target_dir().join("release/sloguard"), PathBuf::from);
     if !bin.exists() {
         util::run(util::cargo().args(["build", "--release", "-p", "agent"]))?;
     }
