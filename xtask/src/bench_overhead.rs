@@ -242,8 +242,10 @@ pub fn run() -> Result<()> {
         bail!("the overhead bench loads eBPF programs: run as root");
     }
     // XTASK_BENCH_AGENT: an already built release agent (saves a build).
-    let bin = std::env::var_os("XTASK_BENCH_AGENT")
-        .map_or_else(|| util::target_dir().join("release/sloguard"), PathBuf::from);
+    let bin = std::env::var_os("XTASK_BENCH_AGENT").map_or_else(
+        || util::target_dir().join("release/sloguard"),
+        PathBuf::from,
+    );
     if !bin.exists() {
         util::run(util::cargo().args(["build", "--release", "-p", "agent"]))?;
     }
