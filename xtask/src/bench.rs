@@ -70,10 +70,21 @@ fn criterion_dir() -> PathBuf {
         .map_or_else(|| util::target_dir().join("criterion"), PathBuf::from)
 }
 
-pub fn bench(criterion_args: &[OsString]) -> Result<()> {
+pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
+    let start = SystemTime::now();
+    match only {
+        None => {}
+        Some("overhead") => {
+            system_benches::run(&system_benches::BenchContext {
+                out_dir: bench_dir(),
+            })?;
+            print!("{}", table(&read_results_since(&bench_dir(), start)?));
+            return Ok(());
+        }
+        Some(other) => anyhow::bail!("--only {other}: known parts are `overhead`"),
+    }
     // Full set-up: the end-to-end benches need nginx and wrk.
     setup::setup(Scope::Full)?;
-    let start = SystemTime::now();
     let mut cmd = util::cargo();
     cmd.args(["bench", "-p", "agent"]);
     if !criterion_args.is_empty() {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run, test and bench sloguard with one command each.
 //! Each subcommand is one module; add one by adding a variant and a module.
 mod bench;
+mod bench_overhead;
 mod demo;
 mod image;
 mod run;
@@ -72,6 +73,9 @@ enum Cmd {
     },
     /// Run the benchmarks; JSON results go to target/sloguard-bench/.
     Bench {
+        /// Run only this part: `overhead` (the nginx+wrk end-to-end bench, no criterion).
+        #[arg(long)]
+        only: Option<String>,
         /// Arguments for criterion (after `--`), e.g. a bench name filter.
         #[arg(last = true)]
         args: Vec<OsString>,
@@ -96,7 +100,7 @@ fn main() -> ExitCode {
             harness_args: args,
         }),
         Cmd::Image { engine, tag } => image::image(engine.as_deref(), tag.as_deref()),
-        Cmd::Bench { args } => bench::bench(&args),
+        Cmd::Bench { only, args } => bench::bench(only.as_deref(), &args),
         Cmd::Demo { healthy_secs } => demo::demo(demo::DemoOpts { healthy_secs }),
     };
     match result {

@@ -15,11 +15,11 @@ pub struct BenchContext {
     pub out_dir: PathBuf,
 }
 
-/// Runs every end-to-end bench. None exists yet: the nginx+wrk comparison is added here.
+/// Runs every end-to-end bench: the nginx+wrk overhead comparison.
 pub fn run(ctx: &BenchContext) -> Result<()> {
     println!(
-        "bench: end-to-end benches: none yet (results go to {})",
+        "bench: end-to-end benches (results go to {})",
         ctx.out_dir.display()
     );
-    Ok(())
+    crate::bench_overhead::run()
 }

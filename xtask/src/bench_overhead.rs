@@ -1,0 +1,351 @@
+//! The agent's overhead on a real server: nginx (one worker, small static
+//! file, no access log) on loopback driven by `wrk -t1 -c32 -d5s --latency`,
+//! runs without and with the agent alternated, at least 3 pairs. Per run:
+//! requests/s, wrk's p99, and the agent's CPU time from /proc/<pid>/stat.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::util;
+
+const PAIRS: usize = 3;
+const WRK_ARGS: [&str; 5] = ["-t1", "-c32", "-d5s", "--latency", "--timeout=5s"];
+
+/// One wrk run's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrkFigures {
+    pub requests_per_sec: f64,
+    pub p99_ms: f64,
+}
+
+/// `Requests/sec:` and the 99 % line of `--latency` from wrk's output.
+pub fn parse_wrk(out: &str) -> Option<WrkFigures> {
+    let rps = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let p99 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .and_then(|v| latency_ms(v.trim()))?;
+    Some(WrkFigures {
+        requests_per_sec: rps,
+        p99_ms: p99,
+    })
+}
+
+/// wrk's `123.45us`, `1.20ms`, `2.00s`, `1.00m` in milliseconds.
+fn latency_ms(v: &str) -> Option<f64> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let scale = match unit {
+        "us" => 1e-3,
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" => 60e3,
+        _ => return None,
+    };
+    Some(n * scale)
+}
+
+/// utime + stime (clock ticks) from the text of /proc/<pid>/stat.
+pub fn cpu_ticks(stat: &str) -> Option<u64> {
+    // Fields after the `(comm)`, which may itself contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_http(addr: SocketAddr, path: &str, max: Duration) -> Result<()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < max {
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut buf = [0u8; 16];
+            if s.read(&mut buf)
+                .is_ok_and(|n| n >= 12 && &buf[9..12] == b"200")
+            {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{addr}{path} did not answer 200 within {max:?}")
+}
+
+/// SIGTERM `child`, then SIGKILL after 10 s.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// nginx in the foreground under a temp prefix; stopped on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+    prefix: PathBuf,
+}
+
+impl Nginx {
+    fn start() -> Result<Self> {
+        let prefix =
+            std::env::temp_dir().join(format!("sloguard-bench-nginx-{}", std::process::id()));
+        let html = prefix.join("html");
+        std::fs::create_dir_all(&html)?;
+        std::fs::write(html.join("index.html"), "<html>hello sloguard</html>\n")?;
+        let port = free_port()?;
+        let p = prefix.display();
+        let conf = format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\npid {p}/nginx.pid;\n\
+             error_log {p}/error.log;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n\
+             proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n\
+             uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
+             keepalive_requests 1000000;\n\
+             server {{ listen 127.0.0.1:{port}; root {p}/html; }}\n}}\n"
+        );
+        let conf_path = prefix.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|b| Path::new(b).exists())
+            .context("nginx not found (cargo xtask setup installs it)")?;
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn nginx")?;
+        let n = Self {
+            child,
+            port,
+            prefix,
+        };
+        wait_http(
+            format!("127.0.0.1:{port}").parse()?,
+            "/index.html",
+            Duration::from_secs(10),
+        )?;
+        Ok(n)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+        let _ = std::fs::remove_dir_all(&self.prefix);
+    }
+}
+
+/// The release agent with the default config, metrics on a free port.
+struct AgentProc {
+    child: Child,
+    config: PathBuf,
+}
+
+impl AgentProc {
+    fn start(bin: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let config =
+            std::env::temp_dir().join(format!("sloguard-bench-{}.yaml", std::process::id()));
+        std::fs::write(&config, "{}\n")?;
+        let log = std::fs::File::create(config.with_extension("log"))?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .env("SLOGUARD_METRICS__LISTEN", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn sloguard")?;
+        let a = Self { child, config };
+        wait_http(
+            format!("127.0.0.1:{port}").parse()?,
+            "/readyz",
+            Duration::from_secs(60),
+        )
+        .with_context(|| {
+            std::fs::read_to_string(a.config.with_extension("log")).unwrap_or_default()
+        })?;
+        Ok(a)
+    }
+
+    fn cpu_ticks(&self) -> Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        cpu_ticks(&stat).context("parsing /proc/<agent>/stat")
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+        let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_file(self.config.with_extension("log"));
+    }
+}
+
+fn wrk(port: u16) -> Result<WrkFigures> {
+    let out = Command::new("wrk")
+        .args(WRK_ARGS)
+        .arg(format!("http://127.0.0.1:{port}/index.html"))
+        .output()
+        .context("run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk(&text).with_context(|| format!("unreadable wrk output:\n{text}"))
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Runs the comparison and writes `overhead_nginx.json`.
+pub fn run() -> Result<()> {
+    if !util::is_root() {
+        bail!("the overhead bench loads eBPF programs: run as root");
+    }
+    // XTASK_BENCH_AGENT: an already built release agent (saves a build).
+    let bin = std::env::var_os("XTASK_BENCH_AGENT").map_or_else(
+        || util::target_dir().join("release/sloguard"),
+        PathBuf::from,
+    );
+    if !bin.exists() {
+        util::run(util::cargo().args(["build", "--release", "-p", "agent"]))?;
+    }
+    let nginx = Nginx::start()?;
+    let hz = clock_ticks_per_sec();
+    // Warm-up: page cache, nginx's open-file state, CPU frequency.
+    wrk(nginx.port)?;
+    let mut runs = Vec::new();
+    let (mut tput, mut p99, mut cores_per_10k) = (Vec::new(), Vec::new(), Vec::new());
+    for pair in 0..PAIRS {
+        let base = wrk(nginx.port)?;
+        println!(
+            "bench: overhead pair {pair}: without agent {:.0} req/s, p99 {:.3} ms",
+            base.requests_per_sec, base.p99_ms
+        );
+        let agent = AgentProc::start(&bin)?;
+        let before = agent.cpu_ticks()?;
+        let t0 = Instant::now();
+        let with = wrk(nginx.port)?;
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu_s = (agent.cpu_ticks()? - before) as f64 / hz;
+        drop(agent);
+        let cores = cpu_s / wall;
+        let per_10k = cores / (with.requests_per_sec / 10_000.0);
+        println!(
+            "bench: overhead pair {pair}: with agent {:.0} req/s, p99 {:.3} ms, agent {:.3} cores ({:.3} per 10k req/s)",
+            with.requests_per_sec, with.p99_ms, cores, per_10k
+        );
+        runs.push(json!({"pair": pair, "agent": false,
+            "requests_per_sec": base.requests_per_sec, "p99_ms": base.p99_ms}));
+        runs.push(json!({"pair": pair, "agent": true,
+            "requests_per_sec": with.requests_per_sec, "p99_ms": with.p99_ms,
+            "agent_cpu_seconds": cpu_s, "wall_seconds": wall, "agent_cores": cores,
+            "agent_cores_per_10k_rps": per_10k}));
+        tput.push(with.requests_per_sec / base.requests_per_sec);
+        p99.push(with.p99_ms / base.p99_ms);
+        cores_per_10k.push(per_10k);
+    }
+    drop(nginx);
+    let with_rps: Vec<f64> = runs
+        .iter()
+        .filter(|r| r["agent"] == true)
+        .filter_map(|r| r["requests_per_sec"].as_f64())
+        .collect();
+    let value = json!({
+        "name": "overhead_nginx",
+        "wrk": WRK_ARGS.join(" "),
+        "pairs": PAIRS,
+        "runs": runs,
+        "throughput_ratio": mean(&tput),
+        "p99_ratio": mean(&p99),
+        "agent_cores_per_10k_rps": mean(&cores_per_10k),
+        "throughput_per_sec": mean(&with_rps),
+        "unit": "requests",
+    });
+    let path = crate::bench::write_bench_json("overhead_nginx", &value)?;
+    println!(
+        "bench: overhead: throughput ratio {:.3}, p99 ratio {:.3}, {:.3} cores per 10k req/s -> {}",
+        mean(&tput),
+        mean(&p99),
+        mean(&cores_per_10k),
+        path.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK_OUT: &str = "Running 5s test @ http://127.0.0.1:1/index.html
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   681.05us  120.11us   4.21ms   91.00%
+    Req/Sec    47.10k     1.20k   49.00k    80.00%
+  Latency Distribution
+     50%  660.00us
+     75%  700.00us
+     90%  780.00us
+     99%    1.23ms
+  234567 requests in 5.00s, 60.00MB read
+Requests/sec:  46913.40
+Transfer/sec:     12.00MB
+";
+
+    #[test]
+    fn wrk_output_gives_rate_and_p99() {
+        let f = parse_wrk(WRK_OUT).unwrap();
+        assert_eq!(f.requests_per_sec, 46913.40);
+        assert!((f.p99_ms - 1.23).abs() < 1e-9);
+        assert!((latency_ms("660.00us").unwrap() - 0.66).abs() < 1e-9);
+        assert_eq!(latency_ms("2.00s"), Some(2000.0));
+        assert_eq!(latency_ms("12"), None);
+        assert!(parse_wrk("garbage").is_none());
+    }
+
+    #[test]
+    fn proc_stat_cpu_is_utime_plus_stime() {
+        let stat = "1234 (sloguard (x)) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 8 0";
+        assert_eq!(cpu_ticks(stat), Some(325));
+        assert_eq!(cpu_ticks("1 (x) S"), None);
+    }
+}
