@@ -153,6 +153,11 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     });
 
     let mut probes = Probes::load(&cfg.probes)?;
+    // Parsing the kernel's BTF for the probe offsets allocates tens of MiB
+    // that are freed by now; hand them back to the OS instead of keeping
+    // them in the allocator's arenas (idle RSS).
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
     let ring = probes.take_ring_buffer()?;
     self_metrics.probes_attached.set(probes.attached() as i64);
     tracing::info!(programs = probes.attached(), "probes attached");
