@@ -299,8 +299,21 @@ fn lifecycle_reports_passive_opens_and_every_close() {
     let conn = connects_of(&evs, pid);
     assert_eq!(conn.len(), N);
     for c in &conn {
+        // A socket address (and port) can be reused by another connection on
+        // the busy host: count only this socket's lifetime, up to the next
+        // connect on the same address.
+        let next = connects(&evs)
+            .filter(|o| o.sk == c.sk && o.header.ts_ns > c.header.ts_ns)
+            .map(|o| o.header.ts_ns)
+            .min()
+            .unwrap_or(u64::MAX);
         let n = states(&evs)
-            .filter(|s| s.sk == c.sk && s.newstate == tcp_state::CLOSE && client_side(s))
+            .filter(|s| {
+                s.sk == c.sk
+                    && s.newstate == tcp_state::CLOSE
+                    && client_side(s)
+                    && (c.header.ts_ns..next).contains(&s.header.ts_ns)
+            })
             .count();
         assert_eq!(n, 1, "CLOSE for the connect of port {}", c.tuple.sport);
     }
