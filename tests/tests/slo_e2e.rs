@@ -283,7 +283,7 @@ admin:
         }
     }
     assert!(!route_open(&fuse_file, "/api/healthy"));
-    if let Some(out) = std::env::var_os("SLOGUARD_BENCH_LATENCY_JSON") {
+    if let Some(out) = std::env::var_os("SG_BENCH_LATENCY_JSON") {
         let j = serde_json::json!({
             "period_seconds": 1.0,
             "l2_webhook_seconds": alert_s, "l2_webhook_periods": alert_s,

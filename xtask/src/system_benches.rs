@@ -15,11 +15,34 @@ pub struct BenchContext {
     pub out_dir: PathBuf,
 }
 
-/// Runs every end-to-end bench: the nginx+wrk overhead comparison.
+/// Runs every end-to-end bench: the nginx+wrk overhead comparison, then the
+/// detection latency of the SLO engine end to end.
 pub fn run(ctx: &BenchContext) -> Result<()> {
     println!(
         "bench: end-to-end benches (results go to {})",
         ctx.out_dir.display()
     );
-    crate::bench_overhead::run()
+    crate::bench_overhead::run()?;
+    detection_latency(ctx)
+}
+
+/// Fault onset → L2 webhook → fuse action, measured by the end-to-end SLO
+/// test on the real kernel (1 s period), which writes the JSON itself.
+fn detection_latency(ctx: &BenchContext) -> Result<()> {
+    let out = ctx.out_dir.join("detection_latency.json");
+    crate::util::run(
+        crate::util::cargo()
+            .args([
+                "test",
+                "-p",
+                "tests",
+                "--test",
+                "slo_e2e",
+                "--",
+                "--nocapture",
+            ])
+            .env("SG_BENCH_LATENCY_JSON", &out),
+    )?;
+    println!("bench: detection latency written to {}", out.display());
+    Ok(())
 }

@@ -18,7 +18,7 @@ fn config_doc_embeds_the_reference_file() {
     let len = doc[start..]
         .find(END)
         .expect("END marker in docs/config.md");
-    if std::env::var_os("SLOGUARD_BLESS").is_some() {
+    if std::env::var_os("SG_BLESS").is_some() {
         let fresh = format!("{}{reference}{}", &doc[..start], &doc[start + len..]);
         std::fs::write(&doc_path, fresh).unwrap();
         return;
@@ -26,7 +26,7 @@ fn config_doc_embeds_the_reference_file() {
     assert!(
         doc[start..start + len] == reference,
         "docs/config.md's YAML differs from config/sloguard.yaml: \
-         regenerate with SLOGUARD_BLESS=1 cargo test -p tests --test deploy docs::"
+         regenerate with SG_BLESS=1 cargo test -p tests --test deploy docs::"
     );
 }
 

@@ -140,7 +140,7 @@ fn prometheus_rule_text(rules: &str) -> String {
 
 const PROMETHEUS_RULE_HEADER: &str = "\
 # GENERATED from deploy/prometheus/rules/sloguard.rules.yml: do not edit.
-# Regenerate: SLOGUARD_BLESS=1 cargo test -p tests --test deploy
+# Regenerate: SG_BLESS=1 cargo test -p tests --test deploy
 apiVersion: monitoring.coreos.com/v1
 kind: PrometheusRule
 metadata:
@@ -156,13 +156,13 @@ fn prometheus_rule_cr_is_the_rules_file() {
     let rules_path = deploy_dir().join("prometheus/rules/sloguard.rules.yml");
     let cr_path = deploy_dir().join("kubernetes/base/prometheusrule.yaml");
     let want = prometheus_rule_text(&std::fs::read_to_string(&rules_path).unwrap());
-    if std::env::var_os("SLOGUARD_BLESS").is_some() {
+    if std::env::var_os("SG_BLESS").is_some() {
         std::fs::write(&cr_path, &want).unwrap();
     }
     let have = std::fs::read_to_string(&cr_path).unwrap();
     assert!(
         have == want,
-        "{} is stale: regenerate with SLOGUARD_BLESS=1 cargo test -p tests --test deploy",
+        "{} is stale: regenerate with SG_BLESS=1 cargo test -p tests --test deploy",
         cr_path.display()
     );
     // And the same rules once parsed, so the text copy cannot hide a difference.
