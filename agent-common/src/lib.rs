@@ -264,6 +264,28 @@ pub const DATA_FLAG_UNDECIDED: u32 = 2;
 /// Offset of `payload` in [`DataEvent`]: the fixed part that is always sent.
 pub const DATA_EVENT_FIXED: usize = core::mem::size_of::<DataEvent>() - MAX_PAYLOAD;
 
+/// The fixed part of a [`DataEvent`] record, field for field: what userspace
+/// decodes without copying the payload area (1 KiB per event otherwise).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DataEventHead {
+    pub header: EventHeader,
+    pub sk: u64,
+    pub fd: i32,
+    pub direction: u32,
+    pub source: u32,
+    pub len: u32,
+    pub captured: u32,
+    pub flags: u32,
+}
+
+// The head must be exactly the bytes before `payload`.
+const _: () = assert!(
+    core::mem::size_of::<DataEventHead>() == DATA_EVENT_FIXED
+        && core::mem::offset_of!(DataEvent, payload) == DATA_EVENT_FIXED
+        && core::mem::offset_of!(DataEventHead, flags) == core::mem::offset_of!(DataEvent, flags)
+);
+
 /// Kernel struct offsets found in BTF by userspace at start-up and handed to
 /// the probes through the `CONFIG` array map (aya has no CO-RE for Rust probes).
 #[repr(C)]
@@ -505,18 +527,16 @@ pub mod tp_fields {
 }
 
 /// Decode a variable-length [`DataEvent`] record (`DATA_EVENT_FIXED + captured`
-/// bytes): the event with its payload zeroed past `captured`, and the valid
-/// payload. `None` when the record is shorter than it says or `captured` is
-/// out of range.
-pub fn read_data_event(bytes: &[u8]) -> Option<(DataEvent, &[u8])> {
+/// bytes): its fixed head and the valid payload, borrowed from the record.
+/// `None` when the record is shorter than it says or `captured` is out of range.
+pub fn read_data_event(bytes: &[u8]) -> Option<(DataEventHead, &[u8])> {
     if bytes.len() < DATA_EVENT_FIXED {
         return None;
     }
-    let mut raw = [0u8; core::mem::size_of::<DataEvent>()];
-    let n = bytes.len().min(raw.len());
-    raw[..n].copy_from_slice(&bytes[..n]);
-    // SAFETY: DataEvent is plain integers and bytes, valid for any bit pattern.
-    let ev: DataEvent = unsafe { core::ptr::read_unaligned(raw.as_ptr() as *const DataEvent) };
+    // SAFETY: the length is checked above; the head is plain integers, valid
+    // for any bit pattern, and read unaligned.
+    let ev: DataEventHead =
+        unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const DataEventHead) };
     let captured = ev.captured as usize;
     if captured > MAX_PAYLOAD || bytes.len() < DATA_EVENT_FIXED + captured {
         return None;

@@ -98,6 +98,7 @@ impl Pipeline {
             otlp: cfg.otlp.clone(),
             not_sampled: out.span_counters.counter("not_sampled"),
             reqlog: crate::reqlog::RequestLogger::new(cfg.request_logs.clone()),
+            ids: requests::id_generator(),
             slo,
             invalid: Default::default(),
         };
