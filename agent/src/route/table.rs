@@ -149,7 +149,17 @@ pub struct RouteTable {
     counters: RouteCounters,
     template: String,
     lookup: String,
+    /// Recent (service, method, path) → key, so a repeated path skips the
+    /// patterns and the id heuristic (they showed in profiles). Entries never
+    /// go stale: admitted keys are never removed and a service at its cap
+    /// stays there. Bounded; cleared wholesale when full.
+    /// The flag: the key is its service's overflow route (counted per hit).
+    cache: hashbrown::HashMap<Box<str>, (RouteKey, bool)>,
+    cache_key: String,
 }
+
+/// Entries of [`RouteTable`]'s path cache (about 100 bytes each).
+const PATH_CACHE_CAP: usize = 4096;
 
 impl RouteTable {
     /// Build from a validated config (invalid patterns are skipped).
@@ -190,6 +200,8 @@ impl RouteTable {
             counters: RouteCounters::default(),
             template: String::new(),
             lookup: String::new(),
+            cache: hashbrown::HashMap::new(),
+            cache_key: String::new(),
         }
     }
 
@@ -205,6 +217,32 @@ impl RouteTable {
     /// The route key of a request. Allocates only the first time a key is seen.
     pub fn route_for(&mut self, service: &str, method: &str, target: &str) -> RouteKey {
         let method = normalize_method(method);
+        let Some(path) = path_of(target) else {
+            return self.resolve(service, method, target);
+        };
+        self.cache_key.clear();
+        for part in [service, "\0", method, "\0", path] {
+            self.cache_key.push_str(part);
+        }
+        if let Some((k, overflow)) = self.cache.get(self.cache_key.as_str()) {
+            if *overflow {
+                self.counters.overflow_requests += 1;
+            }
+            return k.clone();
+        }
+        let before = self.counters.overflow_requests;
+        let key = self.resolve(service, method, target);
+        let overflow = self.counters.overflow_requests != before;
+        if self.cache.len() >= PATH_CACHE_CAP {
+            self.cache.clear();
+        }
+        self.cache
+            .insert(self.cache_key.as_str().into(), (key.clone(), overflow));
+        key
+    }
+
+    /// [`Self::route_for`] without the cache; `method` is normalised.
+    fn resolve(&mut self, service: &str, method: &'static str, target: &str) -> RouteKey {
         if !self.services.contains_key(service) {
             let applies = self
                 .patterns
@@ -385,6 +423,26 @@ mod tests {
         assert_eq!(&*t.route_for("svc2", "GET", "/p/x").route, "/p/x");
         let first = "/alpha/alpha/alpha/alpha/alpha";
         assert_eq!(&*t.route_for("svc", "GET", first).route, first);
+    }
+
+    #[test]
+    fn cached_paths_resolve_and_count_like_fresh_ones() {
+        let mut t = table("max_per_service: 2\npatterns:\n  - {method: GET, pattern: '/u/{id}'}\n");
+        let mut fresh =
+            table("max_per_service: 2\npatterns:\n  - {method: GET, pattern: '/u/{id}'}\n");
+        let targets = [
+            "/u/7", "/a", "/b?x=1", "/c", "/u/7", "/a?y", "/c", "/c", "*",
+        ];
+        for (i, target) in targets.iter().cycle().take(3 * targets.len()).enumerate() {
+            let method = if i % 4 == 0 { "POST" } else { "GET" };
+            let cached = t.route_for("svc", method, target);
+            // A table that has never cached this path: clear its cache each time.
+            fresh.cache.clear();
+            let direct = fresh.route_for("svc", method, target);
+            assert_eq!(cached, direct, "{method} {target}");
+        }
+        assert_eq!(t.counters(), fresh.counters());
+        assert!(t.counters().overflow_requests > 0);
     }
 
     #[test]
