@@ -74,14 +74,19 @@ pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
     let start = SystemTime::now();
     match only {
         None => {}
-        Some("overhead") => {
-            system_benches::run(&system_benches::BenchContext {
+        Some(part @ ("overhead" | "latency")) => {
+            let ctx = system_benches::BenchContext {
                 out_dir: bench_dir(),
-            })?;
+            };
+            if part == "overhead" {
+                crate::bench_overhead::run()?;
+            } else {
+                system_benches::detection_latency(&ctx)?;
+            }
             print!("{}", table(&read_results_since(&bench_dir(), start)?));
             return Ok(());
         }
-        Some(other) => anyhow::bail!("--only {other}: known parts are `overhead`"),
+        Some(other) => anyhow::bail!("--only {other}: known parts are `overhead`, `latency`"),
     }
     // Full set-up: the end-to-end benches need nginx and wrk.
     setup::setup(Scope::Full)?;

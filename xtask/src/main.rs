@@ -73,7 +73,8 @@ enum Cmd {
     },
     /// Run the benchmarks; JSON results go to target/sloguard-bench/.
     Bench {
-        /// Run only this part: `overhead` (the nginx+wrk end-to-end bench, no criterion).
+        /// Run only this part (no criterion): `overhead` (nginx+wrk with and
+        /// without the agent) or `latency` (fault onset -> L2 -> fuse).
         #[arg(long)]
         only: Option<String>,
         /// Arguments for criterion (after `--`), e.g. a bench name filter.

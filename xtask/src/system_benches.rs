@@ -28,7 +28,7 @@ pub fn run(ctx: &BenchContext) -> Result<()> {
 
 /// Fault onset → L2 webhook → fuse action, measured by the end-to-end SLO
 /// test on the real kernel (1 s period), which writes the JSON itself.
-fn detection_latency(ctx: &BenchContext) -> Result<()> {
+pub fn detection_latency(ctx: &BenchContext) -> Result<()> {
     let out = ctx.out_dir.join("detection_latency.json");
     crate::util::run(
         crate::util::cargo()
