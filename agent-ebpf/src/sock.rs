@@ -25,6 +25,8 @@ const SS_SKADDR: usize = 8;
 const SS_NEWSTATE: usize = 20;
 
 const MSG_PEEK: i32 = 2;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
 
 /// What the probe knows about one socket.
@@ -66,13 +68,18 @@ pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Forget a socket when it closes, so a new socket at the same address starts fresh.
+/// Forget a socket when it closes and again when a connection is born on it,
+/// so a new socket at the same address starts fresh. Birth matters too: a
+/// server that drains a socket after its CLOSE (nginx's lingering close)
+/// makes the probe classify those late bytes and re-insert the entry, which
+/// would otherwise hand a stale NotHttp verdict to the next socket allocated
+/// at that address (seen: a whole keep-alive connection went uncaptured).
 #[tracepoint]
 pub fn sock_forget_closed(ctx: TracePointContext) -> u32 {
     let p = ctx.as_ptr() as *const u8;
     // SAFETY: direct loads from the tracepoint record, within its format.
     let newstate: i32 = unsafe { field(p, SS_NEWSTATE) };
-    if newstate == TCP_CLOSE {
+    if newstate == TCP_CLOSE || newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV {
         let sk: u64 = unsafe { field(p, SS_SKADDR) };
         let _ = SOCKS.remove(&sk);
     }

@@ -694,16 +694,16 @@ fn hostile_input_leaves_the_agent_alive_with_bounded_routes() {
             routes.len()
         );
     }
-    // At least one side saw the 10 000 URLs and capped them. (Known issue,
-    // in the issue notes: now and then the server side of this run is not
-    // attributed; the fidelity test above asserts ≥ 99.9 % on its own.)
-    assert!(
-        server_routes.contains("/{overflow}") || client_routes.contains("/{overflow}"),
-        "server {server_routes:?} client {client_routes:?}"
-    );
-    if web < 10_000.0 {
-        eprintln!("WARNING: the server side saw only {web} of the 10 000 URLs");
+    // Both sides saw the 10 000 URLs and capped them. (The server side once
+    // went unseen now and then: a stale per-socket verdict at a reused socket
+    // address, fixed in the probe; this asserts it stays fixed.)
+    for (side, routes) in [("server", &server_routes), ("client", &client_routes)] {
+        assert!(routes.contains("/{overflow}"), "{side} routes {routes:?}");
     }
+    assert!(
+        web >= 10_000.0,
+        "the server side saw only {web} of the 10 000 URLs"
+    );
     assert!(overflow > 0.0, "route overflow counted");
     assert!(invalid > 0.0, "invalid traceparent counted");
     // Host-wide counter: at least our 3 garbage and 3 TLS connections.
