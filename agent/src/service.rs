@@ -176,7 +176,7 @@ impl ServiceResolver {
 
     /// Name processes that run in this node's pods after their Kubernetes
     /// identity (`app.kubernetes.io/name`, workload, container) when no
-    /// config rule names them.
+    /// config rule names them, and label them with their pod either way.
     pub fn with_k8s(mut self, cache: Option<PodCache>) -> Self {
         self.needs_proc |= cache.is_some();
         self.k8s = cache;
@@ -393,5 +393,31 @@ mod tests {
                 .to_string()
                 .contains("services.rules[0].process")
         );
+    }
+
+    #[test]
+    fn live_facts_come_from_the_proc_root_and_outside_pods_there_are_no_labels() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("77");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup"), "0::/system.slice/payments.service\n").unwrap();
+        std::os::unix::fs::symlink("/usr/bin/java", dir.join("exe")).unwrap();
+        let cfg = ServicesConfig {
+            rules: vec![ServiceRule {
+                cgroup: Some("*/payments.service".into()),
+                exe: Some("/usr/bin/java".into()),
+                ..rule("payments")
+            }],
+        };
+        // A pod cache is present (Kubernetes on) but the process is in none.
+        let mut r = ServiceResolver::new(&cfg)
+            .with_k8s(Some(PodCache::new()))
+            .with_proc_root(root.path());
+        assert_eq!(
+            r.resolve(77, "java", None),
+            ServiceIdentity::named("payments")
+        );
+        // No such process: the name it had, no error.
+        assert_eq!(r.resolve(78, "gone", None), ServiceIdentity::named("gone"));
     }
 }

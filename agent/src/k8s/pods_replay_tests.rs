@@ -700,4 +700,46 @@ mod pipeline_labels {
         .await
         .expect("bounded");
     }
+
+    #[tokio::test]
+    async fn a_rule_names_the_service_and_the_pod_still_labels_it() {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let replay = Arc::new(Replay::default());
+            replay.push_list(StatusCode::OK, fixture("podlist-initial.json"));
+            let w1 = replay.push_watch();
+            let url = serve(replay.clone()).await;
+            let watcher = spawn(client(&url), NODE.into(), fast());
+            let cache = watcher.cache.clone();
+            wait_until("list", || cache.snapshot().len() == 3).await;
+            let proc_root = tempfile::tempdir().unwrap();
+            write_cgroup(
+                proc_root.path(),
+                ENVOY,
+                &format!("/kubepods/burstable/pod{WEB}/{}", id('b')),
+            );
+            let cfg = crate::service::ServicesConfig {
+                rules: vec![crate::service::ServiceRule {
+                    name: "edge".into(),
+                    process: Some("envoy".into()),
+                    ..Default::default()
+                }],
+            };
+            let mut r = crate::service::ServiceResolver::new(&cfg)
+                .with_k8s(Some(cache.clone()))
+                .with_proc_root(proc_root.path());
+            let first = r.resolve(ENVOY, "envoy", Some(8080));
+            assert_eq!(&*first.name, "edge");
+            let labels = first.k8s.clone().expect("pod labels");
+            assert_eq!(&*labels.k8s_pod, "checkout-7d4b9c8f6d-x2x9q");
+            assert_eq!(&*labels.k8s_container, "envoy");
+            // Another pod changes: the same shared labels, not a copy.
+            let before = cache.generation();
+            w1.send(fixture_lines("watch-1.ndjson")[2].clone()).unwrap();
+            wait_until("DELETED", || cache.generation() > before).await;
+            let again = r.resolve(ENVOY, "envoy", Some(8080));
+            assert!(Arc::ptr_eq(&labels, again.k8s.as_ref().unwrap()));
+        })
+        .await
+        .expect("bounded");
+    }
 }
