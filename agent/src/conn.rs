@@ -59,8 +59,8 @@ pub struct ConnInfo {
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
     pub owner: Option<Owner>,
-    /// Resolved `service_name`, cached once the owner is known.
-    pub service: Option<Arc<str>>,
+    /// Resolved `service_name` and pod labels, cached once the owner is known.
+    pub service: Option<crate::service::ServiceIdentity>,
     pub role: Option<Role>,
     /// SYN_SENT → ESTABLISHED, for connections the process opened.
     pub connect_ns: Option<u64>,

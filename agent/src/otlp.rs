@@ -2,8 +2,11 @@
 //!
 //! The agent does not run inside the traced programs, so it builds finished
 //! spans itself (`SpanData` with the ids it chose, the kernel's timestamps)
-//! and hands them to the SDK's batch processor, one per service (the OTLP
-//! resource carries `service.name`). The pipeline never waits: a full queue
+//! and hands them to the SDK's batch processor, one per resource: the OTLP
+//! resource carries `service.name` and, for a process in a pod, the pod's
+//! `k8s.*` attributes. One agent serves every process on the node, so the
+//! resource varies per span; the SDK fixes it per processor, hence one
+//! processor per (service, pod). The pipeline never waits: a full queue
 //! drops the span and counts it.
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +28,14 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
+use crate::k8s::identity::K8sLabels;
+
+/// What one OTLP resource (one batch processor) stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ResourceKey {
+    service: Arc<str>,
+    k8s: Option<Arc<K8sLabels>>,
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,8 +58,8 @@ pub struct OtlpConfig {
     /// Always export requests slower than this.
     #[serde(with = "humantime_serde")]
     pub slow_threshold: Duration,
-    /// Services with their own OTLP resource at most; the rest share one
-    /// named `other`.
+    /// OTLP resources at most, one per service (per service and pod on
+    /// Kubernetes); the rest share one named `other`.
     pub max_services: usize,
 }
 
@@ -151,6 +162,9 @@ pub enum OtlpError {
 #[derive(Clone, Debug)]
 pub struct SpanRecord {
     pub service: Arc<str>,
+    /// The local process's pod: `k8s.*` resource attributes. `None` outside
+    /// Kubernetes.
+    pub k8s: Option<Arc<K8sLabels>>,
     pub name: String,
     pub kind: SpanKind,
     pub trace_id: [u8; 16],
@@ -200,6 +214,21 @@ pub struct SpanSink {
 }
 
 impl SpanSink {
+    /// A sink whose spans land in the returned receiver instead of an
+    /// exporter (tests and benches).
+    pub fn channel(
+        capacity: usize,
+        counters: &SpanCounters,
+    ) -> (Self, tokio::sync::mpsc::Receiver<SpanRecord>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let sink = Self {
+            tx,
+            queued: counters.counter("queued"),
+            dropped: counters.counter("dropped"),
+        };
+        (sink, rx)
+    }
+
     /// Offer a span; never blocks. False when it was dropped.
     pub fn offer(&self, span: SpanRecord) -> bool {
         match self.tx.try_send(span) {
@@ -233,15 +262,21 @@ pub fn start(
     let host = host_name.to_string();
     tracing::info!(%endpoint, ?protocol, "OTLP span export on");
     let handle = tokio::spawn(async move {
-        let mut processors: HashMap<Arc<str>, BatchSpanProcessor> = HashMap::new();
-        let other: Arc<str> = "other".into();
-        while let Some(rec) = rx.recv().await {
-            let key =
-                if processors.contains_key(&rec.service) || processors.len() < cfg.max_services {
-                    rec.service.clone()
-                } else {
-                    other.clone()
-                };
+        let mut processors: HashMap<ResourceKey, BatchSpanProcessor> = HashMap::new();
+        let other = ResourceKey {
+            service: "other".into(),
+            k8s: None,
+        };
+        while let Some(mut rec) = rx.recv().await {
+            let key = ResourceKey {
+                service: rec.service.clone(),
+                k8s: rec.k8s.take(),
+            };
+            let key = if processors.contains_key(&key) || processors.len() < cfg.max_services {
+                key
+            } else {
+                other.clone()
+            };
             if !processors.contains_key(&key) {
                 match new_processor(&endpoint, protocol, &cfg, &key, &host) {
                     Ok(p) => {
@@ -301,7 +336,7 @@ fn new_processor(
     endpoint: &str,
     protocol: Protocol,
     cfg: &OtlpConfig,
-    service: &str,
+    key: &ResourceKey,
     host: &str,
 ) -> Result<BatchSpanProcessor, OtlpError> {
     let exporter = build_exporter(endpoint, protocol, cfg.timeout)?;
@@ -312,16 +347,24 @@ fn new_processor(
     let mut p = BatchSpanProcessor::builder(exporter)
         .with_batch_config(batch)
         .build();
-    let resource = Resource::builder()
-        .with_service_name(service.to_string())
-        .with_attributes([
-            KeyValue::new("host.name", host.to_string()),
-            KeyValue::new("telemetry.distro.name", "sloguard"),
-            KeyValue::new("telemetry.distro.version", env!("CARGO_PKG_VERSION")),
-        ])
-        .build();
-    p.set_resource(&resource);
+    p.set_resource(&resource(key, host));
     Ok(p)
+}
+
+fn resource(key: &ResourceKey, host: &str) -> Resource {
+    let pod = key.k8s.iter().flat_map(|l| l.resource_attributes());
+    Resource::builder()
+        .with_service_name(key.service.to_string())
+        .with_attributes(
+            [
+                KeyValue::new("host.name", host.to_string()),
+                KeyValue::new("telemetry.distro.name", "sloguard"),
+                KeyValue::new("telemetry.distro.version", env!("CARGO_PKG_VERSION")),
+            ]
+            .into_iter()
+            .chain(pod.map(|(k, v)| KeyValue::new(k, v.to_string()))),
+        )
+        .build()
 }
 
 fn span_data(r: SpanRecord) -> SpanData {
@@ -509,5 +552,44 @@ mod tests {
                 .to_string()
                 .contains("otlp.root_sampling_ratio")
         );
+    }
+
+    #[test]
+    fn a_pods_resource_carries_its_k8s_attributes() {
+        use opentelemetry::Key;
+        let get =
+            |r: &Resource, k: &'static str| r.get(&Key::from_static_str(k)).map(|v| v.to_string());
+        let bare = resource(
+            &ResourceKey {
+                service: "cron".into(),
+                k8s: None,
+            },
+            "node-1",
+        );
+        assert_eq!(get(&bare, "service.name").as_deref(), Some("cron"));
+        assert_eq!(get(&bare, "host.name").as_deref(), Some("node-1"));
+        assert!(bare.iter().all(|(k, _)| !k.as_str().starts_with("k8s.")));
+        let pod = resource(
+            &ResourceKey {
+                service: "pg".into(),
+                k8s: Some(Arc::new(K8sLabels {
+                    k8s_namespace: "data".into(),
+                    k8s_pod: "pg-0".into(),
+                    k8s_workload: "pg".into(),
+                    k8s_container: "postgres".into(),
+                    workload_kind: Some(crate::k8s::identity::WorkloadKind::StatefulSet),
+                })),
+            },
+            "node-1",
+        );
+        for (k, v) in [
+            ("service.name", "pg"),
+            ("k8s.namespace.name", "data"),
+            ("k8s.pod.name", "pg-0"),
+            ("k8s.statefulset.name", "pg"),
+            ("k8s.container.name", "postgres"),
+        ] {
+            assert_eq!(get(&pod, k).as_deref(), Some(v), "{k}");
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! `http_client_request_duration_seconds`. Request and error rates derive
 //! from their `_count` by status code. Each bucket keeps the trace id of a
 //! request it counted as an OpenMetrics exemplar, so a slow bucket leads to
-//! a real trace.
+//! a real trace. A process in a pod adds its pod's `k8s_*` labels; outside
+//! Kubernetes there are none (not even empty ones).
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,6 +13,7 @@ use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::k8s::identity::{K8sLabelSet, K8sLabels};
 use crate::request::Side;
 use crate::route::RouteKey;
 
@@ -29,6 +31,10 @@ pub struct RedLabels {
     pub http_route: Arc<str>,
     pub http_response_status_code: u16,
     pub gray_tag: Arc<str>,
+    /// The serving (or calling) process's pod: values bounded by the pods
+    /// on this node.
+    #[prometheus(flatten)]
+    pub k8s: K8sLabelSet,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,13 +83,16 @@ impl RedMetrics {
         );
     }
 
-    /// Count one request. `trace_id` (32 hex digits) becomes the bucket's exemplar.
+    /// Count one request. `trace_id` (32 hex digits) becomes the bucket's
+    /// exemplar; `k8s` is the local process's pod, if it runs in one.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &self,
         side: Side,
         route: &RouteKey,
         status: u16,
         gray_tag: &Arc<str>,
+        k8s: Option<&Arc<K8sLabels>>,
         seconds: f64,
         trace_id: Option<String>,
         at: SystemTime,
@@ -94,6 +103,7 @@ impl RedMetrics {
             http_route: route.route.clone(),
             http_response_status_code: status,
             gray_tag: gray_tag.clone(),
+            k8s: K8sLabelSet::of(k8s),
         };
         let fam = match side {
             Side::Server => &self.server,
@@ -123,6 +133,7 @@ mod tests {
             &route,
             200,
             &tag,
+            None,
             0.003,
             Some("0af7651916cd43dd8448eb211c80319c".into()),
             SystemTime::now(),
@@ -132,6 +143,7 @@ mod tests {
             &route,
             500,
             &tag,
+            None,
             0.9,
             None,
             SystemTime::now(),
@@ -141,6 +153,7 @@ mod tests {
             &route,
             200,
             &tag,
+            None,
             0.02,
             None,
             SystemTime::now(),
@@ -154,6 +167,35 @@ mod tests {
         );
         let text = crate::metrics::openmetrics_to_prometheus(&om);
         assert!(!text.contains("trace_id"));
+        crate::metrics::lint::assert_promtool_accepts_openmetrics(&om);
+    }
+
+    #[test]
+    fn pod_labels_follow_the_route_labels_and_are_absent_outside_pods() {
+        let mut reg = Registry::default();
+        let red = RedMetrics::default();
+        red.register(&mut reg);
+        let route = RouteKey::new("checkout", "POST", "/pay");
+        let tag: Arc<str> = "".into();
+        let pod = Arc::new(K8sLabels {
+            k8s_namespace: "shop".into(),
+            k8s_pod: "checkout-7d4b9c8f6d-x2x9q".into(),
+            k8s_workload: "checkout".into(),
+            k8s_container: "app".into(),
+            workload_kind: Some(crate::k8s::identity::WorkloadKind::Deployment),
+        });
+        let at = SystemTime::now();
+        red.observe(Side::Server, &route, 200, &tag, Some(&pod), 0.01, None, at);
+        red.observe(Side::Server, &route, 200, &tag, None, 0.01, None, at);
+        let mut om = String::new();
+        prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
+        let base = "service_name=\"checkout\",http_request_method=\"POST\",http_route=\"/pay\",http_response_status_code=\"200\",gray_tag=\"\"";
+        let want = format!(
+            "http_server_request_duration_seconds_count{{{base},k8s_namespace=\"shop\",k8s_pod=\"checkout-7d4b9c8f6d-x2x9q\",k8s_workload=\"checkout\",k8s_container=\"app\"}} 1"
+        );
+        assert!(om.contains(&want), "{want}\n{om}");
+        let bare = format!("http_server_request_duration_seconds_count{{{base}}} 1");
+        assert!(om.contains(&bare), "no k8s labels outside a pod: {om}");
         crate::metrics::lint::assert_promtool_accepts_openmetrics(&om);
     }
 }

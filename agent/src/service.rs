@@ -1,11 +1,37 @@
 //! `service_name` of a process: the first config rule that matches (process
-//! name, executable, local port, cgroup path), else the process name.
+//! name, executable, local port, cgroup path), else its pod's Kubernetes
+//! identity, else the process name. A process in a pod on this node also
+//! carries its pod's labels, whatever named it.
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
+use crate::k8s::identity::K8sLabels;
+use crate::k8s::pods::PodCache;
+
+/// Who owns a socket, as metrics and spans name it: `service_name` and, for
+/// a process in a pod on this node, the pod's labels. Two `Arc`s: cloned per
+/// connection and per request, resolved once per process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceIdentity {
+    pub name: Arc<str>,
+    /// `None` outside Kubernetes (or for a process in no known pod).
+    pub k8s: Option<Arc<K8sLabels>>,
+}
+
+impl ServiceIdentity {
+    /// An identity with a name only (no pod).
+    pub fn named(name: impl Into<Arc<str>>) -> Self {
+        Self {
+            name: name.into(),
+            k8s: None,
+        }
+    }
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -80,13 +106,29 @@ pub struct ServiceResolver {
     needs_proc: bool,
     proc_cache: HashMap<u32, ProcInfo>,
     /// This node's pods: a process in a pod is named after its workload.
-    k8s: Option<crate::k8s::pods::PodCache>,
+    k8s: Option<PodCache>,
+    /// Where `/proc` is (tests point it at a directory they wrote).
+    proc_root: PathBuf,
 }
 
 #[derive(Clone, Debug, Default)]
 struct ProcInfo {
     exe: Option<String>,
+    /// The cgroup v2 path, for `cgroup` rules.
     cgroup: Option<String>,
+    /// The pod and container the cgroup file names, if any.
+    pod: Option<crate::k8s::cgroup::PodCgroup>,
+    /// The pod identity, looked up once per pod cache generation.
+    k8s: Option<PodIdentity>,
+    /// Generation of the pod cache `k8s` was looked up at (`None`: never).
+    k8s_generation: Option<u64>,
+}
+
+/// A process's pod identity, shared by its connections.
+#[derive(Clone, Debug)]
+struct PodIdentity {
+    service_name: Arc<str>,
+    labels: Arc<K8sLabels>,
 }
 
 /// Processes remembered at most; cleared wholesale beyond (pids are reused).
@@ -117,13 +159,25 @@ impl ServiceResolver {
             needs_proc,
             proc_cache: HashMap::new(),
             k8s: None,
+            proc_root: PathBuf::from("/proc"),
         }
+    }
+
+    /// Read process facts under `root` instead of `/proc`.
+    pub fn with_proc_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.set_proc_root(root);
+        self
+    }
+
+    pub fn set_proc_root(&mut self, root: impl Into<PathBuf>) {
+        self.proc_root = root.into();
+        self.proc_cache.clear();
     }
 
     /// Name processes that run in this node's pods after their Kubernetes
     /// identity (`app.kubernetes.io/name`, workload, container) when no
-    /// config rule names them.
-    pub fn with_k8s(mut self, cache: Option<crate::k8s::pods::PodCache>) -> Self {
+    /// config rule names them, and label them with their pod either way.
+    pub fn with_k8s(mut self, cache: Option<PodCache>) -> Self {
         self.needs_proc |= cache.is_some();
         self.k8s = cache;
         self
@@ -152,39 +206,49 @@ impl ServiceResolver {
     }
 
     /// Resolve for a live process, reading `/proc/PID/{exe,cgroup}` once per
-    /// pid and only when some rule needs them.
-    pub fn resolve(&mut self, tgid: u32, comm: &str, local_port: Option<u16>) -> String {
-        let info = if self.needs_proc && tgid != 0 {
+    /// pid and only when some rule or the pod cache needs them. The pod
+    /// identity is looked up again only when the pod cache has changed since
+    /// (a process seen before its pod reached the cache gets it later).
+    pub fn resolve(&mut self, tgid: u32, comm: &str, local_port: Option<u16>) -> ServiceIdentity {
+        let read = self.needs_proc && tgid != 0;
+        if read {
             if self.proc_cache.len() >= PROC_CACHE_CAP {
                 self.proc_cache.clear();
             }
-            self.proc_cache
+            let root = &self.proc_root;
+            let info = self
+                .proc_cache
                 .entry(tgid)
-                .or_insert_with(|| read_proc(tgid))
-                .clone()
-        } else {
-            ProcInfo::default()
-        };
-        let facts = ProcessFacts {
-            comm,
-            exe: info.exe.as_deref(),
-            cgroup: info.cgroup.as_deref(),
-            local_port,
-        };
-        if let Some(name) = self.match_rules(&facts) {
-            return name;
-        }
-        if let (Some(cache), Some(cg)) = (&self.k8s, info.cgroup.as_deref()) {
-            if let Some(pod) = crate::k8s::cgroup::parse_cgroup_path(cg) {
-                if let Some(id) = cache
-                    .snapshot()
-                    .identity(&pod.pod_uid, pod.container_id.as_deref())
-                {
-                    return id.service_name;
+                .or_insert_with(|| read_proc(root, tgid));
+            if let (Some(cache), Some(pod)) = (&self.k8s, &info.pod) {
+                let generation = cache.generation();
+                if info.k8s_generation != Some(generation) {
+                    info.k8s_generation = Some(generation);
+                    info.k8s = lookup_pod(cache, pod, info.k8s.take());
                 }
             }
         }
-        fallback(comm)
+        let info = if read {
+            self.proc_cache.get(&tgid)
+        } else {
+            None
+        };
+        let facts = ProcessFacts {
+            comm,
+            exe: info.and_then(|i| i.exe.as_deref()),
+            cgroup: info.and_then(|i| i.cgroup.as_deref()),
+            local_port,
+        };
+        let pod = info.and_then(|i| i.k8s.as_ref());
+        let name: Arc<str> = match (self.match_rules(&facts), pod) {
+            (Some(rule), _) => rule.into(),
+            (None, Some(p)) => p.service_name.clone(),
+            (None, None) => fallback(comm).into(),
+        };
+        ServiceIdentity {
+            name,
+            k8s: pod.map(|p| p.labels.clone()),
+        }
     }
 
     /// Forget a process (it exited).
@@ -201,18 +265,48 @@ fn fallback(comm: &str) -> String {
     }
 }
 
-fn read_proc(tgid: u32) -> ProcInfo {
-    let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
+/// The pod identity for a process's pod cgroup; the previous one is kept
+/// (same `Arc`s, so metric label sets stay equal) when nothing changed.
+fn lookup_pod(
+    cache: &PodCache,
+    pod: &crate::k8s::cgroup::PodCgroup,
+    previous: Option<PodIdentity>,
+) -> Option<PodIdentity> {
+    let id = cache
+        .snapshot()
+        .identity(&pod.pod_uid, pod.container_id.as_deref())?;
+    if let Some(p) = previous {
+        if *p.service_name == *id.service_name && *p.labels == id.labels {
+            return Some(p);
+        }
+    }
+    Some(PodIdentity {
+        service_name: id.service_name.into(),
+        labels: Arc::new(id.labels),
+    })
+}
+
+fn read_proc(root: &std::path::Path, tgid: u32) -> ProcInfo {
+    let dir = root.join(tgid.to_string());
+    let exe = std::fs::read_link(dir.join("exe"))
         .ok()
         .map(|p| p.display().to_string());
+    let content = std::fs::read_to_string(dir.join("cgroup")).ok();
     // cgroup v2: a single line "0::/path".
-    let cgroup = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        });
-    ProcInfo { exe, cgroup }
+    let cgroup = content.as_deref().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+    });
+    // The pod from the v2 line, else from a v1 controller line (hybrid hosts).
+    let pod = content
+        .as_deref()
+        .and_then(crate::k8s::cgroup::parse_proc_cgroup);
+    ProcInfo {
+        exe,
+        cgroup,
+        pod,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -299,5 +393,31 @@ mod tests {
                 .to_string()
                 .contains("services.rules[0].process")
         );
+    }
+
+    #[test]
+    fn live_facts_come_from_the_proc_root_and_outside_pods_there_are_no_labels() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("77");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup"), "0::/system.slice/payments.service\n").unwrap();
+        std::os::unix::fs::symlink("/usr/bin/java", dir.join("exe")).unwrap();
+        let cfg = ServicesConfig {
+            rules: vec![ServiceRule {
+                cgroup: Some("*/payments.service".into()),
+                exe: Some("/usr/bin/java".into()),
+                ..rule("payments")
+            }],
+        };
+        // A pod cache is present (Kubernetes on) but the process is in none.
+        let mut r = ServiceResolver::new(&cfg)
+            .with_k8s(Some(PodCache::new()))
+            .with_proc_root(root.path());
+        assert_eq!(
+            r.resolve(77, "java", None),
+            ServiceIdentity::named("payments")
+        );
+        // No such process: the name it had, no error.
+        assert_eq!(r.resolve(78, "gone", None), ServiceIdentity::named("gone"));
     }
 }

@@ -41,6 +41,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::k8s::identity::K8sLabelSet;
+use crate::service::ServiceIdentity;
+
 /// Label value for endpoints past the per-service cap.
 pub const OTHER_ENDPOINT: &str = "other";
 
@@ -55,6 +58,9 @@ pub const CONNECT_BUCKETS: [f64; 16] = [
 pub struct EndpointLabels {
     pub service_name: Arc<str>,
     pub remote_endpoint: Arc<str>,
+    /// The owner's pod labels; none outside Kubernetes.
+    #[prometheus(flatten)]
+    pub k8s: K8sLabelSet,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -70,6 +76,8 @@ pub struct FailureLabels {
     pub service_name: Arc<str>,
     pub remote_endpoint: Arc<str>,
     pub reason: FailureReason,
+    #[prometheus(flatten)]
+    pub k8s: K8sLabelSet,
 }
 
 fn connect_histogram() -> Histogram {
@@ -122,7 +130,8 @@ impl TcpStats {
         s
     }
 
-    /// The label value for `endpoint` under `service`, honouring the cap.
+    /// The label value for `endpoint` under `service`, honouring the cap
+    /// (per service name: the pods of one service share its budget).
     pub fn endpoint_label(&mut self, service: &Arc<str>, endpoint: &str) -> Arc<str> {
         let set = self.endpoints.entry(service.clone()).or_default();
         if let Some(e) = set.get(endpoint) {
@@ -137,45 +146,48 @@ impl TcpStats {
         e
     }
 
-    pub fn add_retransmits(&mut self, service: &Arc<str>, endpoint: &str, segs: u64) {
+    pub fn add_retransmits(&mut self, service: &ServiceIdentity, endpoint: &str, segs: u64) {
         self.retransmit_counter(service, endpoint).inc_by(segs);
     }
 
     /// The counter for (service, endpoint), for callers that cache it.
-    pub fn retransmit_counter(&mut self, service: &Arc<str>, endpoint: &str) -> Counter {
-        let remote_endpoint = self.endpoint_label(service, endpoint);
-        self.retransmits
-            .get_or_create(&EndpointLabels {
-                service_name: service.clone(),
-                remote_endpoint,
-            })
-            .clone()
+    pub fn retransmit_counter(&mut self, service: &ServiceIdentity, endpoint: &str) -> Counter {
+        let labels = self.labels(service, endpoint);
+        self.retransmits.get_or_create(&labels).clone()
     }
 
-    pub fn observe_connect(&mut self, service: &Arc<str>, endpoint: &str, secs: f64) {
-        let remote_endpoint = self.endpoint_label(service, endpoint);
-        self.connect_duration
-            .get_or_create(&EndpointLabels {
-                service_name: service.clone(),
-                remote_endpoint,
-            })
-            .observe(secs);
+    pub fn observe_connect(&mut self, service: &ServiceIdentity, endpoint: &str, secs: f64) {
+        let labels = self.labels(service, endpoint);
+        self.connect_duration.get_or_create(&labels).observe(secs);
     }
 
     pub fn add_connect_failure(
         &mut self,
-        service: &Arc<str>,
+        service: &ServiceIdentity,
         endpoint: &str,
         reason: FailureReason,
     ) {
-        let remote_endpoint = self.endpoint_label(service, endpoint);
+        let EndpointLabels {
+            service_name,
+            remote_endpoint,
+            k8s,
+        } = self.labels(service, endpoint);
         self.connect_failures
             .get_or_create(&FailureLabels {
-                service_name: service.clone(),
+                service_name,
                 remote_endpoint,
                 reason,
+                k8s,
             })
             .inc();
+    }
+
+    fn labels(&mut self, service: &ServiceIdentity, endpoint: &str) -> EndpointLabels {
+        EndpointLabels {
+            service_name: service.name.clone(),
+            remote_endpoint: self.endpoint_label(&service.name, endpoint),
+            k8s: K8sLabelSet::of(service.k8s.as_ref()),
+        }
     }
 }
 
@@ -192,7 +204,7 @@ mod tests {
             },
             &mut reg,
         );
-        let svc: Arc<str> = "api".into();
+        let svc = ServiceIdentity::named("api");
         s.add_retransmits(&svc, "10.0.0.1:5432", 1);
         s.add_retransmits(&svc, "10.0.0.2:5432", 1);
         s.add_retransmits(&svc, "10.0.0.3:5432", 4);
@@ -200,8 +212,9 @@ mod tests {
         let get = |ep: &str| {
             s.retransmits
                 .get_or_create(&EndpointLabels {
-                    service_name: svc.clone(),
+                    service_name: svc.name.clone(),
                     remote_endpoint: ep.into(),
+                    k8s: K8sLabelSet::default(),
                 })
                 .get()
         };
@@ -214,5 +227,40 @@ mod tests {
             &*s.endpoint_label(&other_svc, "10.0.0.3:5432"),
             "10.0.0.3:5432"
         );
+    }
+
+    #[test]
+    fn pods_of_a_service_share_its_endpoint_cap_and_carry_their_labels() {
+        use crate::k8s::identity::K8sLabels;
+        let mut reg = Registry::default();
+        let mut s = TcpStats::new(
+            &TcpConfig {
+                max_remote_endpoints: 1,
+            },
+            &mut reg,
+        );
+        let pod = |name: &str| ServiceIdentity {
+            name: "checkout".into(),
+            k8s: Some(Arc::new(K8sLabels {
+                k8s_namespace: "shop".into(),
+                k8s_pod: name.into(),
+                k8s_workload: "checkout".into(),
+                k8s_container: "".into(),
+                workload_kind: None,
+            })),
+        };
+        s.observe_connect(&pod("checkout-a"), "10.0.0.1:5432", 0.001);
+        s.observe_connect(&pod("checkout-b"), "10.0.0.2:5432", 0.001);
+        s.add_connect_failure(&pod("checkout-b"), "10.0.0.1:5432", FailureReason::refused);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        assert!(text.contains("sloguard_tcp_connect_duration_seconds_count{service_name=\"checkout\",remote_endpoint=\"10.0.0.1:5432\",k8s_namespace=\"shop\",k8s_pod=\"checkout-a\",k8s_workload=\"checkout\"} 1"), "{text}");
+        assert!(text.contains("sloguard_tcp_connect_duration_seconds_count{service_name=\"checkout\",remote_endpoint=\"other\",k8s_namespace=\"shop\",k8s_pod=\"checkout-b\",k8s_workload=\"checkout\"} 1"), "one budget per service, not per pod: {text}");
+        assert!(text.contains("sloguard_tcp_connect_failures_total{service_name=\"checkout\",remote_endpoint=\"10.0.0.1:5432\",reason=\"refused\",k8s_namespace=\"shop\",k8s_pod=\"checkout-b\",k8s_workload=\"checkout\"} 1"), "{text}");
+        assert!(
+            !text.contains("k8s_container"),
+            "empty values are left out: {text}"
+        );
+        crate::metrics::lint::assert_promtool_accepts_openmetrics(&text);
     }
 }

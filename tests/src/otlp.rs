@@ -17,6 +17,8 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 #[derive(Clone, Debug)]
 pub struct ReceivedSpan {
     pub service: String,
+    /// Every attribute of the span's resource (`service.name`, `k8s.*`, ...).
+    pub resource: HashMap<String, String>,
     pub name: String,
     /// 32 lowercase hex digits.
     pub trace_id: String,
@@ -58,16 +60,22 @@ impl TraceService for Collector {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut out = self.spans.lock().unwrap();
         for rs in req.into_inner().resource_spans {
-            let service = rs
+            let resource: HashMap<String, String> = rs
                 .resource
                 .as_ref()
-                .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
-                .map(|a| value_str(&a.value))
+                .map(|r| {
+                    r.attributes
+                        .iter()
+                        .map(|a| (a.key.clone(), value_str(&a.value)))
+                        .collect()
+                })
                 .unwrap_or_default();
+            let service = resource.get("service.name").cloned().unwrap_or_default();
             for ss in rs.scope_spans {
                 for s in ss.spans {
                     out.push(ReceivedSpan {
                         service: service.clone(),
+                        resource: resource.clone(),
                         name: s.name,
                         trace_id: hex(&s.trace_id),
                         span_id: hex(&s.span_id),

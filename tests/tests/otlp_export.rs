@@ -1,10 +1,12 @@
 //! The agent's span exporter against a real OTLP receiver (gRPC and
 //! HTTP/protobuf) started by the test: ids, kind, timestamps, attributes and
-//! the per-service resource arrive as sent.
+//! the per-service (and per-pod) resource arrive as sent.
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
+use sloguard::k8s::identity::{K8sLabels, WorkloadKind};
 use sloguard::otlp::{OtlpConfig, SpanCounters, SpanRecord};
 use tests::otlp::OtlpReceiver;
 
@@ -12,6 +14,7 @@ fn record(service: &str, trace: u8, parent: Option<[u8; 8]>) -> SpanRecord {
     let start = SystemTime::now();
     SpanRecord {
         service: service.into(),
+        k8s: None,
         name: "GET /items/{id}".into(),
         kind: SpanKind::Server,
         trace_id: [trace; 16],
@@ -50,6 +53,16 @@ fn export_and_receive(protocol: &str) {
         .unwrap();
     assert!(sink.offer(record("shop", 0xab, Some([0x22; 8]))));
     assert!(sink.offer(record("cart", 0xcd, None)));
+    // The same service from a pod: its own resource, with the pod's attributes.
+    let mut in_pod = record("shop", 0xef, None);
+    in_pod.k8s = Some(Arc::new(K8sLabels {
+        k8s_namespace: "shop".into(),
+        k8s_pod: "shop-7d4b9c8f6d-x2x9q".into(),
+        k8s_workload: "shop".into(),
+        k8s_container: "app".into(),
+        workload_kind: Some(WorkloadKind::Deployment),
+    }));
+    assert!(sink.offer(in_pod));
     let got = rx
         .wait_for(Duration::from_secs(15), |s| s.trace_id == "ab".repeat(16))
         .expect("span arrives");
@@ -72,6 +85,24 @@ fn export_and_receive(protocol: &str) {
         .expect("second span");
     assert_eq!(root.service, "cart", "one resource per service");
     assert_eq!(root.parent_span_id, "", "root span has no parent");
+    let pod = rx
+        .wait_for(Duration::from_secs(15), |s| s.trace_id == "ef".repeat(16))
+        .expect("span from a pod");
+    assert_eq!(pod.service, "shop");
+    for (k, v) in [
+        ("k8s.namespace.name", "shop"),
+        ("k8s.pod.name", "shop-7d4b9c8f6d-x2x9q"),
+        ("k8s.deployment.name", "shop"),
+        ("k8s.container.name", "app"),
+        ("host.name", "node-1"),
+    ] {
+        assert_eq!(pod.resource.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert!(
+        !got.resource.keys().any(|k| k.starts_with("k8s.")),
+        "no pod, no k8s.* attributes: {:?}",
+        got.resource
+    );
     drop(sink);
     rt.block_on(async { tokio::time::timeout(Duration::from_secs(15), task).await })
         .unwrap()

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 
 /// The kind of controller that owns a pod (after following ReplicaSet →
 /// Deployment and Job → CronJob by name).
@@ -269,6 +270,34 @@ impl K8sLabels {
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
         .collect()
+    }
+}
+
+/// The metric labels of a process's pod, if it runs in one: the four
+/// `k8s_*` labels (those with a value) inside Kubernetes, nothing at all
+/// outside it, so hosts without pods get no empty labels. Flattened into
+/// label sets with `#[prometheus(flatten)]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct K8sLabelSet(pub Option<Arc<K8sLabels>>);
+
+impl K8sLabelSet {
+    pub fn of(labels: Option<&Arc<K8sLabels>>) -> Self {
+        Self(labels.cloned())
+    }
+}
+
+impl EncodeLabelSet for K8sLabelSet {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let Some(labels) = &self.0 else {
+            return Ok(());
+        };
+        for (key, value) in labels.pairs() {
+            // An empty value is the same as no label in Prometheus: leave it out.
+            if !value.is_empty() {
+                EncodeLabel::encode(&(key, value), encoder.encode_label())?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -20,7 +20,7 @@ use crate::fuse::SharedFuse;
 use crate::http::{DataChunk, Direction, HttpTracker};
 use crate::metrics::{KindLabels, ReasonLabels, SelfMetrics, lost};
 use crate::request::{Endpoint, HttpRequest, TaskIdentity};
-use crate::service::ServiceResolver;
+use crate::service::{ServiceIdentity, ServiceResolver};
 use crate::tcp_stats::{FailureReason, TcpStats};
 use agent_common::{ConnectOutcome, EventHeader, SockTuple};
 
@@ -62,7 +62,7 @@ pub struct Pipeline {
     /// `sloguard_events_total{kind}` handles by kind index, fetched once.
     kind_counters: Vec<Counter>,
     decode_errors: Counter,
-    unknown: Arc<str>,
+    unknown: ServiceIdentity,
     evicted_reported: u64,
 }
 
@@ -133,7 +133,7 @@ impl Pipeline {
             self_metrics,
             kind_counters,
             decode_errors,
-            unknown: "unknown".into(),
+            unknown: ServiceIdentity::named("unknown"),
             evicted_reported: 0,
         }
     }
@@ -211,6 +211,12 @@ impl Pipeline {
         &self.conns
     }
 
+    /// Read process facts (`exe`, `cgroup`) under `root` instead of `/proc`:
+    /// tests put a process in a pod this way.
+    pub fn set_proc_root(&mut self, root: impl Into<std::path::PathBuf>) {
+        self.services.set_proc_root(root);
+    }
+
     fn on_event(&mut self, ev: Event<'_>) {
         match ev {
             Event::TcpConnect(e) => {
@@ -248,7 +254,7 @@ impl Pipeline {
                                 ip: a.ip(),
                                 port: a.port(),
                             });
-                        self.stage.slo.record_connect_failure(&service, peer);
+                        self.stage.slo.record_connect_failure(&service.name, peer);
                         self.conns.remove(e.sk);
                     }
                 }
@@ -283,14 +289,13 @@ impl Pipeline {
                 // the tuple (local port rules name the service, the peer ip is
                 // the endpoint) and leave the connection table alone.
                 let (local, remote) = events::tuple_addrs(&e.tuple);
-                let service: Arc<str> = self
-                    .services
-                    .match_facts(&crate::service::ProcessFacts {
+                let service = ServiceIdentity::named(self.services.match_facts(
+                    &crate::service::ProcessFacts {
                         comm: "",
                         local_port: Some(local.port()),
                         ..Default::default()
-                    })
-                    .into();
+                    },
+                ));
                 self.tcp.add_retransmits(
                     &service,
                     &remote.ip().to_string(),
@@ -400,8 +405,9 @@ impl Pipeline {
         }
     }
 
-    /// `service_name` of a connection's owner, resolved once per connection.
-    fn service_of(&mut self, sk: u64) -> Arc<str> {
+    /// `service_name` and pod labels of a connection's owner, resolved once
+    /// per connection (the resolver keeps them per process).
+    fn service_of(&mut self, sk: u64) -> ServiceIdentity {
         let Some(c) = self.conns.get(sk) else {
             return self.unknown.clone();
         };
@@ -412,11 +418,11 @@ impl Pipeline {
             return self.unknown.clone();
         };
         let port = c.local.map(|l| l.port());
-        let name: Arc<str> = self.services.resolve(owner.tgid, &owner.comm, port).into();
+        let id = self.services.resolve(owner.tgid, &owner.comm, port);
         if let Some(c) = self.conns.entry_if_present(sk) {
-            c.service = Some(name.clone());
+            c.service = Some(id.clone());
         }
-        name
+        id
     }
 }
 

@@ -155,7 +155,7 @@ fn random_id<const N: usize>(rng: &mut SmallRng) -> [u8; N] {
 
 /// Connection facts the table had for the request.
 pub struct ConnFacts {
-    pub service: Arc<str>,
+    pub service: crate::service::ServiceIdentity,
     pub task: TaskIdentity,
     pub local: Option<Endpoint>,
     pub peer: Option<Endpoint>,
@@ -174,7 +174,8 @@ impl RequestStage {
 
         let route = self
             .routes
-            .route_for(&facts.service, &req.method, &req.target);
+            .route_for(&facts.service.name, &req.method, &req.target);
+        let k8s = facts.service.k8s;
         let gray = self.routes.gray_tag(&req.headers, &req.target);
         let extracted = extract(&req.headers);
         if let Some(r) = extracted.invalid {
@@ -199,6 +200,7 @@ impl RequestStage {
                         &req,
                         &route,
                         &gray,
+                        k8s.as_ref(),
                         trace_id,
                         span_id,
                         ctx.as_ref().map(|c| c.parent_span_id),
@@ -219,6 +221,7 @@ impl RequestStage {
                 &route,
                 req.status,
                 &gray,
+                k8s.as_ref(),
                 duration.as_secs_f64(),
                 exemplar,
                 wall,
@@ -260,11 +263,13 @@ impl RequestStage {
 }
 
 /// The span for a request: OTel HTTP semantic conventions plus what the
-/// kernel saw on the connection.
+/// kernel saw on the connection. The pod goes to the span's resource.
+#[allow(clippy::too_many_arguments)]
 fn span_record(
     req: &HttpRequest,
     route: &crate::route::RouteKey,
     gray: &str,
+    k8s: Option<&Arc<crate::k8s::identity::K8sLabels>>,
     trace_id: [u8; 16],
     span_id: [u8; 8],
     parent: Option<[u8; 8]>,
@@ -339,6 +344,7 @@ fn span_record(
     let end = req.start_time + Duration::from_nanos(req.duration_ns());
     SpanRecord {
         service: route.service.clone(),
+        k8s: k8s.cloned(),
         name: format!("{} {}", route.method, route.route),
         kind,
         trace_id,
