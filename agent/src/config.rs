@@ -112,6 +112,12 @@ pub struct ProbesConfig {
     /// Size of the kernel ring buffer in bytes: a power of two, at least one
     /// page. When it is full the kernel drops events and counts them.
     pub ring_buffer_bytes: u32,
+    /// Have the kernel time every probe run (BPF_ENABLE_STATS while the agent
+    /// runs) and export `sloguard_probe_run_seconds_total` and
+    /// `sloguard_probe_runs_total` per program: the agent's in-kernel cost.
+    /// Timing adds two clock reads to every run of every eBPF program on
+    /// the host (tens of ns), so it is off unless you are measuring.
+    pub run_time_stats: bool,
 }
 
 impl Default for ProbesConfig {
@@ -121,6 +127,7 @@ impl Default for ProbesConfig {
             tracefs: "/sys/kernel/tracing".into(),
             channel_capacity: 65_536,
             ring_buffer_bytes: 8 * 1024 * 1024,
+            run_time_stats: false,
         }
     }
 }

@@ -61,6 +61,11 @@ pub struct ProbeEventLabels {
     pub event: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgramLabels {
+    pub program: String,
+}
+
 /// The agent's own health metrics.
 #[derive(Clone, Default)]
 pub struct SelfMetrics {
@@ -70,6 +75,9 @@ pub struct SelfMetrics {
     pub connections_evicted: Counter,
     pub probes_attached: Gauge,
     pub probe_events: Family<ProbeEventLabels, Counter>,
+    /// Only filled with `probes.run_time_stats` on.
+    pub probe_run_seconds: Family<ProgramLabels, Counter<f64>>,
+    pub probe_runs: Family<ProgramLabels, Counter>,
 }
 
 impl SelfMetrics {
@@ -103,6 +111,17 @@ impl SelfMetrics {
             "sloguard_probe_events",
             "What the kernel probes counted instead of sending (non-HTTP I/O, failed reads, unmatched connects, retransmits not sent)",
             self.probe_events.clone(),
+        );
+        registry.register_with_unit(
+            "sloguard_probe_run",
+            "Time the kernel spent running each eBPF program (probes.run_time_stats)",
+            Unit::Seconds,
+            self.probe_run_seconds.clone(),
+        );
+        registry.register(
+            "sloguard_probe_runs",
+            "Runs of each eBPF program (probes.run_time_stats)",
+            self.probe_runs.clone(),
         );
         // Pre-create the lost series so a scrape shows zeros, not absence.
         for r in [

@@ -13,10 +13,11 @@ use std::time::Duration;
 use agent_common::KernelCounter;
 use aya::maps::{MapData, RingBuf};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::metrics::{MetricsState, ReasonLabels, SelfMetrics, lost};
+use crate::metrics::{MetricsState, ProgramLabels, ReasonLabels, SelfMetrics, lost};
 use crate::pipeline::Pipeline;
 use crate::probes::{ProbeError, Probes};
 
@@ -184,7 +185,7 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     ready.store(true, Ordering::Relaxed);
 
     // Kernel-side counts are read from the probes' counter map each second.
-    let mut kernel = KernelCounterMirror::new(&self_metrics);
+    let mut kernel = KernelCounterMirror::new(&self_metrics, cfg.probes.run_time_stats);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -223,10 +224,19 @@ struct KernelCounterMirror {
     events: Vec<Counter>,
     last: [u64; agent_common::KERNEL_COUNTERS as usize],
     last_recursion: u64,
+    /// With `probes.run_time_stats`: per program, the counters and the last
+    /// cumulative (run time, runs) the kernel reported.
+    runs: Option<RunMirror>,
+}
+
+struct RunMirror {
+    seconds: Family<ProgramLabels, Counter<f64>>,
+    runs: Family<ProgramLabels, Counter>,
+    last: std::collections::HashMap<String, (Duration, u64)>,
 }
 
 impl KernelCounterMirror {
-    fn new(m: &SelfMetrics) -> Self {
+    fn new(m: &SelfMetrics, run_time_stats: bool) -> Self {
         let lost = |r| m.lost.get_or_create(&ReasonLabels { reason: r }).clone();
         Self {
             ringbuf_lost: lost(lost::RINGBUF_FULL),
@@ -241,6 +251,11 @@ impl KernelCounterMirror {
                 .collect(),
             last: [0; agent_common::KERNEL_COUNTERS as usize],
             last_recursion: 0,
+            runs: run_time_stats.then(|| RunMirror {
+                seconds: m.probe_run_seconds.clone(),
+                runs: m.probe_runs.clone(),
+                last: std::collections::HashMap::new(),
+            }),
         }
     }
 
@@ -264,6 +279,21 @@ impl KernelCounterMirror {
         self.recursion_lost
             .inc_by(r.saturating_sub(self.last_recursion));
         self.last_recursion = r;
+        if let Some(m) = &mut self.runs {
+            for p in probes.program_runs() {
+                let labels = ProgramLabels {
+                    program: p.program.clone(),
+                };
+                let (t0, n0) = m.last.get(&p.program).copied().unwrap_or_default();
+                m.seconds
+                    .get_or_create(&labels)
+                    .inc_by(p.run_time.saturating_sub(t0).as_secs_f64());
+                m.runs
+                    .get_or_create(&labels)
+                    .inc_by(p.runs.saturating_sub(n0));
+                m.last.insert(p.program, (p.run_time, p.runs));
+            }
+        }
     }
 }
 

@@ -331,3 +331,58 @@ fn connect_after_a_lost_syn_lands_in_the_one_second_bucket() {
         "the lost SYN costs about one second (RTO)"
     );
 }
+
+#[test]
+fn probe_run_time_is_exported_only_when_asked_for() {
+    if !require_kernel() {
+        return;
+    }
+    let ep = format!("127.0.0.1:{}", free_port());
+    let connects = |n: &str| {
+        let out = run(
+            &PathBuf::from(env!("CARGO_BIN_EXE_tcpgen")),
+            &["refused", &ep, n],
+        );
+        assert!(out.contains(&format!("refused={n}")), "{out}");
+    };
+    // Default: the kernel is not asked to time runs, nothing is exported.
+    let agent = Agent::start("probes:\n  capture_http: false\n").unwrap();
+    connects("50");
+    let text = agent.scrape_until(Duration::from_secs(10), |t| {
+        value(
+            t,
+            "sloguard_tcp_connect_failures_total",
+            &[("remote_endpoint", ep.as_str())],
+        ) >= Some(50.0)
+    });
+    assert!(!text.contains("sloguard_probe_runs_total{"), "{text}");
+    agent.stop().unwrap();
+
+    let agent = Agent::start("probes:\n  capture_http: false\n  run_time_stats: true\n").unwrap();
+    connects("200");
+    // Each refused connect moves its socket CLOSE -> SYN_SENT -> CLOSE.
+    let state = [("program", "inet_sock_set_state")];
+    let text = agent.scrape_until(Duration::from_secs(10), |t| {
+        value(t, "sloguard_probe_runs_total", &state) >= Some(400.0)
+    });
+    let runs = value(&text, "sloguard_probe_runs_total", &state).unwrap_or(0.0);
+    let secs = value(&text, "sloguard_probe_run_seconds_total", &state).unwrap_or(0.0);
+    assert!(runs >= 400.0, "runs {runs}\n{text}");
+    let per_run_ns = secs * 1e9 / runs;
+    eprintln!("inet_sock_set_state: {runs} runs, {per_run_ns:.0} ns per run");
+    // A kernel-timed run of a small tracepoint program: tens of ns to a few µs.
+    assert!(
+        per_run_ns > 1.0 && per_run_ns < 100_000.0,
+        "{per_run_ns} ns per run"
+    );
+    for program in ["sock_recv_length", "sock_send_length", "tcp_retransmit_skb"] {
+        assert!(
+            value(&text, "sloguard_probe_runs_total", &[("program", program)]).is_some(),
+            "{program} missing\n{text}"
+        );
+    }
+    match sloguard::metrics::lint::check(&text) {
+        Some(verdict) => verdict.expect("promtool check metrics"),
+        None => assert!(std::env::var_os("CI").is_none(), "promtool missing in CI"),
+    }
+}

@@ -178,14 +178,19 @@ impl Drop for Nginx {
 struct AgentProc {
     child: Child,
     config: PathBuf,
+    port: u16,
 }
 
 impl AgentProc {
     fn start(bin: &Path) -> Result<Self> {
+        Self::start_with(bin, "{}\n")
+    }
+
+    fn start_with(bin: &Path, config_yaml: &str) -> Result<Self> {
         let port = free_port()?;
         let config =
             std::env::temp_dir().join(format!("sloguard-bench-{}.yaml", std::process::id()));
-        std::fs::write(&config, "{}\n")?;
+        std::fs::write(&config, config_yaml)?;
         let log = std::fs::File::create(config.with_extension("log"))?;
         let child = Command::new(bin)
             .arg("--config")
@@ -196,7 +201,11 @@ impl AgentProc {
             .stderr(log)
             .spawn()
             .context("spawn sloguard")?;
-        let a = Self { child, config };
+        let a = Self {
+            child,
+            config,
+            port,
+        };
         wait_http(
             format!("127.0.0.1:{port}").parse()?,
             "/readyz",
@@ -206,6 +215,20 @@ impl AgentProc {
             std::fs::read_to_string(a.config.with_extension("log")).unwrap_or_default()
         })?;
         Ok(a)
+    }
+
+    /// Summed over programs: (seconds the kernel spent in them, runs), from
+    /// `sloguard_probe_run_seconds_total` / `sloguard_probe_runs_total`.
+    fn probe_runs(&self) -> Result<(f64, f64)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok((
+            sum_samples(&text, "sloguard_probe_run_seconds_total"),
+            sum_samples(&text, "sloguard_probe_runs_total"),
+        ))
     }
 
     fn cpu_ticks(&self) -> Result<u64> {
@@ -230,6 +253,17 @@ fn wrk(port: u16) -> Result<WrkFigures> {
         .context("run wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_wrk(&text).with_context(|| format!("unreadable wrk output:\n{text}"))
+}
+
+/// Sum of every sample of `name` (any labels) in Prometheus text.
+fn sum_samples(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -284,6 +318,22 @@ pub fn run() -> Result<()> {
         p99.push(with.p99_ms / base.p99_ms);
         cores_per_10k.push(per_10k);
     }
+    // One more run with the kernel timing every probe run: the in-kernel
+    // cost per request (the timing itself adds a little, so this run is not
+    // part of the ratios above).
+    let agent = AgentProc::start_with(&bin, "probes:\n  run_time_stats: true\n")?;
+    let (t0, n0) = agent.probe_runs()?;
+    let started = Instant::now();
+    let timed = wrk(nginx.port)?;
+    let requests = timed.requests_per_sec * started.elapsed().as_secs_f64();
+    let (t1, n1) = agent.probe_runs()?;
+    drop(agent);
+    let probe_ns_per_request = (t1 - t0) * 1e9 / requests.max(1.0);
+    let probe_runs_per_request = (n1 - n0) / requests.max(1.0);
+    let probe_ns_per_run = (t1 - t0) * 1e9 / (n1 - n0).max(1.0);
+    println!(
+        "bench: overhead: probes {probe_ns_per_request:.0} ns per request in the kernel ({probe_runs_per_request:.2} runs of {probe_ns_per_run:.0} ns)"
+    );
     drop(nginx);
     let with_rps: Vec<f64> = runs
         .iter()
@@ -298,6 +348,10 @@ pub fn run() -> Result<()> {
         "throughput_ratio": mean(&tput),
         "p99_ratio": mean(&p99),
         "agent_cores_per_10k_rps": mean(&cores_per_10k),
+        "agent_cpu_us_per_request": mean(&cores_per_10k) * 100.0,
+        "probe_ns_per_request": probe_ns_per_request,
+        "probe_runs_per_request": probe_runs_per_request,
+        "probe_ns_per_run": probe_ns_per_run,
         "throughput_per_sec": mean(&with_rps),
         "unit": "requests",
     });
@@ -340,6 +394,13 @@ Transfer/sec:     12.00MB
         assert_eq!(latency_ms("2.00s"), Some(2000.0));
         assert_eq!(latency_ms("12"), None);
         assert!(parse_wrk("garbage").is_none());
+    }
+
+    #[test]
+    fn samples_of_a_family_are_summed() {
+        let text = "# TYPE sloguard_probe_runs counter\nsloguard_probe_runs_total{program=\"a\"} 10\nsloguard_probe_runs_total{program=\"b\"} 5\nsloguard_probe_runs_totalx 99\nsloguard_probe_runs_total 1\n";
+        assert_eq!(sum_samples(text, "sloguard_probe_runs_total"), 16.0);
+        assert_eq!(sum_samples(text, "absent_total"), 0.0);
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub enum ProbeError {
     },
     #[error("eBPF map {0} is missing or has the wrong type")]
     Map(&'static str),
+    #[error(
+        "probes.run_time_stats: the kernel refused to time eBPF programs ({0}); it needs CAP_SYS_ADMIN, or turn the option off"
+    )]
+    RunTimeStats(String),
 }
 
 /// The probes wake the ring-buffer reader only when this much is pending (a
@@ -58,6 +62,17 @@ pub const RING_BUFFER_POLL_MS: u64 = 50;
 pub struct Probes {
     ebpf: aya::Ebpf,
     attached: usize,
+    /// Held while run-time stats are on: the kernel times runs while any
+    /// such descriptor is open.
+    _run_time_stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// One program's run figures as the kernel counts them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramRuns {
+    pub program: String,
+    pub run_time: std::time::Duration,
+    pub runs: u64,
 }
 
 impl Probes {
@@ -124,7 +139,35 @@ impl Probes {
             }
             attached += 1;
         }
-        Ok(Self { ebpf, attached })
+        let run_time_stats = if cfg.run_time_stats {
+            Some(
+                aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                    .map_err(|e| ProbeError::RunTimeStats(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            ebpf,
+            attached,
+            _run_time_stats: run_time_stats,
+        })
+    }
+
+    /// Cumulative run time and run count of every program (zero unless
+    /// run-time stats are on, here or in another process).
+    pub fn program_runs(&self) -> Vec<ProgramRuns> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some(ProgramRuns {
+                    program: name.to_string(),
+                    run_time: info.run_time(),
+                    runs: info.run_count(),
+                })
+            })
+            .collect()
     }
 
     /// Number of attached programs (readiness).
