@@ -55,6 +55,10 @@ class Shop(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 http.server.ThreadingHTTPServer.daemon_threads = True
+# The default listen backlog (5) overflows when the gateway opens its
+# upstream connections at start: dropped SYNs wait out the 1 s retransmit
+# timeout, a real P99 of 1 s that the agent rightly reported as an L1.
+http.server.ThreadingHTTPServer.request_queue_size = 128
 http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Shop).serve_forever()
 "#;
 
