@@ -239,6 +239,24 @@ pub enum DataSource {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DataEvent {
+    pub head: DataEventHead,
+    pub payload: [u8; MAX_PAYLOAD],
+}
+
+/// The bytes of this event are the first the probe classified on the
+/// connection (the kernel marked it HTTP here, or left it undecided).
+pub const DATA_FLAG_CLASSIFIED_HERE: u32 = 1;
+/// The connection is not yet classified (the prefix was too short to tell).
+pub const DATA_FLAG_UNDECIDED: u32 = 2;
+
+/// Offset of `payload` in [`DataEvent`]: the fixed part that is always sent.
+pub const DATA_EVENT_FIXED: usize = core::mem::size_of::<DataEvent>() - MAX_PAYLOAD;
+
+/// The fixed part of a [`DataEvent`] record: what userspace decodes without
+/// copying the payload area (1 KiB per event otherwise).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DataEventHead {
     pub header: EventHeader,
     pub sk: u64,
     pub fd: i32,
@@ -252,38 +270,12 @@ pub struct DataEvent {
     pub captured: u32,
     /// `DATA_FLAG_*` bits.
     pub flags: u32,
-    pub payload: [u8; MAX_PAYLOAD],
-}
-
-/// The bytes of this event are the first the probe classified on the
-/// connection (the kernel marked it HTTP here, or left it undecided).
-pub const DATA_FLAG_CLASSIFIED_HERE: u32 = 1;
-/// The connection is not yet classified (the prefix was too short to tell).
-pub const DATA_FLAG_UNDECIDED: u32 = 2;
-
-/// Offset of `payload` in [`DataEvent`]: the fixed part that is always sent.
-pub const DATA_EVENT_FIXED: usize = core::mem::size_of::<DataEvent>() - MAX_PAYLOAD;
-
-/// The fixed part of a [`DataEvent`] record, field for field: what userspace
-/// decodes without copying the payload area (1 KiB per event otherwise).
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct DataEventHead {
-    pub header: EventHeader,
-    pub sk: u64,
-    pub fd: i32,
-    pub direction: u32,
-    pub source: u32,
-    pub len: u32,
-    pub captured: u32,
-    pub flags: u32,
 }
 
 // The head must be exactly the bytes before `payload`.
 const _: () = assert!(
     core::mem::size_of::<DataEventHead>() == DATA_EVENT_FIXED
         && core::mem::offset_of!(DataEvent, payload) == DATA_EVENT_FIXED
-        && core::mem::offset_of!(DataEventHead, flags) == core::mem::offset_of!(DataEvent, flags)
 );
 
 /// Kernel struct offsets found in BTF by userspace at start-up and handed to
@@ -551,9 +543,9 @@ mod data_event_tests {
     #[test]
     fn short_records_decode_and_lies_are_refused() {
         let mut ev: DataEvent = unsafe { core::mem::zeroed() };
-        ev.header.kind = EventKind::Data as u32;
-        ev.len = 100;
-        ev.captured = 5;
+        ev.head.header.kind = EventKind::Data as u32;
+        ev.head.len = 100;
+        ev.head.captured = 5;
         ev.payload[..5].copy_from_slice(b"GET /");
         let all = unsafe {
             core::slice::from_raw_parts(
@@ -565,7 +557,7 @@ mod data_event_tests {
         assert_eq!((d.len, p), (100, &b"GET /"[..]));
         assert!(read_data_event(&all[..DATA_EVENT_FIXED + 4]).is_none());
         assert!(read_data_event(&all[..DATA_EVENT_FIXED - 1]).is_none());
-        ev.captured = MAX_PAYLOAD as u32 + 1;
+        ev.head.captured = MAX_PAYLOAD as u32 + 1;
         let all = unsafe {
             core::slice::from_raw_parts(
                 &ev as *const DataEvent as *const u8,

@@ -79,18 +79,19 @@ pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http:
     }
     // comm and cgroup id travel in the SockOwnerEvent instead (cheaper).
     let pid_tgid = bpf_get_current_pid_tgid();
-    ev.header.kind = EventKind::Data as u32;
-    ev.header.pid = pid_tgid as u32;
-    ev.header.tgid = (pid_tgid >> 32) as u32;
+    let head = &mut ev.head;
+    head.header.kind = EventKind::Data as u32;
+    head.header.pid = pid_tgid as u32;
+    head.header.tgid = (pid_tgid >> 32) as u32;
     // SAFETY: helper without arguments.
-    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.sk = sk;
-    ev.fd = args.fd;
-    ev.direction = dir as u32;
-    ev.source = args.source as u32;
-    ev.len = len;
-    ev.captured = captured;
-    ev.flags = flags;
+    head.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    head.sk = sk;
+    head.fd = args.fd;
+    head.direction = dir as u32;
+    head.source = args.source as u32;
+    head.len = len;
+    head.captured = captured;
+    head.flags = flags;
     let total = DATA_EVENT_FIXED + captured as usize;
     if total > core::mem::size_of::<DataEvent>() {
         return;

@@ -2,8 +2,9 @@
 //! our own kernel programs, but a short or unknown record (version skew, a
 //! bug) is counted and skipped, never trusted.
 use agent_common::{
-    DATA_EVENT_FIXED, DataEvent, EventHeader, EventKind, MAX_PAYLOAD, SockOwnerEvent, SockTuple,
-    TcpConnectEvent, TcpRetransmitEvent, TcpStateEvent, header_of, read_event,
+    DATA_EVENT_FIXED, DataEvent, DataEventHead, EventHeader, EventKind, MAX_PAYLOAD,
+    SockOwnerEvent, SockTuple, TcpConnectEvent, TcpRetransmitEvent, TcpStateEvent, header_of,
+    read_event,
 };
 
 /// A decoded event. `Data` borrows its payload from the record.
@@ -19,14 +20,8 @@ pub enum Event<'a> {
 /// A data event without copying its payload.
 #[derive(Clone, Copy)]
 pub struct DataRef<'a> {
-    pub header: EventHeader,
-    pub sk: u64,
-    pub fd: i32,
-    pub direction: u32,
-    pub source: u32,
-    pub len: u32,
-    /// `agent_common::DATA_FLAG_*`.
-    pub flags: u32,
+    pub head: DataEventHead,
+    /// The captured bytes, never more than the syscall moved.
     pub payload: &'a [u8],
 }
 
@@ -86,16 +81,7 @@ fn decode_data(bytes: &[u8]) -> Result<DataRef<'_>, DecodeError> {
     let (ev, payload) = agent_common::read_data_event(bytes).ok_or(DecodeError::Truncated)?;
     // Never trust `captured` beyond what the syscall moved.
     let payload = &payload[..payload.len().min(ev.len as usize)];
-    Ok(DataRef {
-        header: ev.header,
-        sk: ev.sk,
-        fd: ev.fd,
-        direction: ev.direction,
-        source: ev.source,
-        len: ev.len,
-        flags: ev.flags,
-        payload,
-    })
+    Ok(DataRef { head: ev, payload })
 }
 
 impl Event<'_> {
@@ -173,14 +159,16 @@ pub mod encode {
     pub fn data(header: EventHeader, sk: u64, direction: u32, len: u32, payload: &[u8]) -> Vec<u8> {
         let captured = payload.len().min(MAX_PAYLOAD);
         let mut ev = DataEvent {
-            header,
-            sk,
-            fd: 3,
-            direction,
-            source: 0,
-            len,
-            captured: captured as u32,
-            flags: 0,
+            head: DataEventHead {
+                header,
+                sk,
+                fd: 3,
+                direction,
+                source: 0,
+                len,
+                captured: captured as u32,
+                flags: 0,
+            },
             payload: [0; MAX_PAYLOAD],
         };
         ev.payload[..captured].copy_from_slice(&payload[..captured]);
@@ -230,7 +218,7 @@ mod tests {
             panic!()
         };
         assert_eq!(d.payload, b"GET / HTTP/1.1\r\n");
-        assert_eq!(d.len, 5000);
+        assert_eq!(d.head.len, 5000);
         // A record shorter than its `captured` says is refused, never read past its end.
         assert_eq!(
             decode(&rec[..rec.len() - 4]).err(),

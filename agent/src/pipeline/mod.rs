@@ -328,20 +328,21 @@ impl Pipeline {
             }
             Event::Data(d) => {
                 let mut done = std::mem::take(&mut self.done);
-                if d.flags & agent_common::DATA_FLAG_CLASSIFIED_HERE != 0 {
+                if d.head.flags & agent_common::DATA_FLAG_CLASSIFIED_HERE != 0 {
                     // A reused socket address starts a new connection.
-                    self.http.on_close(d.sk, d.header.ts_ns, &mut done);
+                    self.http
+                        .on_close(d.head.sk, d.head.header.ts_ns, &mut done);
                 }
-                let direction = if d.direction == Direction::Egress as u32 {
+                let direction = if d.head.direction == Direction::Egress as u32 {
                     Direction::Egress
                 } else {
                     Direction::Ingress
                 };
                 let chunk = DataChunk {
-                    conn_id: d.sk,
+                    conn_id: d.head.sk,
                     direction,
-                    ts_ns: d.header.ts_ns,
-                    len: d.len,
+                    ts_ns: d.head.header.ts_ns,
+                    len: d.head.len,
                     payload: d.payload,
                 };
                 self.http.on_data(&chunk, &mut done);
