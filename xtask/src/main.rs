@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run, test and bench sloguard with one command each.
 //! Each subcommand is one module; add one by adding a variant and a module.
 mod bench;
+mod bench_memory;
 mod bench_overhead;
 mod demo;
 mod image;
@@ -73,7 +74,8 @@ enum Cmd {
     },
     /// Run the benchmarks; JSON results go to target/sloguard-bench/.
     Bench {
-        /// Run only this part: `overhead` (the nginx+wrk end-to-end bench, no criterion).
+        /// Run only this part (no criterion): `overhead` (nginx+wrk with and without the
+        /// agent) or `memory` (agent RSS at 1000 routes × 5 gray tags).
         #[arg(long)]
         only: Option<String>,
         /// Arguments for criterion (after `--`), e.g. a bench name filter.
