@@ -157,7 +157,11 @@ fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 fn http_get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    // As Prometheus asks: OpenMetrics, with exemplars.
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n"
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let body = out
@@ -246,18 +250,78 @@ fn serve_otlp(c: TcpStream, stop: &AtomicBool, requests: &AtomicU64) {
     }
 }
 
-/// Runs the bench and writes `memory.json`.
-pub fn run() -> Result<()> {
-    if !util::is_root() {
-        bail!("the memory bench loads eBPF programs: run as root");
+/// One agent's figures under the load.
+struct Run {
+    requests: u64,
+    wall: f64,
+    otlp_requests: u64,
+    server: SeriesCount,
+    client: SeriesCount,
+    scrape_bytes: usize,
+    /// The agent's own counters from the scrape (events lost, spans).
+    self_metrics: Vec<String>,
+    idle: Mem,
+    after_load: Mem,
+    after_periods: Mem,
+    after_scrape: Mem,
+}
+
+impl Run {
+    /// The goal's figure: RSS after the load, after 2 periods and after a
+    /// scrape (Prometheus scrapes a deployed agent all the time).
+    fn rss_kib(&self) -> u64 {
+        self.after_load
+            .rss_kib
+            .max(self.after_periods.rss_kib)
+            .max(self.after_scrape.rss_kib)
     }
-    let bin = agent_bin()?;
-    let tmp = tempfile::tempdir()?;
-    let script = tmp.path().join("routes.lua");
-    std::fs::write(&script, wrk_script())?;
-    let nginx = Nginx::start_with("location / { return 200 \"ok\\n\"; }", "/catalog/aaa/items")?;
+
+    fn json(&self, bin: &Path) -> serde_json::Value {
+        json!({
+            "agent": bin.display().to_string(),
+            "requests": self.requests,
+            "wall_seconds": self.wall,
+            "requests_per_pair": self.requests as f64 / (ROUTES * GRAY_TAGS.len()) as f64,
+            "otlp_export_requests": self.otlp_requests,
+            "series": {
+                "server": {"service": "nginx", "series": self.server.series, "routes": self.server.routes, "gray_tags": self.server.tags},
+                "client": {"service": "wrk", "series": self.client.series, "routes": self.client.routes, "gray_tags": self.client.tags},
+            },
+            "metrics_scrape_bytes": self.scrape_bytes,
+            "agent_counters": self.self_metrics,
+            "idle": mem_json(self.idle),
+            "after_load": mem_json(self.after_load),
+            "after_2_periods": mem_json(self.after_periods),
+            "after_scrape": mem_json(self.after_scrape),
+            "rss_mib": mib(self.rss_kib()),
+            "hwm_mib": mib(self.after_scrape.hwm_kib),
+        })
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} requests, server {}x{} ({} series), client {}x{} ({} series); agent RSS idle {:.1} MiB, after load {:.1}, after 2 periods {:.1}, after scrape {:.1} ({} KiB OpenMetrics), HWM {:.1} MiB",
+            self.requests,
+            self.server.routes,
+            self.server.tags,
+            self.server.series,
+            self.client.routes,
+            self.client.tags,
+            self.client.series,
+            mib(self.idle.rss_kib),
+            mib(self.after_load.rss_kib),
+            mib(self.after_periods.rss_kib),
+            mib(self.after_scrape.rss_kib),
+            self.scrape_bytes / 1024,
+            mib(self.after_scrape.hwm_kib),
+        )
+    }
+}
+
+/// Starts `bin`, drives the load through nginx, and measures.
+fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path, extra: &str) -> Result<Run> {
     let sink = OtlpSink::start()?;
-    let agent = AgentProc::start_with(&bin, &agent_yaml(sink.port, tmp.path()))?;
+    let agent = AgentProc::start_with(bin, &(agent_yaml(sink.port, dir) + extra))?;
     let pid = agent.child.id();
     let idle = mem_of(pid)?;
 
@@ -265,7 +329,7 @@ pub fn run() -> Result<()> {
     let out = Command::new("wrk")
         .args(WRK_ARGS)
         .arg("-s")
-        .arg(&script)
+        .arg(script)
         .arg(format!("http://127.0.0.1:{}/", nginx.port))
         .output()
         .context("run wrk")?;
@@ -281,62 +345,102 @@ pub fn run() -> Result<()> {
     std::thread::sleep(Duration::from_secs(2 * PERIOD_SECS + 1));
     let after_periods = mem_of(pid)?;
     let scrape = http_get(agent.port, "/metrics")?;
+    std::thread::sleep(Duration::from_millis(500));
     let after_scrape = mem_of(pid)?;
-    let server = count_series(&scrape, "http_server_request_duration_seconds", "nginx");
-    let client = count_series(&scrape, "http_client_request_duration_seconds", "wrk");
-    let otlp_requests = sink.requests.load(Ordering::Relaxed);
-    drop(agent);
+    // XTASK_BENCH_MEMORY_HOLD_SECS: keep the loaded agent for inspection
+    // (gdb, heaptrack -p, /proc/<pid>/smaps) before it is stopped.
+    if let Some(secs) = std::env::var("XTASK_BENCH_MEMORY_HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        println!("bench: memory: agent pid {pid} held for {secs} s");
+        std::thread::sleep(Duration::from_secs(secs.min(3600)));
+    }
+    Ok(Run {
+        requests,
+        wall,
+        otlp_requests: sink.requests.load(Ordering::Relaxed),
+        server: count_series(&scrape, "http_server_request_duration_seconds", "nginx"),
+        client: count_series(&scrape, "http_client_request_duration_seconds", "wrk"),
+        scrape_bytes: scrape.len(),
+        self_metrics: scrape
+            .lines()
+            .filter(|l| {
+                [
+                    "sloguard_events_",
+                    "sloguard_spans_",
+                    "sloguard_http_events_total{event=\"exchanges\"",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+            })
+            .map(str::to_string)
+            .collect(),
+        idle,
+        after_load,
+        after_periods,
+        after_scrape,
+    })
+}
+
+/// Runs the bench and writes `memory.json`. With
+/// `XTASK_BENCH_MEMORY_BASELINE` (another agent binary, e.g. a build of an
+/// older commit) that one is measured too, right before, for a side-by-side
+/// figure under the same host conditions. `XTASK_BENCH_MEMORY_YAML`: config
+/// appended for the measured agent only (experiments with a setting).
+pub fn run() -> Result<()> {
+    if !util::is_root() {
+        bail!("the memory bench loads eBPF programs: run as root");
+    }
+    let bin = agent_bin()?;
+    let baseline = std::env::var_os("XTASK_BENCH_MEMORY_BASELINE").map(std::path::PathBuf::from);
+    let tmp = tempfile::tempdir()?;
+    let script = tmp.path().join("routes.lua");
+    std::fs::write(&script, wrk_script())?;
+    let nginx = Nginx::start_with("location / { return 200 \"ok\\n\"; }", "/catalog/aaa/items")?;
+    let base = match &baseline {
+        Some(b) => {
+            let r = measure(b, &nginx, &script, tmp.path(), "")?;
+            println!("bench: memory: baseline {}: {}", b.display(), r.summary());
+            Some(r)
+        }
+        None => None,
+    };
+    let extra = std::env::var("XTASK_BENCH_MEMORY_YAML").unwrap_or_default();
+    let run = measure(&bin, &nginx, &script, tmp.path(), &extra)?;
     drop(nginx);
 
-    let steady = after_load.rss_kib.max(after_periods.rss_kib);
-    let met = mib(steady) <= GOAL_MIB;
-    let value = json!({
+    let met = mib(run.rss_kib()) <= GOAL_MIB;
+    let mut value = json!({
         "name": "memory",
         "routes": ROUTES,
         "gray_tags": GRAY_TAGS,
         "slo_period_secs": PERIOD_SECS,
         "wrk": WRK_ARGS.join(" "),
-        "requests": requests,
-        "wall_seconds": wall,
-        "requests_per_pair": requests as f64 / (ROUTES * GRAY_TAGS.len()) as f64,
-        "otlp_export_requests": otlp_requests,
-        "series": {
-            "server": {"service": "nginx", "series": server.series, "routes": server.routes, "gray_tags": server.tags},
-            "client": {"service": "wrk", "series": client.series, "routes": client.routes, "gray_tags": client.tags},
-        },
-        "metrics_scrape_bytes": scrape.len(),
-        "idle": mem_json(idle),
-        "after_load": mem_json(after_load),
-        "after_2_periods": mem_json(after_periods),
-        "after_scrape": mem_json(after_scrape),
+        "extra_yaml": extra,
         "goal_rss_mib": GOAL_MIB,
-        "rss_mib": mib(steady),
         "goal_met": met,
-        "throughput_per_sec": mib(steady),
-        "unit": "MiB RSS (max of after load, after 2 periods)",
+        "throughput_per_sec": mib(run.rss_kib()),
+        "unit": "MiB RSS (max of after load, after 2 periods, after scrape)",
     });
+    let obj = value.as_object_mut().context("JSON object")?;
+    if let serde_json::Value::Object(m) = run.json(&bin) {
+        obj.extend(m);
+    }
+    if let (Some(b), Some(r)) = (&baseline, &base) {
+        obj.insert("baseline".into(), r.json(b));
+    }
     let path = crate::bench::write_bench_json("memory", &value)?;
     println!(
-        "bench: memory: {requests} requests, server {}x{} ({} series), client {}x{} ({} series); agent RSS idle {:.1} MiB, after load {:.1}, after 2 periods {:.1}, after scrape {:.1} ({} KiB text), HWM {:.1} MiB; goal <= {GOAL_MIB} MiB {} -> {}",
-        server.routes,
-        server.tags,
-        server.series,
-        client.routes,
-        client.tags,
-        client.series,
-        mib(idle.rss_kib),
-        mib(after_load.rss_kib),
-        mib(after_periods.rss_kib),
-        mib(after_scrape.rss_kib),
-        scrape.len() / 1024,
-        mib(after_scrape.hwm_kib),
+        "bench: memory: {}; goal RSS <= {GOAL_MIB} MiB {} -> {}",
+        run.summary(),
         if met { "met" } else { "NOT met" },
         path.display()
     );
-    if server.series < ROUTES * GRAY_TAGS.len() * 9 / 10 {
+    if run.server.series < ROUTES * GRAY_TAGS.len() * 9 / 10 {
         bail!(
             "only {} server series of {} expected: the load did not reach every route × tag",
-            server.series,
+            run.server.series,
             ROUTES * GRAY_TAGS.len()
         );
     }

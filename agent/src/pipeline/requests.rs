@@ -192,7 +192,7 @@ impl RequestStage {
         let trace_hex = hex_lower(&trace_id);
         if !req.incomplete {
             // The exemplar must lead to a trace that exists: only exported ones.
-            let exemplar = exported.then(|| trace_hex.clone());
+            let exemplar = exported.then_some(trace_id);
             self.red.observe(
                 req.side,
                 &route,
