@@ -71,13 +71,15 @@ fn agent_yaml(otlp_port: u16, dir: &Path) -> String {
     )
 }
 
-/// VmRSS, VmHWM, RssAnon, RssFile in KiB from /proc/<pid>/status.
+/// VmRSS, VmHWM, RssAnon, RssFile in KiB from /proc/<pid>/status, and Pss
+/// from smaps_rollup (the ring buffer's data pages, mapped twice, count once).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Mem {
     pub rss_kib: u64,
     pub hwm_kib: u64,
     pub anon_kib: u64,
     pub file_kib: u64,
+    pub pss_kib: u64,
 }
 
 pub fn parse_status(status: &str) -> Option<Mem> {
@@ -96,12 +98,21 @@ pub fn parse_status(status: &str) -> Option<Mem> {
         hwm_kib: field("VmHWM:")?,
         anon_kib: field("RssAnon:").unwrap_or(0),
         file_kib: field("RssFile:").unwrap_or(0),
+        pss_kib: field("Pss:").unwrap_or(0),
     })
 }
 
 fn mem_of(pid: u32) -> Result<Mem> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    let mut s = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
+    // Pss only; absent on kernels without smaps_rollup (then 0).
+    if let Ok(r) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+        s.extend(
+            r.lines()
+                .filter(|l| l.starts_with("Pss:"))
+                .map(|l| format!("\n{l}")),
+        );
+    }
     parse_status(&s).context("no VmRSS/VmHWM in /proc/<agent>/status")
 }
 
@@ -111,7 +122,8 @@ fn mib(kib: u64) -> f64 {
 
 fn mem_json(m: Mem) -> serde_json::Value {
     json!({"rss_mib": mib(m.rss_kib), "hwm_mib": mib(m.hwm_kib),
-        "rss_anon_mib": mib(m.anon_kib), "rss_file_mib": mib(m.file_kib)})
+        "rss_anon_mib": mib(m.anon_kib), "rss_file_mib": mib(m.file_kib),
+        "pss_mib": mib(m.pss_kib)})
 }
 
 /// Distinct (route, gray tag) pairs and series per service in the
@@ -300,7 +312,7 @@ impl Run {
 
     fn summary(&self) -> String {
         format!(
-            "{} requests, server {}x{} ({} series), client {}x{} ({} series); agent RSS idle {:.1} MiB, after load {:.1}, after 2 periods {:.1}, after scrape {:.1} ({} KiB OpenMetrics), HWM {:.1} MiB",
+            "{} requests, server {}x{} ({} series), client {}x{} ({} series); agent RSS idle {:.1} MiB, after load {:.1}, after 2 periods {:.1}, after scrape {:.1} ({} KiB OpenMetrics), HWM {:.1} MiB, PSS after 2 periods {:.1} MiB",
             self.requests,
             self.server.routes,
             self.server.tags,
@@ -314,6 +326,7 @@ impl Run {
             mib(self.after_scrape.rss_kib),
             self.scrape_bytes / 1024,
             mib(self.after_scrape.hwm_kib),
+            mib(self.after_periods.pss_kib),
         )
     }
 }
@@ -460,9 +473,12 @@ mod tests {
                 rss_kib: 50000,
                 hwm_kib: 70000,
                 anon_kib: 40000,
-                file_kib: 10000
+                file_kib: 10000,
+                pss_kib: 0
             })
         );
+        let with_pss = format!("{s}Pss:\t  45000 kB\n");
+        assert_eq!(parse_status(&with_pss).unwrap().pss_kib, 45000);
         assert_eq!(parse_status("Name:\tx\n"), None);
     }
 
