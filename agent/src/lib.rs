@@ -11,6 +11,7 @@ pub mod events;
 pub mod fuse;
 pub mod http;
 pub mod k8s;
+pub mod malloc;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;

@@ -48,6 +48,7 @@ fn init_logging(cfg: &Config) {
 }
 
 fn main() -> ExitCode {
+    sloguard::malloc::tune();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => match Config::load(&file) {

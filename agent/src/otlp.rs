@@ -47,8 +47,9 @@ pub struct OtlpConfig {
     pub protocol: String,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Spans waiting for export at most (per service in the SDK, and in the
-    /// hand-off from the pipeline); beyond, spans are dropped and counted.
+    /// Spans waiting in the hand-off from the pipeline at most; beyond, spans
+    /// are dropped and counted. Each service's SDK batch queue holds
+    /// `min(queue_capacity, SERVICE_QUEUE)`.
     pub queue_capacity: usize,
     /// Share of requests without an incoming sampling decision that are
     /// exported (0.0–1.0). Incoming `sampled` flags are honoured.
@@ -332,6 +333,12 @@ fn build_exporter(
     })
 }
 
+/// Spans queued per service's batch processor at most. The SDK allocates its
+/// queue up front (~368 bytes a slot): 8192 slots were 2.9 MiB per service
+/// that ever exported, up to 185 MiB at `max_services`. Two export batches
+/// (the SDK starts an export at 512 queued); beyond, the SDK drops.
+pub const SERVICE_QUEUE: usize = 1024;
+
 fn new_processor(
     endpoint: &str,
     protocol: Protocol,
@@ -341,7 +348,7 @@ fn new_processor(
 ) -> Result<BatchSpanProcessor, OtlpError> {
     let exporter = build_exporter(endpoint, protocol, cfg.timeout)?;
     let batch = opentelemetry_sdk::trace::BatchConfigBuilder::default()
-        .with_max_queue_size(cfg.queue_capacity)
+        .with_max_queue_size(cfg.queue_capacity.min(SERVICE_QUEUE))
         .with_scheduled_delay(Duration::from_millis(500))
         .build();
     let mut p = BatchSpanProcessor::builder(exporter)

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::{Registry, Unit};
@@ -39,7 +39,26 @@ pub struct RedLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TraceExemplar {
-    pub trace_id: String,
+    pub trace_id: TraceId,
+}
+
+/// A trace id kept as its 16 bytes and written as 32 lowercase hex digits
+/// (a `String` per exemplar cost an allocation of its own).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct TraceId(pub [u8; 16]);
+
+impl EncodeLabelValue for TraceId {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 32];
+        for (i, b) in self.0.iter().enumerate() {
+            buf[2 * i] = HEX[(b >> 4) as usize];
+            buf[2 * i + 1] = HEX[(b & 15) as usize];
+        }
+        // Only ASCII hex digits were written.
+        let text = std::str::from_utf8(&buf).map_err(|_| std::fmt::Error)?;
+        std::fmt::Write::write_str(encoder, text)
+    }
 }
 
 type DurationFamily = Family<
@@ -83,8 +102,8 @@ impl RedMetrics {
         );
     }
 
-    /// Count one request. `trace_id` (32 hex digits) becomes the bucket's
-    /// exemplar; `k8s` is the local process's pod, if it runs in one.
+    /// Count one request. `trace_id` becomes the bucket's exemplar; `k8s`
+    /// is the local process's pod, if it runs in one.
     #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &self,
@@ -94,7 +113,7 @@ impl RedMetrics {
         gray_tag: &Arc<str>,
         k8s: Option<&Arc<K8sLabels>>,
         seconds: f64,
-        trace_id: Option<String>,
+        trace_id: Option<[u8; 16]>,
         at: SystemTime,
     ) {
         let labels = RedLabels {
@@ -111,7 +130,9 @@ impl RedMetrics {
         };
         fam.get_or_create(&labels).observe(
             seconds,
-            trace_id.map(|trace_id| TraceExemplar { trace_id }),
+            trace_id.map(|id| TraceExemplar {
+                trace_id: TraceId(id),
+            }),
             Some(at),
         );
     }
@@ -135,7 +156,10 @@ mod tests {
             &tag,
             None,
             0.003,
-            Some("0af7651916cd43dd8448eb211c80319c".into()),
+            Some([
+                0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80,
+                0x31, 0x9c,
+            ]),
             SystemTime::now(),
         );
         red.observe(

@@ -44,6 +44,10 @@ pub enum RunError {
 
 /// Records per batch handed from the reader to the pipeline.
 const BATCH_RECORDS: usize = 256;
+/// Emptied batches kept for reuse. A burst fills the channel with up to
+/// `channel_capacity` records (~70 MiB of 1 KiB data events at the default);
+/// keeping every batch of it for reuse kept that memory for good.
+const RECYCLED_BATCHES: usize = 4;
 
 /// Raw records copied out of the ring buffer, back to back.
 #[derive(Default)]
@@ -157,8 +161,7 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     // Parsing the kernel's BTF for the probe offsets allocates tens of MiB
     // that are freed by now; hand them back to the OS instead of keeping
     // them in the allocator's arenas (idle RSS).
-    // SAFETY: malloc_trim only releases free memory.
-    unsafe { libc::malloc_trim(0) };
+    crate::malloc::trim();
     let ring = probes.take_ring_buffer()?;
     self_metrics.probes_attached.set(probes.attached() as i64);
     tracing::info!(programs = probes.attached(), "probes attached");
@@ -166,7 +169,7 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     let stop = Arc::new(AtomicBool::new(false));
     let cap = (cfg.probes.channel_capacity / BATCH_RECORDS).max(1);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(cap);
-    let (recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel::<Batch>(cap + 2);
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel::<Batch>(RECYCLED_BATCHES);
     let channel_lost = self_metrics
         .lost
         .get_or_create(&ReasonLabels {
@@ -378,6 +381,7 @@ fn pipeline_loop(mut pipeline: Pipeline, rx: Receiver<Batch>, recycle: SyncSende
                     pipeline.handle_record(r);
                 }
                 batch.clear();
+                // Full: dropped, its memory goes back (see RECYCLED_BATCHES).
                 let _ = recycle.try_send(batch);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -385,9 +389,16 @@ fn pipeline_loop(mut pipeline: Pipeline, rx: Receiver<Batch>, recycle: SyncSende
         }
         // Also tick as soon as an SLO period ends: a 1 s housekeeping beat out
         // of phase with the period would delay alerts by up to a second.
-        if last_tick.elapsed() >= Duration::from_secs(1) || pipeline.slo_period_due() {
+        let period_due = pipeline.slo_period_due();
+        if last_tick.elapsed() >= Duration::from_secs(1) || period_due {
             pipeline.tick();
             last_tick = std::time::Instant::now();
+            if period_due {
+                // Once per period: bursts (a full event channel, the SLO
+                // snapshot swap) leave free holes in the heap that glibc
+                // keeps resident unless asked.
+                crate::malloc::trim();
+            }
         }
     }
     pipeline.tick();

@@ -86,7 +86,14 @@ pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
             print!("{}", table(&read_results_since(&bench_dir(), start)?));
             return Ok(());
         }
-        Some(other) => anyhow::bail!("--only {other}: known parts are `overhead`, `latency`"),
+        Some("memory") => {
+            crate::bench_memory::run()?;
+            print!("{}", table(&read_results_since(&bench_dir(), start)?));
+            return Ok(());
+        }
+        Some(other) => {
+            anyhow::bail!("--only {other}: known parts are `overhead`, `memory`, `latency`")
+        }
     }
     // Full set-up: the end-to-end benches need nginx and wrk.
     setup::setup(Scope::Full)?;

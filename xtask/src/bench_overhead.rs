@@ -74,11 +74,11 @@ fn clock_ticks_per_sec() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_http(addr: SocketAddr, path: &str, max: Duration) -> Result<()> {
+pub(crate) fn wait_http(addr: SocketAddr, path: &str, max: Duration) -> Result<()> {
     let t0 = Instant::now();
     while t0.elapsed() < max {
         if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
@@ -113,14 +113,20 @@ fn terminate(child: &mut Child) {
 }
 
 /// nginx in the foreground under a temp prefix; stopped on drop.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     prefix: PathBuf,
 }
 
 impl Nginx {
     fn start() -> Result<Self> {
+        Self::start_with("root {p}/html;", "/index.html")
+    }
+
+    /// nginx with `server_body` (`{p}` = the prefix) in its one server block;
+    /// ready when `probe` answers 200.
+    pub(crate) fn start_with(server_body: &str, probe: &str) -> Result<Self> {
         let prefix =
             std::env::temp_dir().join(format!("sloguard-bench-nginx-{}", std::process::id()));
         let html = prefix.join("html");
@@ -135,7 +141,8 @@ impl Nginx {
              proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n\
              uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
              keepalive_requests 1000000;\n\
-             server {{ listen 127.0.0.1:{port}; root {p}/html; }}\n}}\n"
+             server {{ listen 127.0.0.1:{port}; {body} }}\n}}\n",
+            body = server_body.replace("{p}", &p.to_string())
         );
         let conf_path = prefix.join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
@@ -160,7 +167,7 @@ impl Nginx {
         };
         wait_http(
             format!("127.0.0.1:{port}").parse()?,
-            "/index.html",
+            probe,
             Duration::from_secs(10),
         )?;
         Ok(n)
@@ -175,27 +182,35 @@ impl Drop for Nginx {
 }
 
 /// The release agent with the default config, metrics on a free port.
-struct AgentProc {
-    child: Child,
+pub(crate) struct AgentProc {
+    pub(crate) child: Child,
     config: PathBuf,
-    port: u16,
+    /// `/metrics`, `/readyz` port.
+    pub(crate) port: u16,
 }
 
 impl AgentProc {
     fn start(bin: &Path) -> Result<Self> {
-        Self::start_with(bin, "{}\n")
+        Self::start_with(bin, "")
     }
 
-    fn start_with(bin: &Path, config_yaml: &str) -> Result<Self> {
+    /// The agent with `yaml` (without a `metrics:` section) as its config file,
+    /// metrics and admin endpoints on free loopback ports.
+    pub(crate) fn start_with(bin: &Path, yaml: &str) -> Result<Self> {
         let port = free_port()?;
+        let admin = free_port()?;
         let config =
             std::env::temp_dir().join(format!("sloguard-bench-{}.yaml", std::process::id()));
-        std::fs::write(&config, config_yaml)?;
+        std::fs::write(
+            &config,
+            format!(
+                "metrics:\n  listen: 127.0.0.1:{port}\nadmin:\n  listen: 127.0.0.1:{admin}\n{yaml}"
+            ),
+        )?;
         let log = std::fs::File::create(config.with_extension("log"))?;
         let child = Command::new(bin)
             .arg("--config")
             .arg(&config)
-            .env("SLOGUARD_METRICS__LISTEN", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -270,12 +285,9 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
-/// Runs the comparison and writes `overhead_nginx.json`.
-pub fn run() -> Result<()> {
-    if !util::is_root() {
-        bail!("the overhead bench loads eBPF programs: run as root");
-    }
-    // XTASK_BENCH_AGENT: an already built release agent (saves a build).
+/// The release agent: `XTASK_BENCH_AGENT` (an already built one, saves a
+/// build) or `target/release/sloguard`, built when missing.
+pub(crate) fn agent_bin() -> Result<PathBuf> {
     let bin = std::env::var_os("XTASK_BENCH_AGENT").map_or_else(
         || util::target_dir().join("release/sloguard"),
         PathBuf::from,
@@ -283,6 +295,15 @@ pub fn run() -> Result<()> {
     if !bin.exists() {
         util::run(util::cargo().args(["build", "--release", "-p", "agent"]))?;
     }
+    Ok(bin)
+}
+
+/// Runs the comparison and writes `overhead_nginx.json`.
+pub fn run() -> Result<()> {
+    if !util::is_root() {
+        bail!("the overhead bench loads eBPF programs: run as root");
+    }
+    let bin = agent_bin()?;
     let nginx = Nginx::start()?;
     let hz = clock_ticks_per_sec();
     // Warm-up: page cache, nginx's open-file state, CPU frequency.

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run, test and bench sloguard with one command each.
 //! Each subcommand is one module; add one by adding a variant and a module.
 mod bench;
+mod bench_memory;
 mod bench_overhead;
 mod demo;
 mod image;
@@ -74,7 +75,8 @@ enum Cmd {
     /// Run the benchmarks; JSON results go to target/sloguard-bench/.
     Bench {
         /// Run only this part (no criterion): `overhead` (nginx+wrk with and
-        /// without the agent) or `latency` (fault onset -> L2 -> fuse).
+        /// without the agent), `memory` (agent RSS at 1000 routes × 5 gray
+        /// tags) or `latency` (fault onset -> L2 -> fuse).
         #[arg(long)]
         only: Option<String>,
         /// Arguments for criterion (after `--`), e.g. a bench name filter.

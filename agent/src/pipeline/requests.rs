@@ -215,7 +215,7 @@ impl RequestStage {
         };
         if !req.incomplete {
             // The exemplar must lead to a trace that exists: only exported ones.
-            let exemplar = exported.then(|| hex_lower(&trace_id));
+            let exemplar = exported.then_some(trace_id);
             self.red.observe(
                 req.side,
                 &route,

@@ -3,15 +3,21 @@
 //!
 //! A per-period ring over 6 h would cost 2,160 slots per route at a 10 s
 //! period (~17 KiB; 85 MiB at 5,000 entries), so only the last 5 minutes are
-//! kept per period; older periods are folded into 5-minute slots (72 for 6 h).
+//! kept in at most 30 fine slots (one per period at periods of 10 s and
+//! longer, else one per 10 s worth of periods: 240 bytes whatever the
+//! period); older periods are folded into 5-minute slots (72 for 6 h).
 //! The 1h and 6h windows therefore move in 5-minute steps: they cover the
-//! open 5-minute slot plus the last 12 (72) closed ones.
+//! open 5-minute slot plus the last 12 (72) closed ones. The 5m window moves
+//! in fine-slot steps: the open fine slot plus the last closed ones.
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::period::ratio;
 
 const FINE_WINDOW: Duration = Duration::from_secs(300);
+/// Fine slots over the 5m window at most (memory per entry is bounded by
+/// this, not by the period).
+const MAX_FINE_SLOTS: usize = 30;
 const COARSE_SLOTS_1H: usize = 12;
 const COARSE_SLOTS_6H: usize = 72;
 
@@ -39,7 +45,14 @@ pub struct BurnRates {
 pub struct BurnWindows {
     /// Periods per 5 minutes (>= 1).
     per_slot: usize,
+    /// Periods per fine slot (1 at periods of 10 s and longer).
+    fine_per: usize,
+    /// Closed fine slots, at most `fine_cap`.
     fine: VecDeque<Counts>,
+    fine_cap: usize,
+    /// Periods folded into `fine_open` so far.
+    in_fine: usize,
+    fine_open: Counts,
     /// Periods folded into `open_slot` so far.
     in_slot: usize,
     open_slot: Counts,
@@ -50,9 +63,15 @@ impl BurnWindows {
     pub fn new(period: Duration) -> Self {
         let p = period.as_nanos().max(1);
         let per_slot = FINE_WINDOW.as_nanos().div_ceil(p).max(1) as usize;
+        let fine_per = per_slot.div_ceil(MAX_FINE_SLOTS);
+        let fine_cap = per_slot.div_ceil(fine_per);
         Self {
             per_slot,
-            fine: VecDeque::with_capacity(per_slot),
+            fine_per,
+            fine: VecDeque::with_capacity(fine_cap),
+            fine_cap,
+            in_fine: 0,
+            fine_open: Counts::default(),
             in_slot: 0,
             open_slot: Counts::default(),
             coarse: VecDeque::with_capacity(COARSE_SLOTS_6H),
@@ -65,10 +84,16 @@ impl BurnWindows {
             requests: requests.min(u32::MAX as u64) as u32,
             errors: errors.min(u32::MAX as u64) as u32,
         };
-        if self.fine.len() == self.per_slot {
-            self.fine.pop_front();
+        self.fine_open.add(c);
+        self.in_fine += 1;
+        if self.in_fine == self.fine_per {
+            if self.fine.len() == self.fine_cap {
+                self.fine.pop_front();
+            }
+            self.fine.push_back(self.fine_open);
+            self.fine_open = Counts::default();
+            self.in_fine = 0;
         }
-        self.fine.push_back(c);
         self.open_slot.add(c);
         self.in_slot += 1;
         if self.in_slot == self.per_slot {
@@ -84,7 +109,7 @@ impl BurnWindows {
     /// Burn rates against an SLO error ratio (> 0).
     pub fn rates(&self, slo_error_ratio: f64) -> BurnRates {
         let burn = |c: Counts| ratio(c.errors as u64, c.requests as u64) / slo_error_ratio;
-        let mut m5 = Counts::default();
+        let mut m5 = self.fine_open;
         self.fine.iter().for_each(|c| m5.add(*c));
         let sum_coarse = |n: usize| {
             let mut t = self.open_slot;
@@ -101,6 +126,7 @@ impl BurnWindows {
     /// True when the whole 6 h horizon saw no request (the entry may go).
     pub fn idle(&self) -> bool {
         self.open_slot.requests == 0
+            && self.fine_open.requests == 0
             && self.fine.iter().all(|c| c.requests == 0)
             && self.coarse.len() == COARSE_SLOTS_6H
             && self.coarse.iter().all(|c| c.requests == 0)
@@ -167,7 +193,31 @@ mod tests {
         for _ in 0..100_000 {
             b.push(1, 0);
         }
-        assert_eq!(b.fine.len(), 300);
+        assert_eq!(b.fine.len(), MAX_FINE_SLOTS);
         assert_eq!(b.coarse.len(), COARSE_SLOTS_6H);
+        assert_eq!(b.heap_bytes(), (MAX_FINE_SLOTS + COARSE_SLOTS_6H) * 8);
+    }
+
+    #[test]
+    fn short_periods_share_fine_slots() {
+        // 2 s periods: 150 per 5 minutes in 30 fine slots of 5 periods.
+        let mut b = BurnWindows::new(Duration::from_secs(2));
+        assert_eq!((b.fine_per, b.fine_cap), (5, 30));
+        // 5 minutes at 1 % errors, then 3 clean periods: the window holds
+        // 150 bad periods (30 closed slots) plus the open slot's 3 clean ones.
+        for _ in 0..150 {
+            b.push(100, 1);
+        }
+        for _ in 0..3 {
+            b.push(100, 0);
+        }
+        let r = b.rates(0.01);
+        assert!((r.m5 - 150.0 / 153.0).abs() < 1e-9, "{r:?}");
+        // Two more clean periods close the slot: the oldest bad slot leaves.
+        for _ in 0..2 {
+            b.push(100, 0);
+        }
+        let r = b.rates(0.01);
+        assert!((r.m5 - 145.0 / 150.0).abs() < 1e-9, "{r:?}");
     }
 }

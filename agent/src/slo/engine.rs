@@ -77,6 +77,11 @@ impl Entry {
     fn heap_bytes(&self) -> usize {
         self.open.heap_bytes()
             + self.history.capacity() * std::mem::size_of::<PeriodSummary>()
+            + self
+                .history
+                .iter()
+                .map(|s| s.retransmit_peers.heap_bytes())
+                .sum::<usize>()
             + self.burn.heap_bytes()
             + self.baseline.as_ref().map_or(0, |b| b.heap_bytes())
             + self.tracks.capacity() * std::mem::size_of::<AlertTrack>()

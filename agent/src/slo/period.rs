@@ -94,19 +94,24 @@ fn hex(id: &[u8; 16]) -> String {
     s
 }
 
+type PeerSlots = [Option<(Endpoint, u64)>; PEERS];
+
 /// Approximate heavy hitters (space saving): the endpoint with the most
-/// events in a small fixed array.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// events in a small fixed array, allocated at the first event: most periods
+/// of most routes see no retransmit, and an entry keeps one of these open
+/// plus one per closed period (8 bytes each instead of 128).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopPeers {
-    items: [Option<(Endpoint, u64)>; PEERS],
+    items: Option<Box<PeerSlots>>,
 }
 
 impl TopPeers {
     #[inline]
     pub fn add(&mut self, peer: Endpoint, n: u64) {
+        let items = self.items.get_or_insert_with(|| Box::new([None; PEERS]));
         let mut min_i = 0;
         let mut min_n = u64::MAX;
-        for (i, slot) in self.items.iter_mut().enumerate() {
+        for (i, slot) in items.iter_mut().enumerate() {
             match slot {
                 Some((p, c)) if *p == peer => {
                     *c += n;
@@ -124,21 +129,31 @@ impl TopPeers {
             }
         }
         // Space saving: the newcomer inherits the evicted count.
-        self.items[min_i] = Some((peer, min_n + n));
+        items[min_i] = Some((peer, min_n + n));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(Endpoint, u64)> {
+        self.items.iter().flat_map(|b| b.iter().flatten())
     }
 
     pub fn merge(&mut self, other: &TopPeers) {
-        for (p, n) in other.items.iter().flatten() {
+        for (p, n) in other.iter() {
             self.add(*p, *n);
         }
     }
 
     pub fn top(&self) -> Option<(Endpoint, u64)> {
-        self.items.iter().flatten().max_by_key(|(_, n)| *n).copied()
+        self.iter().max_by_key(|(_, n)| *n).copied()
     }
 
     pub fn clear(&mut self) {
-        self.items = [None; PEERS];
+        self.items = None;
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.items
+            .as_ref()
+            .map_or(0, |_| std::mem::size_of::<PeerSlots>())
     }
 }
 
@@ -165,7 +180,7 @@ impl PeriodStats {
             retransmitted_segments: self.retransmitted_segments,
             requests_with_retransmits: self.requests_with_retransmits,
             connect_p99: self.connect.quantile(0.99),
-            retransmit_peers: self.retransmit_peers,
+            retransmit_peers: std::mem::take(&mut self.retransmit_peers),
             samples: self.samples,
             connect_failures: 0,
             connect_failure_peer: None,
@@ -176,13 +191,12 @@ impl PeriodStats {
         self.retransmitted_segments = 0;
         self.requests_with_retransmits = 0;
         self.connect.clear();
-        self.retransmit_peers.clear();
         self.samples.clear();
         s
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.latency.heap_bytes() + self.connect.heap_bytes()
+        self.latency.heap_bytes() + self.connect.heap_bytes() + self.retransmit_peers.heap_bytes()
     }
 }
 
@@ -249,5 +263,19 @@ mod tests {
         }
         p.add(ep(7), 50);
         assert_eq!(p.top().unwrap().0, ep(7));
+    }
+
+    #[test]
+    fn peers_cost_a_pointer_until_the_first_event() {
+        assert_eq!(std::mem::size_of::<TopPeers>(), 8);
+        let mut open = PeriodStats::default();
+        assert_eq!(open.heap_bytes(), 0);
+        open.retransmit_peers.add(ep(1), 3);
+        assert!(open.heap_bytes() > 0);
+        // Closing moves the peers into the summary and leaves none open.
+        let s = open.close();
+        assert_eq!(s.retransmit_peers.top(), Some((ep(1), 3)));
+        assert_eq!(open.retransmit_peers.top(), None);
+        assert_eq!(open.heap_bytes(), 0);
     }
 }

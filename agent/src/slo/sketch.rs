@@ -1,8 +1,10 @@
 //! A mergeable, bounded latency sketch on the Prometheus native-histogram
 //! schema 5 buckets: bucket `i` covers `(2^((i-1)/32), 2^(i/32)]` seconds, so a
 //! bucket is 2.19 % wide and its geometric midpoint is within 1.09 % of any
-//! value in it. Counts live in a dense window over the occupied index range, so
-//! a route whose latencies span 1 ms..1 s costs ~1.3 KiB, at most ~4.6 KiB.
+//! value in it. Counts live in a dense window of 16-bit counters over the
+//! occupied index range (the rare bucket that passes 65,535 in a period keeps
+//! its high part in a side list), so a route whose latencies span 1 ms..1 s
+//! costs ~660 bytes, at most ~2.3 KiB.
 use std::time::Duration;
 
 /// Schema 5: 2^5 buckets per power of two.
@@ -82,7 +84,10 @@ fn bucket_mid_seconds(i: i32) -> f64 {
 pub struct LatencySketch {
     /// Bucket index of `counts[0]`.
     base: i32,
-    counts: Vec<u32>,
+    /// Low 16 bits of each bucket's count.
+    counts: Vec<u16>,
+    /// `(index, count >> 16)` of the buckets that wrapped, unordered.
+    carry: Vec<(i32, u32)>,
     zero: u64,
     total: u64,
 }
@@ -107,7 +112,34 @@ impl LatencySketch {
             self.cover(i, i);
         }
         let c = &mut self.counts[(i - self.base) as usize];
-        *c = c.saturating_add(1);
+        *c = c.wrapping_add(1);
+        if *c == 0 {
+            self.carry_add(i, 1);
+        }
+    }
+
+    /// Adds `n` << 16 to bucket `i`'s count.
+    #[cold]
+    fn carry_add(&mut self, i: i32, n: u32) {
+        match self.carry.iter_mut().find(|(j, _)| *j == i) {
+            Some((_, h)) => *h = h.saturating_add(n),
+            None => self.carry.push((i, n)),
+        }
+    }
+
+    /// The count of bucket `i` (inside the window).
+    #[inline]
+    fn count_at(&self, i: i32) -> u64 {
+        let low = self.counts[(i - self.base) as usize] as u64;
+        if self.carry.is_empty() {
+            return low;
+        }
+        let high = self
+            .carry
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map_or(0, |(_, h)| *h as u64);
+        low + (high << 16)
     }
 
     /// Adds every count of `other` (same bucket layout, so merging is exact).
@@ -119,10 +151,16 @@ impl LatencySketch {
         };
         self.cover(lo, hi);
         for i in lo..=hi {
-            let n = other.counts[(i - other.base) as usize];
+            let n = other.count_at(i);
             if n != 0 {
-                let c = &mut self.counts[(i - self.base) as usize];
-                *c = c.saturating_add(n);
+                let sum = self.count_at(i) + n;
+                self.counts[(i - self.base) as usize] = sum as u16;
+                let high = (sum >> 16).min(u32::MAX as u64) as u32;
+                match self.carry.iter_mut().find(|(j, _)| *j == i) {
+                    Some((_, h)) => *h = high,
+                    None if high > 0 => self.carry.push((i, high)),
+                    None => {}
+                }
             }
         }
     }
@@ -140,14 +178,14 @@ impl LatencySketch {
             return Some(Duration::ZERO);
         }
         let mut seen = self.zero;
-        for (pos, &n) in self.counts.iter().enumerate() {
-            seen += n as u64;
+        for pos in 0..self.counts.len() {
+            let i = self.base + pos as i32;
+            seen += self.count_at(i);
             if seen >= rank {
-                let secs = bucket_mid_seconds(self.base + pos as i32);
-                return Some(Duration::from_secs_f64(secs));
+                return Some(Duration::from_secs_f64(bucket_mid_seconds(i)));
             }
         }
-        // Only reachable when a saturated bucket undercounts; report the top.
+        // Only reachable when a saturated carry undercounts; report the top.
         self.occupied()
             .map(|(_, hi)| Duration::from_secs_f64(bucket_mid_seconds(hi)))
     }
@@ -160,29 +198,39 @@ impl LatencySketch {
     /// without allocating.
     pub fn clear(&mut self) {
         self.counts.fill(0);
+        self.carry.clear();
         self.zero = 0;
         self.total = 0;
     }
 
     /// Heap bytes held (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
-        self.counts.capacity() * std::mem::size_of::<u32>()
+        self.counts.capacity() * std::mem::size_of::<u16>()
+            + self.carry.capacity() * std::mem::size_of::<(i32, u32)>()
     }
 
     /// Non-zero buckets as `(index, count)`, lowest first; e.g. to export a
     /// native histogram.
-    pub fn buckets(&self) -> impl Iterator<Item = (i32, u32)> + '_ {
-        self.counts
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| **n != 0)
-            .map(|(p, n)| (self.base + p as i32, *n))
+    pub fn buckets(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        (0..self.counts.len())
+            .map(|p| self.base + p as i32)
+            .map(|i| (i, self.count_at(i)))
+            .filter(|(_, n)| *n != 0)
     }
 
     fn occupied(&self) -> Option<(i32, i32)> {
-        let first = self.counts.iter().position(|&n| n != 0)?;
-        let last = self.counts.iter().rposition(|&n| n != 0)?;
-        Some((self.base + first as i32, self.base + last as i32))
+        let first = self.counts.iter().position(|&n| n != 0);
+        let last = self.counts.iter().rposition(|&n| n != 0);
+        // A wrapped bucket can have a zero low part.
+        let (mut lo, mut hi) = match (first, last) {
+            (Some(f), Some(l)) => (self.base + f as i32, self.base + l as i32),
+            _ => (i32::MAX, i32::MIN),
+        };
+        for (i, _) in &self.carry {
+            lo = lo.min(*i);
+            hi = hi.max(*i);
+        }
+        (lo <= hi).then_some((lo, hi))
     }
 
     /// Widens the window to cover indices `lo..=hi`.
@@ -209,7 +257,7 @@ impl LatencySketch {
         } else {
             cur_hi
         };
-        let mut counts = vec![0u32; (new_hi - new_lo + 1) as usize];
+        let mut counts = vec![0u16; (new_hi - new_lo + 1) as usize];
         let off = (self.base - new_lo) as usize;
         counts[off..off + self.counts.len()].copy_from_slice(&self.counts);
         self.counts = counts;
@@ -297,8 +345,46 @@ mod tests {
         let mut s = LatencySketch::new();
         s.record(1_000);
         s.record(u64::MAX);
-        assert!(s.heap_bytes() <= ((MAX_INDEX - MIN_INDEX + 1) as usize) * 4);
+        assert!(s.heap_bytes() <= ((MAX_INDEX - MIN_INDEX + 1) as usize) * 2);
         assert_eq!(s.count(), 2);
+    }
+
+    #[test]
+    fn counts_past_16_bits_are_exact() {
+        let mut s = LatencySketch::new();
+        // 200,000 at 1 ms (three wraps of the low part), then 1,000 at 1 s:
+        // the P99 is still 1 ms and the P99.9 is 1 s.
+        for _ in 0..200_000 {
+            s.record(1_000_000);
+        }
+        for _ in 0..1_000 {
+            s.record(1_000_000_000);
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        assert!((ms(s.quantile(0.99).unwrap()) - 1.0).abs() < 0.011);
+        assert!((ms(s.quantile(0.999).unwrap()) - 1000.0).abs() < 11.0);
+        assert_eq!(
+            s.buckets().map(|(_, n)| n).collect::<Vec<_>>(),
+            [200_000, 1_000]
+        );
+        // Exactly 65,536 leaves a zero low part: still occupied, still merged.
+        let mut w = LatencySketch::new();
+        for _ in 0..65_536 {
+            w.record(5_000_000);
+        }
+        assert_eq!(w.buckets().map(|(_, n)| n).collect::<Vec<_>>(), [65_536]);
+        let mut m = LatencySketch::new();
+        m.merge(&w);
+        m.merge(&s);
+        m.merge(&w);
+        assert_eq!(
+            m.buckets().map(|(_, n)| n).collect::<Vec<_>>(),
+            [200_000, 131_072, 1_000]
+        );
+        assert_eq!(m.count(), 200_000 + 131_072 + 1_000);
+        s.clear();
+        assert_eq!(s.buckets().count(), 0);
+        assert_eq!(s.quantile(0.5), None);
     }
 
     proptest! {
