@@ -232,18 +232,30 @@ impl AgentProc {
         Ok(a)
     }
 
-    /// Summed over programs: (seconds the kernel spent in them, runs), from
-    /// `sloguard_probe_run_seconds_total` / `sloguard_probe_runs_total`.
-    fn probe_runs(&self) -> Result<(f64, f64)> {
+    /// The agent's /metrics (Prometheus text).
+    fn scrape(&self) -> Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
         let mut text = String::new();
         s.read_to_string(&mut text)?;
+        Ok(text)
+    }
+
+    /// Summed over programs: (seconds the kernel spent in them, runs), from
+    /// `sloguard_probe_run_seconds_total` / `sloguard_probe_runs_total`.
+    fn probe_runs(&self) -> Result<(f64, f64)> {
+        let text = self.scrape()?;
         Ok((
             sum_samples(&text, "sloguard_probe_run_seconds_total"),
             sum_samples(&text, "sloguard_probe_runs_total"),
         ))
+    }
+
+    /// Events lost so far, any reason: a run that drops events costs less
+    /// than one that processes them, so its ratio would flatter the agent.
+    fn events_lost(&self) -> Result<f64> {
+        Ok(sum_samples(&self.scrape()?, "sloguard_events_lost_total"))
     }
 
     fn cpu_ticks(&self) -> Result<u64> {
@@ -322,11 +334,12 @@ pub fn run() -> Result<()> {
         let with = wrk(nginx.port)?;
         let wall = t0.elapsed().as_secs_f64();
         let cpu_s = (agent.cpu_ticks()? - before) as f64 / hz;
+        let lost = agent.events_lost()?;
         drop(agent);
         let cores = cpu_s / wall;
         let per_10k = cores / (with.requests_per_sec / 10_000.0);
         println!(
-            "bench: overhead pair {pair}: with agent {:.0} req/s, p99 {:.3} ms, agent {:.3} cores ({:.3} per 10k req/s)",
+            "bench: overhead pair {pair}: with agent {:.0} req/s, p99 {:.3} ms, agent {:.3} cores ({:.3} per 10k req/s), {lost} events lost",
             with.requests_per_sec, with.p99_ms, cores, per_10k
         );
         runs.push(json!({"pair": pair, "agent": false,
@@ -334,7 +347,7 @@ pub fn run() -> Result<()> {
         runs.push(json!({"pair": pair, "agent": true,
             "requests_per_sec": with.requests_per_sec, "p99_ms": with.p99_ms,
             "agent_cpu_seconds": cpu_s, "wall_seconds": wall, "agent_cores": cores,
-            "agent_cores_per_10k_rps": per_10k}));
+            "agent_cores_per_10k_rps": per_10k, "events_lost": lost}));
         tput.push(with.requests_per_sec / base.requests_per_sec);
         p99.push(with.p99_ms / base.p99_ms);
         cores_per_10k.push(per_10k);
