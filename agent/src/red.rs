@@ -49,14 +49,8 @@ pub struct TraceId(pub [u8; 16]);
 
 impl EncodeLabelValue for TraceId {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; 32];
-        for (i, b) in self.0.iter().enumerate() {
-            buf[2 * i] = HEX[(b >> 4) as usize];
-            buf[2 * i + 1] = HEX[(b & 15) as usize];
-        }
-        // Only ASCII hex digits were written.
-        let text = std::str::from_utf8(&buf).map_err(|_| std::fmt::Error)?;
+        let text = crate::trace::context::hex_lower_into(&self.0, &mut buf);
         std::fmt::Write::write_str(encoder, text)
     }
 }
@@ -75,6 +69,60 @@ fn new_histogram() -> HistogramWithExemplars<TraceExemplar> {
 pub struct RedMetrics {
     server: DurationFamily,
     client: DurationFamily,
+    /// Handles on the families' histograms by the identity of their label
+    /// values, which are interned `Arc`s (route table, gray tags, pod
+    /// labels): a request finds its histogram by pointer instead of hashing
+    /// the label strings under the family's lock (that showed in profiles).
+    /// The keys hold their `Arc`s, so a pointer is never reused while
+    /// cached. Bounded; cleared wholesale when full.
+    handles: hashbrown::HashMap<HandleKey, HistogramWithExemplars<TraceExemplar>>,
+}
+
+/// Entries of [`RedMetrics::handles`] (about 100 bytes each).
+const HANDLE_CACHE_CAP: usize = 16_384;
+
+/// A label set by the identity of its interned values.
+#[derive(Clone)]
+struct HandleKey {
+    side: Side,
+    status: u16,
+    service: Arc<str>,
+    method: Arc<str>,
+    route: Arc<str>,
+    gray_tag: Arc<str>,
+    k8s: Option<Arc<K8sLabels>>,
+}
+
+impl PartialEq for HandleKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.side == o.side
+            && self.status == o.status
+            && Arc::ptr_eq(&self.service, &o.service)
+            && Arc::ptr_eq(&self.method, &o.method)
+            && Arc::ptr_eq(&self.route, &o.route)
+            && Arc::ptr_eq(&self.gray_tag, &o.gray_tag)
+            && match (&self.k8s, &o.k8s) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for HandleKey {}
+
+impl std::hash::Hash for HandleKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.side.hash(h);
+        self.status.hash(h);
+        for s in [&self.service, &self.method, &self.route, &self.gray_tag] {
+            (Arc::as_ptr(s) as *const u8 as usize).hash(h);
+        }
+        self.k8s
+            .as_ref()
+            .map_or(0, |k| Arc::as_ptr(k) as usize)
+            .hash(h);
+    }
 }
 
 impl Default for RedMetrics {
@@ -82,6 +130,7 @@ impl Default for RedMetrics {
         Self {
             server: Family::new_with_constructor(new_histogram as fn() -> _),
             client: Family::new_with_constructor(new_histogram as fn() -> _),
+            handles: hashbrown::HashMap::new(),
         }
     }
 }
@@ -106,7 +155,7 @@ impl RedMetrics {
     /// is the local process's pod, if it runs in one.
     #[allow(clippy::too_many_arguments)]
     pub fn observe(
-        &self,
+        &mut self,
         side: Side,
         route: &RouteKey,
         status: u16,
@@ -116,6 +165,22 @@ impl RedMetrics {
         trace_id: Option<[u8; 16]>,
         at: SystemTime,
     ) {
+        let key = HandleKey {
+            side,
+            status,
+            service: route.service.clone(),
+            method: route.method.clone(),
+            route: route.route.clone(),
+            gray_tag: gray_tag.clone(),
+            k8s: k8s.cloned(),
+        };
+        let exemplar = trace_id.map(|id| TraceExemplar {
+            trace_id: TraceId(id),
+        });
+        if let Some(h) = self.handles.get(&key) {
+            h.observe(seconds, exemplar, Some(at));
+            return;
+        }
         let labels = RedLabels {
             service_name: route.service.clone(),
             http_request_method: route.method.clone(),
@@ -128,13 +193,12 @@ impl RedMetrics {
             Side::Server => &self.server,
             Side::Client => &self.client,
         };
-        fam.get_or_create(&labels).observe(
-            seconds,
-            trace_id.map(|id| TraceExemplar {
-                trace_id: TraceId(id),
-            }),
-            Some(at),
-        );
+        let h = fam.get_or_create(&labels).clone();
+        h.observe(seconds, exemplar, Some(at));
+        if self.handles.len() >= HANDLE_CACHE_CAP {
+            self.handles.clear();
+        }
+        self.handles.insert(key, h);
     }
 }
 
@@ -145,7 +209,7 @@ mod tests {
     #[test]
     fn openmetrics_shows_exemplar_and_prometheus_text_passes_promtool() {
         let mut reg = Registry::default();
-        let red = RedMetrics::default();
+        let mut red = RedMetrics::default();
         red.register(&mut reg);
         let route = RouteKey::new("shop", "GET", "/items/{id}");
         let tag: Arc<str> = "".into();
@@ -197,7 +261,7 @@ mod tests {
     #[test]
     fn pod_labels_follow_the_route_labels_and_are_absent_outside_pods() {
         let mut reg = Registry::default();
-        let red = RedMetrics::default();
+        let mut red = RedMetrics::default();
         red.register(&mut reg);
         let route = RouteKey::new("checkout", "POST", "/pay");
         let tag: Arc<str> = "".into();
@@ -221,5 +285,38 @@ mod tests {
         let bare = format!("http_server_request_duration_seconds_count{{{base}}} 1");
         assert!(om.contains(&bare), "no k8s labels outside a pod: {om}");
         crate::metrics::lint::assert_promtool_accepts_openmetrics(&om);
+    }
+
+    #[test]
+    fn cached_handles_count_into_the_family_series() {
+        let mut reg = Registry::default();
+        let mut red = RedMetrics::default();
+        red.register(&mut reg);
+        let route = RouteKey::new("shop", "GET", "/a");
+        let tag: Arc<str> = "".into();
+        // Another Arc with the same text: a second cache entry, same series.
+        let same_text: Arc<str> = "".into();
+        let at = SystemTime::now();
+        for _ in 0..3 {
+            red.observe(Side::Server, &route, 200, &tag, None, 0.01, None, at);
+        }
+        red.observe(Side::Server, &route, 200, &same_text, None, 0.01, None, at);
+        red.handles.clear();
+        red.observe(Side::Server, &route, 200, &tag, None, 0.01, None, at);
+        red.observe(Side::Server, &route, 500, &tag, None, 0.01, None, at);
+        red.observe(Side::Client, &route, 200, &tag, None, 0.01, None, at);
+        let mut om = String::new();
+        prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
+        let count = |side: &str, status: u16| {
+            let prefix = format!(
+                "http_{side}_request_duration_seconds_count{{service_name=\"shop\",http_request_method=\"GET\",http_route=\"/a\",http_response_status_code=\"{status}\",gray_tag=\"\"}} "
+            );
+            om.lines()
+                .filter_map(|l| l.strip_prefix(&prefix))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(count("server", 200), ["5"], "{om}");
+        assert_eq!(count("server", 500), ["1"], "{om}");
+        assert_eq!(count("client", 200), ["1"], "{om}");
     }
 }

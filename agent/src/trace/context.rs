@@ -157,14 +157,21 @@ fn decode_hex(s: &[u8], out: &mut [u8], upper_ok: bool) -> Option<()> {
 /// Lowercase hex of `bytes`. A table lookup per nibble: this runs for every
 /// exported or logged request, and `write!` per byte showed in profiles.
 pub fn hex_lower(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_lower_into(bytes, &mut out).to_string()
+}
+
+/// Lowercase hex of `bytes` written into `out` (at least twice as long),
+/// without allocating; the written part as text.
+pub fn hex_lower_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 15)]);
+    let n = bytes.len().min(out.len() / 2);
+    for (b, pair) in bytes[..n].iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
     }
-    // Every byte pushed is an ASCII hex digit: the conversion cannot fail.
-    String::from_utf8(out).unwrap_or_default()
+    // Only ASCII hex digits were written: the conversion cannot fail.
+    std::str::from_utf8(&out[..2 * n]).unwrap_or_default()
 }
 
 /// A version-00 `traceparent` value.
