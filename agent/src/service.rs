@@ -275,10 +275,11 @@ fn lookup_pod(
     let id = cache
         .snapshot()
         .identity(&pod.pod_uid, pod.container_id.as_deref())?;
-    if let Some(p) = previous {
-        if *p.service_name == *id.service_name && *p.labels == id.labels {
-            return Some(p);
-        }
+    if let Some(p) = previous
+        && *p.service_name == *id.service_name
+        && *p.labels == id.labels
+    {
+        return Some(p);
     }
     Some(PodIdentity {
         service_name: id.service_name.into(),

@@ -309,9 +309,9 @@ fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
         *by_path
             .entry(format!(
                 "{} {} {} {}",
-                field(&v, "side"),
-                field(&v, "service_name"),
-                field(&v, "url_path"),
+                field(v, "side"),
+                field(v, "service_name"),
+                field(v, "url_path"),
                 v["http_response_status_code"]
             ))
             .or_default() += 1;
@@ -321,9 +321,9 @@ fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
     // chunked upstream responses included.
     let mut agent_paths: BTreeMap<String, usize> = BTreeMap::new();
     for v in &web_logs {
-        if field(&v, "side") == "server" && field(&v, "service_name") == "web" {
+        if field(v, "side") == "server" && field(v, "service_name") == "web" {
             *agent_paths
-                .entry(field(&v, "url_path").to_string())
+                .entry(field(v, "url_path").to_string())
                 .or_default() += 1;
         }
     }

@@ -412,6 +412,44 @@ fn push_escaped(out: &mut String, s: &str) {
     }
 }
 
+/// Run a command to completion, killing it after `timeout`.
+fn run_with_timeout(
+    prog: &str,
+    args: &[String],
+    timeout: std::time::Duration,
+) -> Result<std::process::Output, String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let t0 = std::time::Instant::now();
+    loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => {
+                let mut stderr = Vec::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_end(&mut stderr);
+                }
+                return Ok(std::process::Output {
+                    status,
+                    stdout: Vec::new(),
+                    stderr,
+                });
+            }
+            None if t0.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("timed out after {timeout:?}"));
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,43 +561,5 @@ mod tests {
         assert_eq!(v["routes"].as_array().unwrap().len(), 1);
         assert_eq!(v["routes"][0]["route"], "/slow");
         assert_eq!(v["routes"][0]["fused"], true);
-    }
-}
-
-/// Run a command to completion, killing it after `timeout`.
-fn run_with_timeout(
-    prog: &str,
-    args: &[String],
-    timeout: std::time::Duration,
-) -> Result<std::process::Output, String> {
-    use std::io::Read;
-    let mut child = std::process::Command::new(prog)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let t0 = std::time::Instant::now();
-    loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(status) => {
-                let mut stderr = Vec::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_end(&mut stderr);
-                }
-                return Ok(std::process::Output {
-                    status,
-                    stdout: Vec::new(),
-                    stderr,
-                });
-            }
-            None if t0.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("timed out after {timeout:?}"));
-            }
-            None => std::thread::sleep(std::time::Duration::from_millis(5)),
-        }
     }
 }

@@ -276,12 +276,12 @@ impl Pipeline {
             }
             Event::SockOwner(e) => {
                 let c = self.conns.entry(e.sk, e.header.ts_ns);
-                if let Some(o) = owner_of(&e.header) {
-                    if c.owner.as_ref().is_none_or(|old| old.tgid != o.tgid) {
-                        c.owner = Some(o);
-                        c.service = None;
-                        c.retrans_counter = None;
-                    }
+                if let Some(o) = owner_of(&e.header)
+                    && c.owner.as_ref().is_none_or(|old| old.tgid != o.tgid)
+                {
+                    c.owner = Some(o);
+                    c.service = None;
+                    c.retrans_counter = None;
                 }
             }
             Event::TcpRetransmit(e) if e.synack != 0 => {
@@ -320,10 +320,10 @@ impl Pipeline {
                 let ctr = self.tcp.retransmit_counter(&service, &endpoint);
                 ctr.inc_by(segs);
                 // Cache only once the owner is known: "unknown" may still resolve.
-                if let Some(c) = self.conns.entry_if_present(e.sk) {
-                    if c.owner.is_some() {
-                        c.retrans_counter = Some(ctr);
-                    }
+                if let Some(c) = self.conns.entry_if_present(e.sk)
+                    && c.owner.is_some()
+                {
+                    c.retrans_counter = Some(ctr);
                 }
             }
             Event::Data(d) => {

@@ -44,10 +44,10 @@ pub fn member_offset(btf: &Btf, name: &str, member: &str) -> Result<u32, ProbeEr
         .resolve_types_by_name(name)
         .map_err(|e| ProbeError::Btf(format!("{name}: {e}")))?;
     for t in types {
-        if let Type::Struct(s) = t {
-            if let Some(bits) = find_member(btf, &s, member, 0) {
-                return Ok(bits / 8);
-            }
+        if let Type::Struct(s) = t
+            && let Some(bits) = find_member(btf, &s, member, 0)
+        {
+            return Ok(bits / 8);
         }
     }
     Err(ProbeError::Btf(format!(
@@ -64,10 +64,10 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, member: &str, base_bits: u32) -> O
         }
         if mname.is_empty() {
             // Anonymous struct or union: look inside.
-            if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m) {
-                if let Some(o) = find_member(btf, &inner, member, off) {
-                    return Some(o);
-                }
+            if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m)
+                && let Some(o) = find_member(btf, &inner, member, off)
+            {
+                return Some(o);
             }
         }
     }

@@ -51,7 +51,7 @@ fn load(nginx: SocketAddr, closed: SocketAddr, secs: u64) -> u64 {
     let mut n = 0u64;
     while Instant::now() < end && n < 100_000 {
         get(nginx, if n % 10 == 9 { "/fail" } else { "/api/items" });
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             let _ = TcpStream::connect_timeout(&closed, Duration::from_millis(200));
         }
         n += 1;
