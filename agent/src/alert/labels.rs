@@ -216,8 +216,6 @@ fn annotations(ev: &AlertEvent) -> BTreeMap<String, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::alert::model::{AlertFigures, KernelEvidence};
-    use crate::route::RouteKey;
     use std::time::UNIX_EPOCH;
 
     fn set(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -256,38 +254,11 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn l2_event() -> AlertEvent {
-        AlertEvent {
-            kind: AlertKind::P99SpikeWith5xxBurst,
-            status: AlertStatus::Firing,
-            route: RouteKey::new("checkout", "POST", "/orders/{id}"),
-            gray_tag: String::new(),
-            starts_at: UNIX_EPOCH + Duration::from_millis(1_767_225_600_250),
-            ends_at: None,
-            figures: AlertFigures {
-                requests: 1200,
-                errors_5xx: 60,
-                error_ratio: 0.05,
-                p99: Duration::from_millis(2400),
-                slo_p99: Duration::from_millis(800),
-                slo_error_ratio: 0.005,
-                baseline_median: Some(Duration::from_millis(180)),
-                baseline_mad: Some(Duration::from_millis(12)),
-                periods: 2,
-            },
-            evidence: KernelEvidence {
-                retransmitted_segments: 41,
-                requests_with_retransmits: 17,
-                connect_failures: 3,
-                connect_p99: Some(Duration::from_millis(210)),
-                top_retransmit_peer: Some("10.0.3.7:5432".into()),
-            },
-            sample_trace_ids: vec![
-                "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-                "00f067aa0ba902b700f067aa0ba902b7".into(),
-            ],
-            diagnosis: "P99 spike coincides with 4.1 % retransmitted segments to 10.0.3.7:5432"
-                .into(),
-        }
+        AlertEvent::example_l2(
+            "/orders/{id}",
+            AlertStatus::Firing,
+            UNIX_EPOCH + Duration::from_millis(1_767_225_600_250),
+        )
     }
 
     #[test]
@@ -332,7 +303,7 @@ pub(crate) mod tests {
         let mut gray = l2_event();
         gray.kind = AlertKind::GrayRollback;
         gray.gray_tag = "canary".into();
-        gray.evidence = KernelEvidence::default();
+        gray.evidence = crate::alert::model::KernelEvidence::default();
         gray.sample_trace_ids.clear();
         let g = Alert::from_event(&gray, "node-1", "");
         assert_eq!(g.labels["gray_tag"], "canary");

@@ -99,3 +99,44 @@ pub struct RouteVerdict {
     /// with at least the minimum volume.
     pub healthy: bool,
 }
+
+impl AlertEvent {
+    /// A representative L2 event on `checkout POST {route}` with its figures
+    /// and kernel evidence filled in: one fixture for the unit tests, the
+    /// integration tests and examples, so their expectations agree.
+    #[doc(hidden)]
+    pub fn example_l2(route: &str, status: AlertStatus, starts_at: SystemTime) -> Self {
+        Self {
+            kind: AlertKind::P99SpikeWith5xxBurst,
+            status,
+            route: RouteKey::new("checkout", "POST", route),
+            gray_tag: String::new(),
+            starts_at,
+            ends_at: None,
+            figures: AlertFigures {
+                requests: 1200,
+                errors_5xx: 60,
+                error_ratio: 0.05,
+                p99: Duration::from_millis(2400),
+                slo_p99: Duration::from_millis(800),
+                slo_error_ratio: 0.005,
+                baseline_median: Some(Duration::from_millis(180)),
+                baseline_mad: Some(Duration::from_millis(12)),
+                periods: 2,
+            },
+            evidence: KernelEvidence {
+                retransmitted_segments: 41,
+                requests_with_retransmits: 17,
+                connect_failures: 3,
+                connect_p99: Some(Duration::from_millis(210)),
+                top_retransmit_peer: Some("10.0.3.7:5432".into()),
+            },
+            sample_trace_ids: vec![
+                "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                "00f067aa0ba902b700f067aa0ba902b7".into(),
+            ],
+            diagnosis: "P99 spike coincides with 4.1 % retransmitted segments to 10.0.3.7:5432"
+                .into(),
+        }
+    }
+}

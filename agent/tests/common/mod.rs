@@ -10,8 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::Value;
-use sloguard::alert::model::{AlertEvent, AlertFigures, AlertKind, AlertStatus, KernelEvidence};
-use sloguard::route::RouteKey;
+use sloguard::alert::model::{AlertEvent, AlertStatus};
 
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -128,37 +127,9 @@ pub fn now_ms() -> SystemTime {
 }
 
 pub fn l2_event(route: &str, status: AlertStatus, starts_at: SystemTime) -> AlertEvent {
-    AlertEvent {
-        kind: AlertKind::P99SpikeWith5xxBurst,
-        status,
-        route: RouteKey::new("checkout", "POST", route),
-        gray_tag: String::new(),
-        starts_at,
-        ends_at: None,
-        figures: AlertFigures {
-            requests: 1200,
-            errors_5xx: 60,
-            error_ratio: 0.05,
-            p99: Duration::from_millis(2400),
-            slo_p99: Duration::from_millis(800),
-            slo_error_ratio: 0.005,
-            baseline_median: Some(Duration::from_millis(180)),
-            baseline_mad: Some(Duration::from_millis(12)),
-            periods: 2,
-        },
-        evidence: KernelEvidence {
-            retransmitted_segments: 41,
-            requests_with_retransmits: 17,
-            connect_failures: 3,
-            connect_p99: Some(Duration::from_millis(210)),
-            top_retransmit_peer: Some("10.0.3.7:5432".into()),
-        },
-        sample_trace_ids: vec!["4bf92f3577b34da6a3ce929d0e0e4736".into()],
-        diagnosis: "P99 spike coincides with 4.1 % retransmitted segments to 10.0.3.7:5432".into(),
-    }
+    AlertEvent::example_l2(route, status, starts_at)
 }
 
-/// A port nothing listens on: bound, read, released.
 pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
