@@ -68,6 +68,8 @@ pub struct RequestLogLine<'a> {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub tcp_retransmits: u32,
+    /// The local process's pod: `k8s_*` fields, left out outside pods.
+    pub k8s: Option<&'a crate::k8s::identity::K8sLabels>,
 }
 
 /// The sampler; xorshift is plenty for a sampling coin and costs nothing.
@@ -133,6 +135,11 @@ impl RequestLogger {
             request_bytes = l.request_bytes,
             response_bytes = l.response_bytes,
             tcp_retransmits = l.tcp_retransmits,
+            // `None` fields are not written at all.
+            k8s_namespace = l.k8s.map(|k| &*k.k8s_namespace),
+            k8s_pod = l.k8s.map(|k| &*k.k8s_pod),
+            k8s_workload = l.k8s.map(|k| &*k.k8s_workload).filter(|v| !v.is_empty()),
+            k8s_container = l.k8s.map(|k| &*k.k8s_container).filter(|v| !v.is_empty()),
             "request"
         );
     }
@@ -178,5 +185,74 @@ mod tests {
                 .to_string()
                 .contains("request_logs.slow")
         );
+    }
+
+    /// A `Write` into shared memory, for capturing the JSON lines.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn pod_fields_are_written_only_for_processes_in_pods() {
+        let pod = crate::k8s::identity::K8sLabels {
+            k8s_namespace: "shop".into(),
+            k8s_pod: "checkout-7d9f-x2".into(),
+            k8s_workload: "checkout".into(),
+            k8s_container: "".into(),
+            workload_kind: None,
+        };
+        let line = |k8s| RequestLogLine {
+            side: "server",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            span_id: "00f067aa0ba902b7",
+            request_id: None,
+            service: "checkout",
+            method: "GET",
+            route: "/items/{id}",
+            path: "/items/7",
+            status: 200,
+            duration: Duration::from_millis(3),
+            error: false,
+            request_bytes: 80,
+            response_bytes: 300,
+            tcp_retransmits: 0,
+            k8s,
+        };
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let mut logger = RequestLogger::new(RequestLogConfig::default());
+        tracing::subscriber::with_default(subscriber, || {
+            logger.log(&line(Some(&pod)));
+            logger.log(&line(None));
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let (in_pod, outside) = (&lines[0]["fields"], &lines[1]["fields"]);
+        assert_eq!(in_pod["k8s_namespace"], "shop", "{text}");
+        assert_eq!(in_pod["k8s_pod"], "checkout-7d9f-x2");
+        assert_eq!(in_pod["k8s_workload"], "checkout");
+        // Unknown container: left out, not empty.
+        assert!(in_pod.get("k8s_container").is_none(), "{text}");
+        assert_eq!(outside["service_name"], "checkout");
+        for k in ["k8s_namespace", "k8s_pod", "k8s_workload", "k8s_container"] {
+            assert!(outside.get(k).is_none(), "{k} outside a pod: {text}");
+        }
     }
 }

@@ -244,6 +244,7 @@ impl RequestStage {
                 request_bytes: req.request_bytes,
                 response_bytes: req.response_bytes,
                 tcp_retransmits: req.tcp.retransmits,
+                k8s: k8s.as_deref(),
             });
         }
         // The SLO is the service's own promise: server side only.
