@@ -148,18 +148,24 @@ fn id(c: char) -> String {
     std::iter::repeat_n(c, 64).collect()
 }
 
+/// A watcher synced to the replayed initial list (three pods), with the
+/// replay (to queue more responses) and the sender of its first watch stream.
+async fn synced_watcher() -> (Arc<Replay>, mpsc::UnboundedSender<String>, PodWatcher) {
+    let replay = Arc::new(Replay::default());
+    replay.push_list(StatusCode::OK, fixture("podlist-initial.json"));
+    let w1 = replay.push_watch();
+    let url = serve(replay.clone()).await;
+    let watcher = spawn(client(&url), NODE.into(), fast());
+    let cache = watcher.cache.clone();
+    wait_until("initial list", || cache.snapshot().len() == 3).await;
+    (replay, w1, watcher)
+}
+
 #[tokio::test]
 async fn list_watch_and_relist_on_410() {
     tokio::time::timeout(Duration::from_secs(10), async {
-        let replay = Arc::new(Replay::default());
-        replay.push_list(StatusCode::OK, fixture("podlist-initial.json"));
-        let w1 = replay.push_watch();
-        let url = serve(replay.clone()).await;
-        let watcher = spawn(client(&url), NODE.into(), fast());
+        let (replay, w1, watcher) = synced_watcher().await;
         let cache = watcher.cache.clone();
-
-        // Initial list.
-        wait_until("initial list", || cache.snapshot().len() == 3).await;
         assert!(cache.is_synced());
         let web = cache.by_pod_uid(WEB).unwrap();
         assert_eq!(
@@ -579,13 +585,8 @@ mod pipeline_labels {
     #[tokio::test]
     async fn metrics_and_spans_carry_the_pod_of_the_process() {
         tokio::time::timeout(Duration::from_secs(10), async {
-            let replay = Arc::new(Replay::default());
-            replay.push_list(StatusCode::OK, fixture("podlist-initial.json"));
-            let w1 = replay.push_watch();
-            let url = serve(replay.clone()).await;
-            let watcher = spawn(client(&url), NODE.into(), fast());
+            let (_replay, w1, watcher) = synced_watcher().await;
             let cache = watcher.cache.clone();
-            wait_until("list", || cache.snapshot().len() == 3).await;
 
             let proc_root = tempfile::tempdir().unwrap();
             // systemd driver, containerd: the checkout pod's envoy container.
@@ -704,13 +705,8 @@ mod pipeline_labels {
     #[tokio::test]
     async fn a_rule_names_the_service_and_the_pod_still_labels_it() {
         tokio::time::timeout(Duration::from_secs(10), async {
-            let replay = Arc::new(Replay::default());
-            replay.push_list(StatusCode::OK, fixture("podlist-initial.json"));
-            let w1 = replay.push_watch();
-            let url = serve(replay.clone()).await;
-            let watcher = spawn(client(&url), NODE.into(), fast());
+            let (_replay, w1, watcher) = synced_watcher().await;
             let cache = watcher.cache.clone();
-            wait_until("list", || cache.snapshot().len() == 3).await;
             let proc_root = tempfile::tempdir().unwrap();
             write_cgroup(
                 proc_root.path(),
