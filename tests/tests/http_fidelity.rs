@@ -491,7 +491,22 @@ fn python_http_server_and_curl_timings_match_the_agent() {
         "client ms: agent p50 {a50:.3} p99 {a99:.3}; curl total-pretransfer p50 {c50:.3} p99 {c99:.3}; curl time_total p50 {t50:.3} p99 {t99:.3}"
     );
     assert!(agree(a50, c50), "p50 agent {a50} vs curl {c50}");
-    assert!(agree(a99, c99), "p99 agent {a99} vs curl {c99}");
+    // The kernel sees the exchange inside curl's own interval (first byte
+    // written to last byte read, within pretransfer..total), so each agent
+    // duration is at most curl's. Compared as sorted lists, which keeps
+    // that order: it checks every request, and tolerates what a busy host
+    // adds to curl's side only (scheduling between its clock reads and its
+    // syscalls), which a two-sided p99 of 20 samples (their maximum) did not.
+    let mut sorted_agent = agent_ms.clone();
+    let mut sorted_curl = curl_ms.clone();
+    sorted_agent.sort_by(f64::total_cmp);
+    sorted_curl.sort_by(f64::total_cmp);
+    for (a, c) in sorted_agent.iter().zip(&sorted_curl) {
+        assert!(
+            *a <= c + f64::max(1.0, 0.05 * c),
+            "agent {a} ms longer than curl's own {c} ms\nagent {sorted_agent:?}\ncurl {sorted_curl:?}"
+        );
+    }
     let client_count = value(
         &agent.scrape().unwrap(),
         "http_client_request_duration_seconds_count",
