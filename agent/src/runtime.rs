@@ -338,8 +338,10 @@ fn read_loop(
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd; a timeout lets us notice `stop`.
-        unsafe { libc::poll(&mut pfd, 1, 100) };
+        // Below the probes' wakeup threshold nothing wakes us: the timeout
+        // bounds how long events wait, and lets us notice `stop`.
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, crate::probes::RING_BUFFER_POLL_MS as i32) };
         while let Some(item) = ring.next() {
             batch.data.extend_from_slice(&item);
             batch.ends.push(batch.data.len() as u32);
