@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::Router;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use sloguard::alert::model::{AlertEvent, AlertFigures, AlertKind, AlertStatus, RouteVerdict};
+use sloguard::alert::model::{AlertEvent, AlertStatus, RouteVerdict};
 use sloguard::clock::{Clock, ManualClock};
 use sloguard::fuse::action::idempotency_key;
 use sloguard::fuse::{
@@ -17,22 +17,11 @@ use sloguard::fuse::{
 use sloguard::route::RouteKey;
 
 fn l2(r: &RouteKey) -> AlertEvent {
-    AlertEvent {
-        kind: AlertKind::P99SpikeWith5xxBurst,
-        status: AlertStatus::Firing,
-        route: r.clone(),
-        gray_tag: String::new(),
-        starts_at: UNIX_EPOCH,
-        ends_at: None,
-        figures: AlertFigures {
-            requests: 500,
-            errors_5xx: 40,
-            ..Default::default()
-        },
-        evidence: Default::default(),
-        sample_trace_ids: vec![],
-        diagnosis: "p99 spike with 8 % 5xx".into(),
-    }
+    let mut ev = AlertEvent::example_l2(&r.route, AlertStatus::Firing, UNIX_EPOCH);
+    ev.route = r.clone();
+    ev.figures.requests = 500;
+    ev.figures.errors_5xx = 40;
+    ev
 }
 
 fn fuse_cfg(dir: &Path, actions: Vec<ActionConfig>) -> FuseConfig {

@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::action::{ActionError, ActionFuture, ActionJob, FuseAction};
 use super::*;
-use crate::alert::model::{AlertEvent, AlertFigures, AlertKind, AlertStatus, RouteVerdict};
+use crate::alert::model::{AlertEvent, AlertKind, AlertStatus, RouteVerdict};
 use crate::clock::{Clock, ManualClock};
 use crate::route::RouteKey;
 
@@ -104,22 +104,11 @@ fn route(r: &str) -> RouteKey {
 }
 
 fn l2(r: &RouteKey, requests: u64) -> AlertEvent {
-    AlertEvent {
-        kind: AlertKind::P99SpikeWith5xxBurst,
-        status: AlertStatus::Firing,
-        route: r.clone(),
-        gray_tag: String::new(),
-        starts_at: UNIX_EPOCH,
-        ends_at: None,
-        figures: AlertFigures {
-            requests,
-            errors_5xx: 9,
-            ..Default::default()
-        },
-        evidence: Default::default(),
-        sample_trace_ids: vec![],
-        diagnosis: "p99 spike with 5xx".into(),
-    }
+    let mut ev = AlertEvent::example_l2(&r.route, AlertStatus::Firing, UNIX_EPOCH);
+    ev.route = r.clone();
+    ev.figures.requests = requests;
+    ev.figures.errors_5xx = 9;
+    ev
 }
 
 fn verdict(r: &RouteKey, c: &ManualClock, healthy: bool) -> RouteVerdict {
