@@ -111,23 +111,7 @@ fn every_dashboard_and_rule_query_runs_in_a_real_prometheus() {
     .unwrap();
     let prom = loopback::prometheus(&binary, &config, &tmp.path().join("data"));
 
-    let mut queries = dashboard::panel_queries(&dashboard_path()).unwrap();
-    queries.extend(
-        dashboard::variable_queries(&dashboard_path())
-            .unwrap()
-            .into_iter()
-            .map(|(n, q)| (format!("variable {n}"), q)),
-    );
-    let rule_doc = super::yaml_file(&rules);
-    for group in super::seq(&rule_doc["groups"]) {
-        for rule in super::seq(&group["rules"]) {
-            let name = rule["record"]
-                .as_str()
-                .or(rule["alert"].as_str())
-                .unwrap_or("");
-            queries.push((format!("rule {name}"), super::s(&rule["expr"]).to_string()));
-        }
-    }
+    let queries = super::dashboard_and_rule_queries(&dashboard_path(), &rules);
     assert!(queries.len() >= 40, "{} queries", queries.len());
     for (title, expr) in &queries {
         let promql = dashboard::to_promql(expr);

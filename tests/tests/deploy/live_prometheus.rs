@@ -141,23 +141,7 @@ fn dashboard_and_rules_return_data_from_a_live_agent() {
     }
 
     let dash = deploy_dir().join("grafana/sloguard-dashboard.json");
-    let mut queries = dashboard::panel_queries(&dash).unwrap();
-    queries.extend(
-        dashboard::variable_queries(&dash)
-            .unwrap()
-            .into_iter()
-            .map(|(n, q)| (format!("variable {n}"), q)),
-    );
-    let rule_doc = super::yaml_file(&rules);
-    for group in super::seq(&rule_doc["groups"]) {
-        for rule in super::seq(&group["rules"]) {
-            let name = rule["record"]
-                .as_str()
-                .or(rule["alert"].as_str())
-                .unwrap_or("");
-            queries.push((format!("rule {name}"), super::s(&rule["expr"]).to_string()));
-        }
-    }
+    let queries = super::dashboard_and_rule_queries(&dash, &rules);
 
     let mut empty_main = Vec::new();
     let mut with_data = 0;

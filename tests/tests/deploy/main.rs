@@ -40,3 +40,26 @@ pub fn s(v: &Value) -> &str {
 pub fn seq(v: &Value) -> &[Value] {
     v.as_sequence().map(|x| x.as_slice()).unwrap_or(&[])
 }
+
+/// Every PromQL query of the dashboard (panels, then variables) and of the
+/// rules file (recording and alerting rules), each with a name for messages.
+pub fn dashboard_and_rule_queries(dashboard: &Path, rules: &Path) -> Vec<(String, String)> {
+    let mut queries = tests::dashboard::panel_queries(dashboard).unwrap();
+    queries.extend(
+        tests::dashboard::variable_queries(dashboard)
+            .unwrap()
+            .into_iter()
+            .map(|(n, q)| (format!("variable {n}"), q)),
+    );
+    let rule_doc = yaml_file(rules);
+    for group in seq(&rule_doc["groups"]) {
+        for rule in seq(&group["rules"]) {
+            let name = rule["record"]
+                .as_str()
+                .or(rule["alert"].as_str())
+                .unwrap_or("");
+            queries.push((format!("rule {name}"), s(&rule["expr"]).to_string()));
+        }
+    }
+    queries
+}
