@@ -311,7 +311,24 @@ pub struct ProbeConfig {
     /// Wake the ring-buffer reader only once this many bytes are pending (the
     /// reader must then also drain on a timer); 0 wakes it on every event.
     pub wakeup_bytes: u32,
-    pub _pad: u32,
+    /// How far the HTTP probes go, one of [`cost_stage`]: measurement only.
+    pub cost_stage: u32,
+}
+
+/// Values of [`ProbeConfig::cost_stage`]: where the HTTP probes stop, so the
+/// cost of each stage can be measured on a live load (`cargo xtask bench
+/// --only stages`). Anything but `FULL` captures no HTTP.
+pub mod cost_stage {
+    /// Everything: classify, copy the payload prefix, send the event.
+    pub const FULL: u32 = 0;
+    /// Return as soon as the program has read its config (dispatch cost).
+    pub const ATTACH: u32 = 1;
+    /// Filter the socket and look up its per-connection state, send nothing
+    /// (but the owner announcement).
+    pub const CLASSIFY: u32 = 2;
+    /// Also send a data event per socket syscall, without reading or copying
+    /// any payload: the cost of the transfer to userspace.
+    pub const TRANSFER: u32 = 3;
 }
 
 /// Indices of the per-CPU `COUNTERS` array (kernel-side self metrics).

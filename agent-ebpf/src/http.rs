@@ -3,7 +3,7 @@
 //! are classified once and then only counted.
 use agent_common::{
     DATA_EVENT_FIXED, DATA_FLAG_CLASSIFIED_HERE, DATA_FLAG_UNDECIDED, DataEvent, DataSource,
-    Direction, EventKind, KernelCounter, MAX_PAYLOAD, ProbeConfig,
+    Direction, EventKind, KernelCounter, MAX_PAYLOAD, ProbeConfig, cost_stage,
     http_prefix::{PREFIX_LEN, PrefixClass, classify},
 };
 use aya_ebpf::{
@@ -34,8 +34,10 @@ pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http:
     let ev = unsafe { &mut *ev };
     let mut flags = 0u32;
     let mut captured = 0u32;
-    let inspectable = !matches!(args.source, DataSource::Sendfile | DataSource::Other);
-    if !inspectable && !known_http {
+    // Measuring the transfer alone: an event without payload, nothing read.
+    let inspectable = !matches!(args.source, DataSource::Sendfile | DataSource::Other)
+        && cfg.cost_stage != cost_stage::TRANSFER;
+    if !inspectable && !known_http && cfg.cost_stage != cost_stage::TRANSFER {
         // Bytes we cannot look at on a connection not yet classified.
         count(KernelCounter::DataUnclassified);
         return;

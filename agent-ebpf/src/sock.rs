@@ -5,7 +5,7 @@
 //! registers, an fd and a user buffer) to the `sk` the TCP tracepoints carry.
 //! Here: cheap filters, socket ownership, and the per-connection HTTP verdict;
 //! payload capture is in `http.rs`.
-use agent_common::{Direction, EventKind, KernelCounter, ProbeConfig, SockOwnerEvent};
+use agent_common::{Direction, cost_stage, EventKind, KernelCounter, ProbeConfig, SockOwnerEvent};
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
@@ -106,6 +106,9 @@ fn on_sock_io(ctx: &RawTracePointContext, dir: Direction) {
         return;
     }
     let Some(cfg) = config() else { return };
+    if cfg.cost_stage == cost_stage::ATTACH {
+        return;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == cfg.self_tgid || cfg.offsets.valid == 0 {
@@ -144,7 +147,7 @@ fn on_sock_io(ctx: &RawTracePointContext, dir: Direction) {
         count_non_http(ret);
         return;
     }
-    if cfg.capture_http == 0 {
+    if cfg.capture_http == 0 || cfg.cost_stage == cost_stage::CLASSIFY {
         return;
     }
     http::capture(

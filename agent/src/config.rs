@@ -118,6 +118,34 @@ pub struct ProbesConfig {
     /// Timing adds two clock reads to every run of every eBPF program on
     /// the host (tens of ns), so it is off unless you are measuring.
     pub run_time_stats: bool,
+    /// Measurement only: where the HTTP probes stop (`attach`, `classify`,
+    /// `transfer`), so `cargo xtask bench --only stages` can price each stage
+    /// on a live load. Anything but `full` captures no HTTP requests.
+    pub cost_stage: CostStage,
+}
+
+/// How far the HTTP probes go; see `agent_common::cost_stage`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostStage {
+    #[default]
+    Full,
+    Attach,
+    Classify,
+    Transfer,
+}
+
+impl CostStage {
+    /// The value the probes read from `ProbeConfig::cost_stage`.
+    pub fn code(self) -> u32 {
+        use agent_common::cost_stage as c;
+        match self {
+            Self::Full => c::FULL,
+            Self::Attach => c::ATTACH,
+            Self::Classify => c::CLASSIFY,
+            Self::Transfer => c::TRANSFER,
+        }
+    }
 }
 
 impl Default for ProbesConfig {
@@ -128,6 +156,7 @@ impl Default for ProbesConfig {
             channel_capacity: 65_536,
             ring_buffer_bytes: 8 * 1024 * 1024,
             run_time_stats: false,
+            cost_stage: CostStage::Full,
         }
     }
 }

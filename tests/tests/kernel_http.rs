@@ -315,6 +315,61 @@ fn owners_are_announced_without_http_capture() {
     );
 }
 
+/// `probes.cost_stage` (the stages bench) stops the probes where it says:
+/// `attach` sends nothing, `classify` only owners, `transfer` a data event per
+/// socket syscall with its length but no payload.
+#[test]
+fn cost_stages_stop_the_probes_where_asked() {
+    use sloguard::config::CostStage;
+    let Some(_) = probes_or_skip(&[("curl (apt-get install curl)", has_program("curl"))]) else {
+        return;
+    };
+    let nginx = Nginx::start(&NginxOptions {
+        files: vec![("small.txt".into(), b"hello\n".to_vec())],
+        ..Default::default()
+    })
+    .expect("nginx starts");
+    let worker = nginx.workers()[0];
+    for stage in [CostStage::Attach, CostStage::Classify, CostStage::Transfer] {
+        let mut probes = Probes::load(&ProbesConfig {
+            cost_stage: stage,
+            ..Default::default()
+        })
+        .expect("probes load");
+        let mut rb = probes.take_ring_buffer().unwrap();
+        let st = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", &nginx.url("/small.txt")])
+            .status()
+            .expect("curl runs");
+        assert!(st.success());
+        let events = drain_until_quiet(&mut rb, Duration::from_millis(300), Duration::from_secs(5));
+        let owners = owners_of(&events, worker);
+        let data = data_of(&events, worker);
+        match stage {
+            CostStage::Attach => {
+                assert!(owners.is_empty() && data.is_empty(), "{stage:?}: {events:?}")
+            }
+            CostStage::Classify => {
+                assert!(!owners.is_empty(), "{stage:?}: owner announced");
+                assert!(data.is_empty(), "{stage:?}: no data events");
+            }
+            _ => {
+                assert!(!owners.is_empty(), "{stage:?}: owner announced");
+                let ingress: Vec<_> = data
+                    .iter()
+                    .filter(|d| d.direction == Direction::Ingress as u32)
+                    .collect();
+                assert!(!ingress.is_empty(), "{stage:?}: the request's read is sent");
+                assert!(
+                    data.iter().all(|d| d.payload.is_empty() && d.len > 0),
+                    "{stage:?}: lengths only, no payload: {data:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(nginx.access_log().unwrap().len(), 3);
+}
+
 /// Every read/write-family syscall is decoded from the task's registers: each
 /// one yields its source, fd, length and the start of its (first) buffer. Over
 /// IPv6 loopback.

@@ -86,13 +86,18 @@ pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
             print!("{}", table(&read_results_since(&bench_dir(), start)?));
             return Ok(());
         }
+        Some("stages") => {
+            crate::bench_stages::run()?;
+            print!("{}", table(&read_results_since(&bench_dir(), start)?));
+            return Ok(());
+        }
         Some("memory") => {
             crate::bench_memory::run()?;
             print!("{}", table(&read_results_since(&bench_dir(), start)?));
             return Ok(());
         }
         Some(other) => {
-            anyhow::bail!("--only {other}: known parts are `overhead`, `memory`, `latency`")
+            anyhow::bail!("--only {other}: known parts are `overhead`, `stages`, `memory`, `latency`")
         }
     }
     // Full set-up: the end-to-end benches need nginx and wrk.

@@ -14,7 +14,8 @@ use serde_json::json;
 use crate::util;
 
 const PAIRS: usize = 3;
-const WRK_ARGS: [&str; 5] = ["-t1", "-c32", "-d5s", "--latency", "--timeout=5s"];
+const WRK_ARGS: [&str; 4] = ["-t1", "-c32", "--latency", "--timeout=5s"];
+const WRK_SECS: u32 = 5;
 
 /// One wrk run's figures.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +66,7 @@ pub fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-fn clock_ticks_per_sec() -> f64 {
+pub(crate) fn clock_ticks_per_sec() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -120,7 +121,7 @@ pub(crate) struct Nginx {
 }
 
 impl Nginx {
-    fn start() -> Result<Self> {
+    pub(crate) fn start() -> Result<Self> {
         Self::start_with("root {p}/html;", "/index.html")
     }
 
@@ -190,10 +191,6 @@ pub(crate) struct AgentProc {
 }
 
 impl AgentProc {
-    fn start(bin: &Path) -> Result<Self> {
-        Self::start_with(bin, "")
-    }
-
     /// The agent with `yaml` (without a `metrics:` section) as its config file,
     /// metrics and admin endpoints on free loopback ports.
     pub(crate) fn start_with(bin: &Path, yaml: &str) -> Result<Self> {
@@ -254,11 +251,11 @@ impl AgentProc {
 
     /// Events lost so far, any reason: a run that drops events costs less
     /// than one that processes them, so its ratio would flatter the agent.
-    fn events_lost(&self) -> Result<f64> {
+    pub(crate) fn events_lost(&self) -> Result<f64> {
         Ok(sum_samples(&self.scrape()?, "sloguard_events_lost_total"))
     }
 
-    fn cpu_ticks(&self) -> Result<u64> {
+    pub(crate) fn cpu_ticks(&self) -> Result<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
         cpu_ticks(&stat).context("parsing /proc/<agent>/stat")
     }
@@ -272,9 +269,73 @@ impl Drop for AgentProc {
     }
 }
 
-fn wrk(port: u16) -> Result<WrkFigures> {
+/// One wrk run with a freshly started agent: wrk's figures and the agent's
+/// CPU, losses and (with `probes.run_time_stats` in its config) the kernel's
+/// time in the probes during it.
+pub(crate) struct AgentRun {
+    pub(crate) wrk: WrkFigures,
+    pub(crate) cpu_s: f64,
+    pub(crate) wall: f64,
+    pub(crate) cores: f64,
+    pub(crate) per_10k: f64,
+    pub(crate) lost: f64,
+    /// Seconds the kernel spent in the probes, and their runs (0 unless timed).
+    pub(crate) probe_s: f64,
+    pub(crate) probe_runs: f64,
+}
+
+impl AgentRun {
+    /// Start the agent with `yaml` as extra config, run wrk for `secs`, stop
+    /// the agent.
+    pub(crate) fn measure(bin: &Path, yaml: &str, port: u16, hz: f64, secs: u32) -> Result<Self> {
+        let agent = AgentProc::start_with(bin, yaml)?;
+        let (p0, n0) = agent.probe_runs()?;
+        let before = agent.cpu_ticks()?;
+        let t0 = Instant::now();
+        let with = wrk_for(port, secs)?;
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu_s = (agent.cpu_ticks()? - before) as f64 / hz;
+        let (p1, n1) = agent.probe_runs()?;
+        let lost = agent.events_lost()?;
+        drop(agent);
+        let cores = cpu_s / wall;
+        Ok(Self {
+            per_10k: cores / (with.requests_per_sec / 10_000.0),
+            wrk: with,
+            cpu_s,
+            wall,
+            cores,
+            lost,
+            probe_s: p1 - p0,
+            probe_runs: n1 - n0,
+        })
+    }
+
+    /// Requests served during the run.
+    pub(crate) fn requests(&self) -> f64 {
+        (self.wrk.requests_per_sec * self.wall).max(1.0)
+    }
+
+    /// Kernel time in the probes per request, ns.
+    pub(crate) fn probe_ns_per_request(&self) -> f64 {
+        self.probe_s * 1e9 / self.requests()
+    }
+
+    /// The agent's own (userspace and syscall) CPU per request, ns.
+    pub(crate) fn agent_ns_per_request(&self) -> f64 {
+        self.cpu_s * 1e9 / self.requests()
+    }
+}
+
+pub(crate) fn wrk(port: u16) -> Result<WrkFigures> {
+    wrk_for(port, WRK_SECS)
+}
+
+/// `wrk` with the bench's connections for `secs` seconds.
+pub(crate) fn wrk_for(port: u16, secs: u32) -> Result<WrkFigures> {
     let out = Command::new("wrk")
         .args(WRK_ARGS)
+        .arg(format!("-d{secs}s"))
         .arg(format!("http://127.0.0.1:{port}/index.html"))
         .output()
         .context("run wrk")?;
@@ -293,7 +354,7 @@ fn sum_samples(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn mean(v: &[f64]) -> f64 {
+pub(crate) fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
@@ -328,16 +389,15 @@ pub fn run() -> Result<()> {
             "bench: overhead pair {pair}: without agent {:.0} req/s, p99 {:.3} ms",
             base.requests_per_sec, base.p99_ms
         );
-        let agent = AgentProc::start(&bin)?;
-        let before = agent.cpu_ticks()?;
-        let t0 = Instant::now();
-        let with = wrk(nginx.port)?;
-        let wall = t0.elapsed().as_secs_f64();
-        let cpu_s = (agent.cpu_ticks()? - before) as f64 / hz;
-        let lost = agent.events_lost()?;
-        drop(agent);
-        let cores = cpu_s / wall;
-        let per_10k = cores / (with.requests_per_sec / 10_000.0);
+        let AgentRun {
+            wrk: with,
+            cpu_s,
+            wall,
+            cores,
+            per_10k,
+            lost,
+            ..
+        } = AgentRun::measure(&bin, "", nginx.port, hz, WRK_SECS)?;
         println!(
             "bench: overhead pair {pair}: with agent {:.0} req/s, p99 {:.3} ms, agent {:.3} cores ({:.3} per 10k req/s), {lost} events lost",
             with.requests_per_sec, with.p99_ms, cores, per_10k
@@ -355,16 +415,16 @@ pub fn run() -> Result<()> {
     // One more run with the kernel timing every probe run: the in-kernel
     // cost per request (the timing itself adds a little, so this run is not
     // part of the ratios above).
-    let agent = AgentProc::start_with(&bin, "probes:\n  run_time_stats: true\n")?;
-    let (t0, n0) = agent.probe_runs()?;
-    let started = Instant::now();
-    let timed = wrk(nginx.port)?;
-    let requests = timed.requests_per_sec * started.elapsed().as_secs_f64();
-    let (t1, n1) = agent.probe_runs()?;
-    drop(agent);
-    let probe_ns_per_request = (t1 - t0) * 1e9 / requests.max(1.0);
-    let probe_runs_per_request = (n1 - n0) / requests.max(1.0);
-    let probe_ns_per_run = (t1 - t0) * 1e9 / (n1 - n0).max(1.0);
+    let timed = AgentRun::measure(
+        &bin,
+        "probes:\n  run_time_stats: true\n",
+        nginx.port,
+        hz,
+        WRK_SECS,
+    )?;
+    let probe_ns_per_request = timed.probe_ns_per_request();
+    let probe_runs_per_request = timed.probe_runs / timed.requests();
+    let probe_ns_per_run = timed.probe_s * 1e9 / timed.probe_runs.max(1.0);
     println!(
         "bench: overhead: probes {probe_ns_per_request:.0} ns per request in the kernel ({probe_runs_per_request:.2} runs of {probe_ns_per_run:.0} ns)"
     );
@@ -376,7 +436,7 @@ pub fn run() -> Result<()> {
         .collect();
     let value = json!({
         "name": "overhead_nginx",
-        "wrk": WRK_ARGS.join(" "),
+        "wrk": format!("{} -d{WRK_SECS}s", WRK_ARGS.join(" ")),
         "pairs": PAIRS,
         "runs": runs,
         "throughput_ratio": mean(&tput),

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_memory;
 mod bench_overhead;
+mod bench_stages;
 mod demo;
 mod image;
 mod run;
@@ -75,7 +76,8 @@ enum Cmd {
     /// Run the benchmarks; JSON results go to target/sloguard-bench/.
     Bench {
         /// Run only this part (no criterion): `overhead` (nginx+wrk with and
-        /// without the agent), `memory` (agent RSS at 1000 routes × 5 gray
+        /// without the agent), `stages` (what each probe stage costs),
+        /// `memory` (agent RSS at 1000 routes × 5 gray
         /// tags) or `latency` (fault onset -> L2 -> fuse).
         #[arg(long)]
         only: Option<String>,

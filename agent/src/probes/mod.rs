@@ -94,7 +94,7 @@ impl Probes {
             self_tgid: std::process::id(),
             capture_http: cfg.capture_http as u32,
             wakeup_bytes: RING_BUFFER_WAKEUP_BYTES,
-            _pad: 0,
+            cost_stage: cfg.cost_stage.code(),
         };
         {
             let map = ebpf.map_mut("CONFIG").ok_or(ProbeError::Map("CONFIG"))?;
