@@ -1,7 +1,9 @@
 //! The agent's overhead on a real server: nginx (one worker, small static
-//! file, no access log) on loopback driven by `wrk -t1 -c32 -d5s --latency`,
-//! runs without and with the agent alternated, at least 3 pairs. Per run:
-//! requests/s, wrk's p99, and the agent's CPU time from /proc/<pid>/stat.
+//! file, no access log) on loopback driven by `wrk -t1 -c32 -d3s --latency`,
+//! runs without and with the agent alternated (8 pairs, order swapped every
+//! pair). Per run: requests/s, wrk's p99, and the agent's CPU time from
+//! /proc/<pid>/stat; then one run with the kernel timing the probes, which
+//! gives the cost per request and the throughput ratio that cost allows.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,9 +15,11 @@ use serde_json::json;
 
 use crate::util;
 
-const PAIRS: usize = 3;
+/// Pairs of runs without and with the agent. Consecutive runs of the same
+/// load differ by up to ±6 % on this VM, so a ratio needs many short pairs.
+const PAIRS: usize = 8;
 const WRK_ARGS: [&str; 4] = ["-t1", "-c32", "--latency", "--timeout=5s"];
-const WRK_SECS: u32 = 5;
+const WRK_SECS: u32 = 3;
 
 /// One wrk run's figures.
 #[derive(Debug, Clone, PartialEq)]
@@ -354,6 +358,26 @@ fn sum_samples(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Busy clock ticks of all CPUs so far (the `cpu` line of /proc/stat without
+/// idle, iowait and steal).
+pub(crate) fn busy_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    Ok([0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum())
+}
+
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 pub(crate) fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
@@ -383,12 +407,20 @@ pub fn run() -> Result<()> {
     wrk(nginx.port)?;
     let mut runs = Vec::new();
     let (mut tput, mut p99, mut cores_per_10k) = (Vec::new(), Vec::new(), Vec::new());
+    let mut base_cpu_ns = Vec::new();
     for pair in 0..PAIRS {
-        let base = wrk(nginx.port)?;
-        println!(
-            "bench: overhead pair {pair}: without agent {:.0} req/s, p99 {:.3} ms",
-            base.requests_per_sec, base.p99_ms
-        );
+        // Without-then-with, then with-then-without: a drift of the host
+        // over the pairs weighs on both sides alike.
+        let base_first = pair % 2 == 0;
+        let mut base_run = || -> Result<WrkFigures> {
+            let b0 = busy_ticks()?;
+            let t0 = Instant::now();
+            let w = wrk(nginx.port)?;
+            let busy_s = (busy_ticks()? - b0) as f64 / hz;
+            base_cpu_ns.push(busy_s * 1e9 / (w.requests_per_sec * t0.elapsed().as_secs_f64()));
+            Ok(w)
+        };
+        let early = if base_first { Some(base_run()?) } else { None };
         let AgentRun {
             wrk: with,
             cpu_s,
@@ -398,9 +430,13 @@ pub fn run() -> Result<()> {
             lost,
             ..
         } = AgentRun::measure(&bin, "", nginx.port, hz, WRK_SECS)?;
+        let base = match early {
+            Some(b) => b,
+            None => base_run()?,
+        };
         println!(
-            "bench: overhead pair {pair}: with agent {:.0} req/s, p99 {:.3} ms, agent {:.3} cores ({:.3} per 10k req/s), {lost} events lost",
-            with.requests_per_sec, with.p99_ms, cores, per_10k
+            "bench: overhead pair {pair}: without agent {:.0} req/s, p99 {:.3} ms; with agent {:.0} req/s, p99 {:.3} ms, agent {:.3} cores ({:.3} per 10k req/s), {lost} events lost",
+            base.requests_per_sec, base.p99_ms, with.requests_per_sec, with.p99_ms, cores, per_10k
         );
         runs.push(json!({"pair": pair, "agent": false,
             "requests_per_sec": base.requests_per_sec, "p99_ms": base.p99_ms}));
@@ -425,8 +461,16 @@ pub fn run() -> Result<()> {
     let probe_ns_per_request = timed.probe_ns_per_request();
     let probe_runs_per_request = timed.probe_runs / timed.requests();
     let probe_ns_per_run = timed.probe_s * 1e9 / timed.probe_runs.max(1.0);
+    // The cost side, which host noise hardly moves: the kernel's own timing
+    // of the probes plus the agent's CPU, against the machine's busy CPU per
+    // request without the agent. With both cores saturated the throughput
+    // ratio that cost allows is base / (base + cost).
+    let agent_ns_per_request = timed.agent_ns_per_request();
+    let base_cpu_ns_per_request = median(&base_cpu_ns);
+    let ratio_from_cost = base_cpu_ns_per_request
+        / (base_cpu_ns_per_request + probe_ns_per_request + agent_ns_per_request);
     println!(
-        "bench: overhead: probes {probe_ns_per_request:.0} ns per request in the kernel ({probe_runs_per_request:.2} runs of {probe_ns_per_run:.0} ns)"
+        "bench: overhead: probes {probe_ns_per_request:.0} ns per request in the kernel ({probe_runs_per_request:.2} runs of {probe_ns_per_run:.0} ns), agent {agent_ns_per_request:.0} ns, against {base_cpu_ns_per_request:.0} ns of CPU per request without the agent: ratio {ratio_from_cost:.3} from cost"
     );
     drop(nginx);
     let with_rps: Vec<f64> = runs
@@ -440,7 +484,12 @@ pub fn run() -> Result<()> {
         "pairs": PAIRS,
         "runs": runs,
         "throughput_ratio": mean(&tput),
+        "throughput_ratio_median": median(&tput),
+        "throughput_ratio_from_cost": ratio_from_cost,
+        "base_cpu_ns_per_request": base_cpu_ns_per_request,
+        "agent_ns_per_request_timed_run": agent_ns_per_request,
         "p99_ratio": mean(&p99),
+        "p99_ratio_median": median(&p99),
         "agent_cores_per_10k_rps": mean(&cores_per_10k),
         "agent_cpu_us_per_request": mean(&cores_per_10k) * 100.0,
         "probe_ns_per_request": probe_ns_per_request,
@@ -451,9 +500,11 @@ pub fn run() -> Result<()> {
     });
     let path = crate::bench::write_bench_json("overhead_nginx", &value)?;
     println!(
-        "bench: overhead: throughput ratio {:.3}, p99 ratio {:.3}, {:.3} cores per 10k req/s -> {}",
+        "bench: overhead: throughput ratio {:.3} (median {:.3}, from cost {ratio_from_cost:.3}), p99 ratio {:.3} (median {:.3}), {:.3} cores per 10k req/s -> {}",
         mean(&tput),
+        median(&tput),
         mean(&p99),
+        median(&p99),
         mean(&cores_per_10k),
         path.display()
     );

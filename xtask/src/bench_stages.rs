@@ -12,10 +12,12 @@
 //! agent's CPU time, against the whole machine's busy CPU per request without
 //! the agent; with both cores saturated, `base / (base + cost)` is the
 //! throughput ratio that cost allows.
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::json;
 
-use crate::bench_overhead::{AgentRun, Nginx, agent_bin, clock_ticks_per_sec, wrk_for};
+use crate::bench_overhead::{
+    AgentRun, Nginx, agent_bin, busy_ticks, clock_ticks_per_sec, median, wrk_for,
+};
 use crate::util;
 
 const ROUNDS: usize = 5;
@@ -41,7 +43,7 @@ pub fn run() -> Result<()> {
         let busy_s = (busy_ticks()? - b0) as f64 / hz;
         base_ns.push(busy_s * 1e9 / (w.requests_per_sec * t0.elapsed().as_secs_f64()));
     }
-    let base_ns = median(&mut base_ns);
+    let base_ns = median(&base_ns);
     println!("bench: stages: without the agent the machine spends {base_ns:.0} ns of CPU per request");
 
     let mut costs = Vec::new();
@@ -80,7 +82,7 @@ pub fn run() -> Result<()> {
     let mut summary = Vec::new();
     for (i, stage) in STAGES.iter().enumerate() {
         let (k, u, allowed, lost) = costs[i];
-        let measured = median(&mut ratios[i]);
+        let measured = median(&ratios[i]);
         println!(
             "bench: stages: {stage:<8} measured ratio {measured:.3} (median of {ROUNDS}), cost {:.0} ns per request -> {allowed:.3}",
             k + u
@@ -102,23 +104,4 @@ pub fn run() -> Result<()> {
     let path = crate::bench::write_bench_json("overhead_stages", &value)?;
     println!("bench: stages -> {}", path.display());
     Ok(())
-}
-
-/// Busy clock ticks of all CPUs so far (the `cpu` line of /proc/stat without
-/// idle, iowait and steal).
-fn busy_ticks() -> Result<u64> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("empty /proc/stat")?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    Ok([0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
