@@ -25,7 +25,8 @@ impl Side {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskIdentity {
     pub tgid: u32,
-    pub comm: String,
+    /// Shared with the connection table: no allocation per request.
+    pub comm: std::sync::Arc<str>,
     pub cgroup_id: u64,
 }
 

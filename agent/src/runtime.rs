@@ -57,6 +57,15 @@ struct Batch {
 }
 
 impl Batch {
+    /// Room for a full batch of average records, so filling it does not
+    /// regrow (and copy) the buffer a dozen times.
+    fn sized() -> Self {
+        Self {
+            data: Vec::with_capacity(BATCH_RECORDS * 512),
+            ends: Vec::with_capacity(BATCH_RECORDS),
+        }
+    }
+
     fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
@@ -331,7 +340,7 @@ fn read_loop(
     stop: Arc<AtomicBool>,
 ) {
     let fd = ring.as_raw_fd();
-    let mut batch = Batch::default();
+    let mut batch = Batch::sized();
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd {
             fd,
@@ -365,7 +374,7 @@ fn send_batch(
     lost_counter: &Counter,
 ) -> Batch {
     match tx.try_send(batch) {
-        Ok(()) => recycle.try_recv().unwrap_or_default(),
+        Ok(()) => recycle.try_recv().unwrap_or_else(|_| Batch::sized()),
         Err(TrySendError::Full(mut b)) | Err(TrySendError::Disconnected(mut b)) => {
             lost_counter.inc_by(b.ends.len() as u64);
             b.clear();

@@ -395,7 +395,7 @@ impl Pipeline {
                 .as_ref()
                 .map(|o| TaskIdentity {
                     tgid: o.tgid,
-                    comm: o.comm.to_string(),
+                    comm: o.comm.clone(),
                     cgroup_id: o.cgroup_id,
                 })
                 .unwrap_or_default(),
