@@ -2,7 +2,7 @@
 //! complete heads (httparse), and best-effort parsing of truncated ones.
 use std::mem::MaybeUninit;
 
-use crate::request::RequestHeaders;
+use crate::request::{Header, RequestHeaders};
 
 /// Which kind of message a head starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -335,13 +335,13 @@ fn framing_header(framing: &mut Framing, name: &[u8], value: &[u8]) -> bool {
     true
 }
 
-fn set_once(slot: &mut Option<String>, value: &[u8]) {
-    if slot.is_none() {
+fn set_once(h: &mut RequestHeaders, which: Header, value: &[u8]) {
+    if h.get(which).is_none() {
         let v = trim(value);
-        *slot = Some(match std::str::from_utf8(v) {
-            Ok(s) => s.to_owned(),
-            Err(_) => String::from_utf8_lossy(v).into_owned(),
-        });
+        match std::str::from_utf8(v) {
+            Ok(s) => h.set(which, s),
+            Err(_) => h.set(which, &String::from_utf8_lossy(v)),
+        }
     }
 }
 
@@ -352,25 +352,25 @@ pub(crate) fn request_header(
     name: &[u8],
     value: &[u8],
 ) {
-    let slot = match name.len() {
-        2 if name.eq_ignore_ascii_case(b"b3") => &mut h.b3,
-        4 if name.eq_ignore_ascii_case(b"host") => &mut h.host,
-        10 if name.eq_ignore_ascii_case(b"user-agent") => &mut h.user_agent,
-        10 if name.eq_ignore_ascii_case(b"tracestate") => &mut h.tracestate,
-        10 if name.eq_ignore_ascii_case(b"x-b3-flags") => &mut h.x_b3_flags,
-        10 if name.eq_ignore_ascii_case(b"x-gray-tag") => &mut h.x_gray_tag,
-        11 if name.eq_ignore_ascii_case(b"traceparent") => &mut h.traceparent,
-        11 if name.eq_ignore_ascii_case(b"x-b3-spanid") => &mut h.x_b3_span_id,
-        12 if name.eq_ignore_ascii_case(b"x-b3-traceid") => &mut h.x_b3_trace_id,
-        12 if name.eq_ignore_ascii_case(b"x-b3-sampled") => &mut h.x_b3_sampled,
-        12 if name.eq_ignore_ascii_case(b"x-request-id") => &mut h.x_request_id,
-        18 if name.eq_ignore_ascii_case(b"x-b3-parentspanid") => &mut h.x_b3_parent_span_id,
+    let which = match name.len() {
+        2 if name.eq_ignore_ascii_case(b"b3") => Header::B3,
+        4 if name.eq_ignore_ascii_case(b"host") => Header::Host,
+        10 if name.eq_ignore_ascii_case(b"user-agent") => Header::UserAgent,
+        10 if name.eq_ignore_ascii_case(b"tracestate") => Header::Tracestate,
+        10 if name.eq_ignore_ascii_case(b"x-b3-flags") => Header::XB3Flags,
+        10 if name.eq_ignore_ascii_case(b"x-gray-tag") => Header::XGrayTag,
+        11 if name.eq_ignore_ascii_case(b"traceparent") => Header::Traceparent,
+        11 if name.eq_ignore_ascii_case(b"x-b3-spanid") => Header::XB3SpanId,
+        12 if name.eq_ignore_ascii_case(b"x-b3-traceid") => Header::XB3TraceId,
+        12 if name.eq_ignore_ascii_case(b"x-b3-sampled") => Header::XB3Sampled,
+        12 if name.eq_ignore_ascii_case(b"x-request-id") => Header::XRequestId,
+        18 if name.eq_ignore_ascii_case(b"x-b3-parentspanid") => Header::XB3ParentSpanId,
         _ => {
             framing_header(framing, name, value);
             return;
         }
     };
-    set_once(slot, value);
+    set_once(h, which, value);
 }
 
 /// Parse what a truncated capture holds: the whole lines present, and a
@@ -514,10 +514,10 @@ mod tests {
         assert_eq!(len, buf.len() - 5);
         assert_eq!(r.method, "POST");
         assert_eq!(r.target, "/u/1?x=2");
-        assert_eq!(r.headers.host.as_deref(), Some("a"));
-        assert_eq!(r.headers.traceparent.as_deref(), Some("tp"));
-        assert_eq!(r.headers.x_b3_trace_id.as_deref(), Some("t"));
-        assert_eq!(r.headers.x_gray_tag.as_deref(), Some("canary"));
+        assert_eq!(r.headers.host(), Some("a"));
+        assert_eq!(r.headers.traceparent(), Some("tp"));
+        assert_eq!(r.headers.get(Header::XB3TraceId), Some("t"));
+        assert_eq!(r.headers.x_gray_tag(), Some("canary"));
         assert_eq!(r.framing.content_length, Some(5));
     }
 
@@ -551,7 +551,7 @@ mod tests {
         else {
             panic!("not complete")
         };
-        assert_eq!(r.headers.x_request_id.as_deref(), Some("abc"));
+        assert_eq!(r.headers.x_request_id(), Some("abc"));
     }
 
     #[test]
@@ -560,7 +560,7 @@ mod tests {
         let h = parse_truncated(b"GET /a HTTP/1.1\r\nHost: h\r\nUser-Ag", &mut s).unwrap();
         let Head::Request(r) = h else { panic!() };
         assert_eq!(
-            (r.target.as_str(), r.headers.host.as_deref()),
+            (r.target.as_str(), r.headers.host()),
             ("/a", Some("h"))
         );
         let Head::Request(r) = parse_truncated(b"GET /very/long/pa", &mut s).unwrap() else {

@@ -270,7 +270,7 @@ fn records(out: &[HttpRequest]) -> Vec<Record> {
                 r.request_bytes,
                 r.response_bytes,
                 r.incomplete,
-                r.headers.x_request_id.clone(),
+                r.headers.x_request_id().map(str::to_owned),
             )
         })
         .collect()

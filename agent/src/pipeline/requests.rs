@@ -233,7 +233,7 @@ impl RequestStage {
                 side: req.side.as_str(),
                 trace_id: &hex_lower(&trace_id),
                 span_id: &hex_lower(&span_id),
-                request_id: req.headers.x_request_id.as_deref(),
+                request_id: req.headers.x_request_id(),
                 service: &route.service,
                 method: &route.method,
                 route: &route.route,
@@ -313,16 +313,16 @@ fn span_record(
     if let Some(c) = req.tcp.connect_duration_ns {
         a.push(KeyValue::new("tcp.connect.duration", c as f64 / 1e9));
     }
-    if let Some(ua) = &req.headers.user_agent {
-        a.push(KeyValue::new("user_agent.original", ua.clone()));
+    if let Some(ua) = req.headers.user_agent() {
+        a.push(KeyValue::new("user_agent.original", ua.to_owned()));
     }
     if !gray.is_empty() {
         a.push(KeyValue::new("sloguard.gray_tag", gray.to_string()));
     }
-    if let Some(id) = &req.headers.x_request_id {
+    if let Some(id) = req.headers.x_request_id() {
         a.push(KeyValue::new(
             "http.request.header.x-request-id",
-            id.clone(),
+            id.to_owned(),
         ));
     }
     if req.incomplete {

@@ -321,7 +321,7 @@ impl RouteTable {
     /// The gray tag of a request: `X-Gray-Tag`, else the gray query
     /// parameter; "" when neither, `other` when not a configured tag.
     pub fn gray_tag(&self, headers: &RequestHeaders, target: &str) -> Arc<str> {
-        let value = match headers.x_gray_tag.as_deref() {
+        let value = match headers.x_gray_tag() {
             Some(v) => Some(v.trim()),
             None => query_param(target, &self.gray_query_param),
         };
@@ -461,9 +461,9 @@ mod tests {
         assert_eq!(&*t.gray_tag(&h, "/a"), "");
         assert_eq!(&*t.gray_tag(&h, "/a?x=1&gray=canary"), "canary");
         assert_eq!(&*t.gray_tag(&h, "/a?gray=evil"), "other");
-        h.x_gray_tag = Some("blue".into());
+        h.set(crate::request::Header::XGrayTag, "blue");
         assert_eq!(&*t.gray_tag(&h, "/a?gray=canary"), "blue");
-        h.x_gray_tag = Some("x".repeat(1000));
+        h.set(crate::request::Header::XGrayTag, &"x".repeat(1000));
         assert_eq!(&*t.gray_tag(&h, "/a"), "other");
         let t = table("gray_query_param: g\n");
         assert_eq!(

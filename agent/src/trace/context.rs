@@ -2,7 +2,7 @@
 //! `b3` header and multi `X-B3-*`), validated. Invalid headers are reported
 //! with a reason and treated as absent; W3C wins when both kinds are valid.
 
-use crate::request::RequestHeaders;
+use crate::request::{Header, RequestHeaders};
 
 /// The caller's span, which a server span takes as its parent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,10 +103,10 @@ impl InvalidCounts {
 /// Read the trace context of a request.
 pub fn extract(h: &RequestHeaders) -> Extracted {
     let mut invalid = None;
-    if let Some(tp) = h.traceparent.as_deref() {
+    if let Some(tp) = h.traceparent() {
         match parse_traceparent(tp) {
             Ok(mut ctx) => {
-                if let Some(ts) = h.tracestate.as_deref() {
+                if let Some(ts) = h.tracestate() {
                     match validate_tracestate(ts) {
                         Ok(()) if !ts.trim().is_empty() => ctx.tracestate = Some(ts.trim().into()),
                         Ok(()) => {}
@@ -121,7 +121,7 @@ pub fn extract(h: &RequestHeaders) -> Extracted {
             Err(r) => invalid = Some(r),
         }
     }
-    let b3 = match h.b3.as_deref() {
+    let b3 = match h.get(Header::B3) {
         Some(v) => parse_b3_single(v),
         None => parse_b3_multi(h),
     };
@@ -336,26 +336,25 @@ pub fn parse_b3_single(v: &str) -> Result<Option<TraceContext>, InvalidReason> {
 
 /// Parse the multi-header form (`X-B3-TraceId`, `X-B3-SpanId`, ...).
 pub fn parse_b3_multi(h: &RequestHeaders) -> Result<Option<TraceContext>, InvalidReason> {
-    let flags_debug = match h.x_b3_flags.as_deref().map(str::trim) {
+    let flags_debug = match h.get(Header::XB3Flags).map(str::trim) {
         None => false,
         Some("1") => true,
         Some("0") => false,
         Some(_) => return Err(InvalidReason::B3Format),
     };
     let sampled = h
-        .x_b3_sampled
-        .as_deref()
+        .get(Header::XB3Sampled)
         .map(|s| b3_sampling(s.trim().as_bytes()))
         .transpose()?;
     let sampled = if flags_debug { Some(true) } else { sampled };
-    let (trace, span) = match (h.x_b3_trace_id.as_deref(), h.x_b3_span_id.as_deref()) {
+    let (trace, span) = match (h.get(Header::XB3TraceId), h.get(Header::XB3SpanId)) {
         (None, None) => return Ok(None),
         (Some(t), Some(s)) => (t.trim(), s.trim()),
         _ => return Err(InvalidReason::B3Format),
     };
     let trace_id = b3_trace_id(trace.as_bytes())?;
     let parent_span_id = b3_span_id(span.as_bytes())?;
-    if let Some(p) = h.x_b3_parent_span_id.as_deref() {
+    if let Some(p) = h.get(Header::XB3ParentSpanId) {
         b3_span_id(p.trim().as_bytes())?;
     }
     Ok(Some(TraceContext {
@@ -504,14 +503,14 @@ mod tests {
     #[test]
     fn b3_multi_forms() {
         let mut h = headers();
-        h.x_b3_trace_id = Some("80f198ee56343ba864fe8b2a57d3eff7".into());
-        h.x_b3_span_id = Some("e457b5a2e4d86bd1".into());
-        h.x_b3_sampled = Some("0".into());
+        h.set(Header::XB3TraceId, "80f198ee56343ba864fe8b2a57d3eff7");
+        h.set(Header::XB3SpanId, "e457b5a2e4d86bd1");
+        h.set(Header::XB3Sampled, "0");
         let c = parse_b3_multi(&h).unwrap().unwrap();
         assert_eq!(c.sampled, Some(false));
-        h.x_b3_flags = Some("1".into());
+        h.set(Header::XB3Flags, "1");
         assert_eq!(parse_b3_multi(&h).unwrap().unwrap().sampled, Some(true));
-        h.x_b3_span_id = None;
+        h.remove(Header::XB3SpanId);
         assert_eq!(parse_b3_multi(&h), Err(InvalidReason::B3Format));
         assert_eq!(parse_b3_multi(&headers()), Ok(None));
     }
@@ -520,16 +519,16 @@ mod tests {
     fn extract_precedence_and_invalid_reports() {
         let mut h = headers();
         assert_eq!(extract(&h), Extracted::default());
-        h.b3 = Some("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1".into());
-        h.traceparent = Some(TP.into());
-        h.tracestate = Some("rojo=1".into());
+        h.set(Header::B3, "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1");
+        h.set(Header::Traceparent, TP);
+        h.set(Header::Tracestate, "rojo=1");
         let e = extract(&h);
         let c = e.context.unwrap();
         assert_eq!(c.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(c.tracestate.as_deref(), Some("rojo=1"));
         assert_eq!(e.invalid, None);
         // Invalid traceparent: B3 is used, and the reason is reported.
-        h.traceparent = Some(TP.replace("00-", "ff-"));
+        h.set(Header::Traceparent, &TP.replace("00-", "ff-"));
         let e = extract(&h);
         assert_eq!(
             e.context.unwrap().trace_id_hex(),
@@ -537,8 +536,8 @@ mod tests {
         );
         assert_eq!(e.invalid, Some(InvalidReason::TraceparentVersion));
         // Invalid tracestate is dropped, traceparent kept.
-        h.traceparent = Some(TP.into());
-        h.tracestate = Some("BAD".into());
+        h.set(Header::Traceparent, TP);
+        h.set(Header::Tracestate, "BAD");
         let e = extract(&h);
         assert_eq!(
             (e.context.unwrap().tracestate, e.invalid),
@@ -559,14 +558,11 @@ mod tests {
                 let _ = parse_traceparent(v);
                 let _ = validate_tracestate(v);
                 let _ = parse_b3_single(v);
-                let h = RequestHeaders {
-                    traceparent: Some(v.clone()),
-                    tracestate: Some(v.clone()),
-                    b3: Some(v.clone()),
-                    x_b3_trace_id: Some(v.clone()),
-                    x_b3_span_id: Some(v.clone()),
-                    ..Default::default()
-                };
+                let mut h = RequestHeaders::default();
+                for which in [Header::Traceparent, Header::Tracestate, Header::B3,
+                    Header::XB3TraceId, Header::XB3SpanId] {
+                    h.set(which, v);
+                }
                 let _ = extract(&h);
                 let _ = parse_b3_multi(&h);
             }
