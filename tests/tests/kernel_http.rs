@@ -281,6 +281,16 @@ assert got[0] == 262144, got
     assert!(calls >= 2, "non-HTTP syscalls counted: {calls}");
 }
 
+/// One curl GET of nginx's `/small.txt`, then every event until the ring is quiet.
+fn curl_and_drain(nginx: &Nginx, rb: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<Event> {
+    let st = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", &nginx.url("/small.txt")])
+        .status()
+        .expect("curl runs");
+    assert!(st.success());
+    drain_until_quiet(rb, Duration::from_millis(300), Duration::from_secs(5))
+}
+
 #[test]
 fn owners_are_announced_without_http_capture() {
     let Some(_) = probes_or_skip(&[("curl (apt-get install curl)", has_program("curl"))]) else {
@@ -298,12 +308,7 @@ fn owners_are_announced_without_http_capture() {
     })
     .expect("nginx starts");
     let worker = nginx.workers()[0];
-    let st = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", &nginx.url("/small.txt")])
-        .status()
-        .expect("curl runs");
-    assert!(st.success());
-    let events = drain_until_quiet(&mut rb, Duration::from_millis(300), Duration::from_secs(5));
+    let events = curl_and_drain(&nginx, &mut rb);
     assert_eq!(nginx.access_log().unwrap().len(), 1);
     assert!(
         !owners_of(&events, worker).is_empty(),
@@ -337,12 +342,7 @@ fn cost_stages_stop_the_probes_where_asked() {
         })
         .expect("probes load");
         let mut rb = probes.take_ring_buffer().unwrap();
-        let st = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", &nginx.url("/small.txt")])
-            .status()
-            .expect("curl runs");
-        assert!(st.success());
-        let events = drain_until_quiet(&mut rb, Duration::from_millis(300), Duration::from_secs(5));
+        let events = curl_and_drain(&nginx, &mut rb);
         let owners = owners_of(&events, worker);
         let data = data_of(&events, worker);
         match stage {

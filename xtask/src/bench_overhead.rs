@@ -70,7 +70,7 @@ pub fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-pub(crate) fn clock_ticks_per_sec() -> f64 {
+fn clock_ticks_per_sec() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -395,16 +395,22 @@ pub(crate) fn agent_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Runs the comparison and writes `overhead_nginx.json`.
-pub fn run() -> Result<()> {
+/// What a bench against nginx needs: the release agent, nginx after a
+/// warm-up run (page cache, nginx's open-file state, CPU frequency), and the
+/// clock-tick rate; `bench` names it in the error when not root.
+pub(crate) fn prepare(bench: &str) -> Result<(PathBuf, Nginx, f64)> {
     if !util::is_root() {
-        bail!("the overhead bench loads eBPF programs: run as root");
+        bail!("the {bench} bench loads eBPF programs: run as root");
     }
     let bin = agent_bin()?;
     let nginx = Nginx::start()?;
-    let hz = clock_ticks_per_sec();
-    // Warm-up: page cache, nginx's open-file state, CPU frequency.
     wrk(nginx.port)?;
+    Ok((bin, nginx, clock_ticks_per_sec()))
+}
+
+/// Runs the comparison and writes `overhead_nginx.json`.
+pub fn run() -> Result<()> {
+    let (bin, nginx, hz) = prepare("overhead")?;
     let mut runs = Vec::new();
     let (mut tput, mut p99, mut cores_per_10k) = (Vec::new(), Vec::new(), Vec::new());
     let mut base_cpu_ns = Vec::new();

@@ -12,13 +12,10 @@
 //! agent's CPU time, against the whole machine's busy CPU per request without
 //! the agent; with both cores saturated, `base / (base + cost)` is the
 //! throughput ratio that cost allows.
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde_json::json;
 
-use crate::bench_overhead::{
-    AgentRun, Nginx, agent_bin, busy_ticks, clock_ticks_per_sec, median, wrk_for,
-};
-use crate::util;
+use crate::bench_overhead::{AgentRun, busy_ticks, median, prepare, wrk_for};
 
 const ROUNDS: usize = 5;
 const RUN_SECS: u32 = 3;
@@ -26,13 +23,7 @@ const STAGES: [&str; 4] = ["attach", "classify", "transfer", "full"];
 
 /// Runs the ladder and writes `overhead_stages.json`.
 pub fn run() -> Result<()> {
-    if !util::is_root() {
-        bail!("the stages bench loads eBPF programs: run as root");
-    }
-    let bin = agent_bin()?;
-    let nginx = Nginx::start()?;
-    let hz = clock_ticks_per_sec();
-    wrk_for(nginx.port, RUN_SECS)?; // warm-up
+    let (bin, nginx, hz) = prepare("stages")?;
 
     // Busy CPU of the whole machine per request without the agent.
     let mut base_ns = Vec::new();
