@@ -467,7 +467,7 @@ pub fn run() -> Result<()> {
     let probe_ns_per_request = timed.probe_ns_per_request();
     let probe_runs_per_request = timed.probe_runs / timed.requests();
     let probe_ns_per_run = timed.probe_s * 1e9 / timed.probe_runs.max(1.0);
-    // The cost side, which host noise hardly moves: the kernel's own timing
+    // The cost side, measured within one run (no pairing): the kernel's own timing
     // of the probes plus the agent's CPU, against the machine's busy CPU per
     // request without the agent. With both cores saturated the throughput
     // ratio that cost allows is base / (base + cost).

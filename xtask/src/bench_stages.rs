@@ -7,7 +7,7 @@
 //! Two measures per stage. Throughput ratios, each run paired with a run
 //! without the agent just before it; on this VM consecutive 3 s runs of the
 //! same thing differ by up to ±6 %, so these are medians of several rounds
-//! and still coarse. And a cost per request that host noise hardly moves:
+//! and still coarse. And a cost per request, measured within one run:
 //! the kernel's own timing of the probes (`probes.run_time_stats`) plus the
 //! agent's CPU time, against the whole machine's busy CPU per request without
 //! the agent; with both cores saturated, `base / (base + cost)` is the

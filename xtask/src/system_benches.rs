@@ -24,6 +24,7 @@ pub fn run(ctx: &BenchContext) -> Result<()> {
         ctx.out_dir.display()
     );
     crate::bench_overhead::run()?;
+    crate::bench_stages::run()?;
     crate::bench_memory::run()?;
     detection_latency(ctx)
 }
