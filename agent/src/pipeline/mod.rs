@@ -367,42 +367,23 @@ impl Pipeline {
     /// just completed on it. Retransmits are those since the previous request
     /// on the connection ended (requests on one connection are sequential).
     fn conn_facts(&mut self, sk: u64) -> ConnFacts {
+        // Common case first: one lookup when the service is already resolved.
+        if let Some(c) = self.conns.entry_if_present(sk)
+            && let Some(service) = c.service.clone()
+        {
+            return facts_of(c, service);
+        }
         let service = self.service_of(sk);
-        let Some(c) = self.conns.entry_if_present(sk) else {
-            return ConnFacts {
+        match self.conns.entry_if_present(sk) {
+            Some(c) => facts_of(c, service),
+            None => ConnFacts {
                 service,
                 task: TaskIdentity::default(),
                 local: None,
                 peer: None,
                 retransmits: 0,
                 connect_duration_ns: None,
-            };
-        };
-        let retransmits = (c.retrans_segs - c.retrans_reported).min(u64::from(u32::MAX)) as u32;
-        c.retrans_reported = c.retrans_segs;
-        let connect_duration_ns = if c.requests == 0 { c.connect_ns } else { None };
-        c.requests += 1;
-        let ep = |a: Option<std::net::SocketAddr>| {
-            a.map(|a| Endpoint {
-                ip: a.ip(),
-                port: a.port(),
-            })
-        };
-        ConnFacts {
-            service,
-            task: c
-                .owner
-                .as_ref()
-                .map(|o| TaskIdentity {
-                    tgid: o.tgid,
-                    comm: o.comm.clone(),
-                    cgroup_id: o.cgroup_id,
-                })
-                .unwrap_or_default(),
-            local: ep(c.local),
-            peer: ep(c.remote),
-            retransmits,
-            connect_duration_ns,
+            },
         }
     }
 
@@ -424,6 +405,36 @@ impl Pipeline {
             c.service = Some(id.clone());
         }
         id
+    }
+}
+
+/// What a completed request takes from its connection (and marks there).
+fn facts_of(c: &mut crate::conn::ConnInfo, service: ServiceIdentity) -> ConnFacts {
+    let retransmits = (c.retrans_segs - c.retrans_reported).min(u64::from(u32::MAX)) as u32;
+    c.retrans_reported = c.retrans_segs;
+    let connect_duration_ns = if c.requests == 0 { c.connect_ns } else { None };
+    c.requests += 1;
+    let ep = |a: Option<std::net::SocketAddr>| {
+        a.map(|a| Endpoint {
+            ip: a.ip(),
+            port: a.port(),
+        })
+    };
+    ConnFacts {
+        service,
+        task: c
+            .owner
+            .as_ref()
+            .map(|o| TaskIdentity {
+                tgid: o.tgid,
+                comm: o.comm.clone(),
+                cgroup_id: o.cgroup_id,
+            })
+            .unwrap_or_default(),
+        local: ep(c.local),
+        peer: ep(c.remote),
+        retransmits,
+        connect_duration_ns,
     }
 }
 
