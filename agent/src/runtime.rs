@@ -166,6 +166,12 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
         }
     });
 
+    if cfg.probes.cost_stage != crate::config::CostStage::Full {
+        tracing::warn!(
+            stage = ?cfg.probes.cost_stage,
+            "probes.cost_stage is a measurement setting: no HTTP requests are captured"
+        );
+    }
     let mut probes = Probes::load(&cfg.probes)?;
     // Parsing the kernel's BTF for the probe offsets allocates tens of MiB
     // that are freed by now; hand them back to the OS instead of keeping
