@@ -5,7 +5,7 @@
 //! registers, an fd and a user buffer) to the `sk` the TCP tracepoints carry.
 //! Here: cheap filters, socket ownership, and the per-connection HTTP verdict;
 //! payload capture is in `http.rs`.
-use agent_common::{Direction, cost_stage, EventKind, KernelCounter, ProbeConfig, SockOwnerEvent};
+use agent_common::{Direction, EventKind, KernelCounter, ProbeConfig, SockOwnerEvent, cost_stage};
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},

@@ -347,7 +347,10 @@ fn cost_stages_stop_the_probes_where_asked() {
         let data = data_of(&events, worker);
         match stage {
             CostStage::Attach => {
-                assert!(owners.is_empty() && data.is_empty(), "{stage:?}: {events:?}")
+                assert!(
+                    owners.is_empty() && data.is_empty(),
+                    "{stage:?}: {events:?}"
+                )
             }
             CostStage::Classify => {
                 assert!(!owners.is_empty(), "{stage:?}: owner announced");

@@ -97,7 +97,9 @@ pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
             return Ok(());
         }
         Some(other) => {
-            anyhow::bail!("--only {other}: known parts are `overhead`, `stages`, `memory`, `latency`")
+            anyhow::bail!(
+                "--only {other}: known parts are `overhead`, `stages`, `memory`, `latency`"
+            )
         }
     }
     // Full set-up: the end-to-end benches need nginx and wrk.

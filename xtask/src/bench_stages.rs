@@ -35,7 +35,9 @@ pub fn run() -> Result<()> {
         base_ns.push(busy_s * 1e9 / (w.requests_per_sec * t0.elapsed().as_secs_f64()));
     }
     let base_ns = median(&base_ns);
-    println!("bench: stages: without the agent the machine spends {base_ns:.0} ns of CPU per request");
+    println!(
+        "bench: stages: without the agent the machine spends {base_ns:.0} ns of CPU per request"
+    );
 
     let mut costs = Vec::new();
     for stage in STAGES {

@@ -559,10 +559,7 @@ mod tests {
         let mut s = Vec::new();
         let h = parse_truncated(b"GET /a HTTP/1.1\r\nHost: h\r\nUser-Ag", &mut s).unwrap();
         let Head::Request(r) = h else { panic!() };
-        assert_eq!(
-            (r.target.as_str(), r.headers.host()),
-            ("/a", Some("h"))
-        );
+        assert_eq!((r.target.as_str(), r.headers.host()), ("/a", Some("h")));
         let Head::Request(r) = parse_truncated(b"GET /very/long/pa", &mut s).unwrap() else {
             panic!()
         };

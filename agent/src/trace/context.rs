@@ -519,7 +519,10 @@ mod tests {
     fn extract_precedence_and_invalid_reports() {
         let mut h = headers();
         assert_eq!(extract(&h), Extracted::default());
-        h.set(Header::B3, "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1");
+        h.set(
+            Header::B3,
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1",
+        );
         h.set(Header::Traceparent, TP);
         h.set(Header::Tracestate, "rojo=1");
         let e = extract(&h);
