@@ -35,9 +35,10 @@ pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http:
     let mut flags = 0u32;
     let mut captured = 0u32;
     // Measuring the transfer alone: an event without payload, nothing read.
-    let inspectable = !matches!(args.source, DataSource::Sendfile | DataSource::Other)
-        && cfg.cost_stage != cost_stage::TRANSFER;
-    if !inspectable && !known_http && cfg.cost_stage != cost_stage::TRANSFER {
+    let transfer_only = cfg.cost_stage == cost_stage::TRANSFER;
+    let inspectable =
+        !transfer_only && !matches!(args.source, DataSource::Sendfile | DataSource::Other);
+    if !inspectable && !known_http && !transfer_only {
         // Bytes we cannot look at on a connection not yet classified.
         count(KernelCounter::DataUnclassified);
         return;
