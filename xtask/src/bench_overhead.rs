@@ -358,9 +358,20 @@ fn sum_samples(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// A wrk run without the agent, and the machine's busy CPU per request in
+/// it (ns): what a request costs before the agent adds anything.
+pub(crate) fn wrk_without_agent(port: u16, hz: f64, secs: u32) -> Result<(WrkFigures, f64)> {
+    let b0 = busy_ticks()?;
+    let t0 = Instant::now();
+    let w = wrk_for(port, secs)?;
+    let busy_s = (busy_ticks()? - b0) as f64 / hz;
+    let cpu_ns = busy_s * 1e9 / (w.requests_per_sec * t0.elapsed().as_secs_f64());
+    Ok((w, cpu_ns))
+}
+
 /// Busy clock ticks of all CPUs so far (the `cpu` line of /proc/stat without
 /// idle, iowait and steal).
-pub(crate) fn busy_ticks() -> Result<u64> {
+fn busy_ticks() -> Result<u64> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().context("empty /proc/stat")?;
     let f: Vec<u64> = line
@@ -419,11 +430,8 @@ pub fn run() -> Result<()> {
         // over the pairs weighs on both sides alike.
         let base_first = pair % 2 == 0;
         let mut base_run = || -> Result<WrkFigures> {
-            let b0 = busy_ticks()?;
-            let t0 = Instant::now();
-            let w = wrk(nginx.port)?;
-            let busy_s = (busy_ticks()? - b0) as f64 / hz;
-            base_cpu_ns.push(busy_s * 1e9 / (w.requests_per_sec * t0.elapsed().as_secs_f64()));
+            let (w, cpu_ns) = wrk_without_agent(nginx.port, hz, WRK_SECS)?;
+            base_cpu_ns.push(cpu_ns);
             Ok(w)
         };
         let early = if base_first { Some(base_run()?) } else { None };

@@ -15,7 +15,7 @@
 use anyhow::Result;
 use serde_json::json;
 
-use crate::bench_overhead::{AgentRun, busy_ticks, median, prepare, wrk_for};
+use crate::bench_overhead::{AgentRun, median, prepare, wrk_for, wrk_without_agent};
 
 const ROUNDS: usize = 5;
 const RUN_SECS: u32 = 3;
@@ -28,11 +28,7 @@ pub fn run() -> Result<()> {
     // Busy CPU of the whole machine per request without the agent.
     let mut base_ns = Vec::new();
     for _ in 0..3 {
-        let b0 = busy_ticks()?;
-        let t0 = std::time::Instant::now();
-        let w = wrk_for(nginx.port, RUN_SECS)?;
-        let busy_s = (busy_ticks()? - b0) as f64 / hz;
-        base_ns.push(busy_s * 1e9 / (w.requests_per_sec * t0.elapsed().as_secs_f64()));
+        base_ns.push(wrk_without_agent(nginx.port, hz, RUN_SECS)?.1);
     }
     let base_ns = median(&base_ns);
     println!(
