@@ -107,7 +107,9 @@ fn missing_privileges_give_one_clear_line() {
         return;
     }
     let port = tests::env::free_port();
-    let out = std::process::Command::new(sloguard_bin())
+    let (_dir, bin) = executable_by_anyone();
+    let out = std::process::Command::new(&bin)
+        .current_dir(bin.parent().unwrap())
         .env("SLOGUARD_METRICS__LISTEN", format!("127.0.0.1:{port}"))
         .uid(65534)
         .gid(65534)
@@ -124,4 +126,20 @@ fn missing_privileges_give_one_clear_line() {
         !err.contains("panicked") && !err.contains("backtrace"),
         "{err}"
     );
+}
+
+/// A copy of the agent binary that uid 65534 can reach: the clone (and so its target
+/// directory) may sit under a home that other users cannot enter (mode 0700), where
+/// exec as `nobody` fails with EACCES before the agent runs at all.
+fn executable_by_anyone() -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("sloguard-cli-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("sloguard");
+    std::fs::copy(sloguard_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, bin)
 }
