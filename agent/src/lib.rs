@@ -1,6 +1,6 @@
 //! sloguard: the userspace half of an eBPF host agent that turns kernel-observed
 //! TCP and HTTP/1.x traffic into request-level SLO figures, alerts and route
-//! fuses. One module per box of the data flow in DESIGN.md; every module can
+//! fuses. One module per box of the data flow in docs/design.md; every module can
 //! be driven by synthetic events without a kernel.
 pub mod admin;
 pub mod alert;

@@ -58,7 +58,7 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// Labels per DESIGN.md. A label whose value is empty (e.g. `gray_tag` for
+    /// Labels per docs/design.md ("Contracts"). A label whose value is empty (e.g. `gray_tag` for
     /// all traffic of a route) is left out: Prometheus and Alertmanager treat an
     /// empty label as absent, and the fingerprint must match theirs.
     pub fn from_event(ev: &AlertEvent, node: &str, generator_url: &str) -> Self {

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::route::RouteKey;
 
-/// The alerts sloguard raises; `alertname` label values are fixed by DESIGN.md.
+/// The alerts sloguard raises; `alertname` label values are fixed by docs/design.md ("Contracts").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AlertKind {
     /// L1: P99 above its SLO target (warning, notify only).
