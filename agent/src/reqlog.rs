@@ -68,6 +68,8 @@ pub struct RequestLogLine<'a> {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub tcp_retransmits: u32,
+    /// The request's gray cohort (`""` untagged: the field is left out).
+    pub gray_tag: &'a str,
     /// The local process's pod: `k8s_*` fields, left out outside pods.
     pub k8s: Option<&'a crate::k8s::identity::K8sLabels>,
 }
@@ -135,6 +137,7 @@ impl RequestLogger {
             request_bytes = l.request_bytes,
             response_bytes = l.response_bytes,
             tcp_retransmits = l.tcp_retransmits,
+            gray_tag = Some(l.gray_tag).filter(|g| !g.is_empty()),
             // `None` fields are not written at all.
             k8s_namespace = l.k8s.map(|k| &*k.k8s_namespace),
             k8s_pod = l.k8s.map(|k| &*k.k8s_pod),
@@ -210,6 +213,10 @@ mod tests {
             k8s_container: "".into(),
             workload_kind: None,
         };
+        // The pod's line is a canary's, the other is untagged.
+        fn gray_of<T>(k8s: &Option<T>) -> &'static str {
+            if k8s.is_some() { "version:canary" } else { "" }
+        }
         let line = |k8s| RequestLogLine {
             side: "server",
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
@@ -225,6 +232,7 @@ mod tests {
             request_bytes: 80,
             response_bytes: 300,
             tcp_retransmits: 0,
+            gray_tag: gray_of(&k8s),
             k8s,
         };
         let out = Captured::default();
@@ -248,6 +256,11 @@ mod tests {
         assert_eq!(in_pod["k8s_namespace"], "shop", "{text}");
         assert_eq!(in_pod["k8s_pod"], "checkout-7d9f-x2");
         assert_eq!(in_pod["k8s_workload"], "checkout");
+        assert_eq!(in_pod["gray_tag"], "version:canary", "{text}");
+        assert!(
+            outside.get("gray_tag").is_none(),
+            "untagged: left out: {text}"
+        );
         // Unknown container: left out, not empty.
         assert!(in_pod.get("k8s_container").is_none(), "{text}");
         assert_eq!(outside["service_name"], "checkout");

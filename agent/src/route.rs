@@ -26,6 +26,7 @@ impl std::fmt::Display for RouteKey {
     }
 }
 
+pub mod gray;
 mod table;
 mod template;
 

@@ -92,6 +92,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
 }
 
 async fn run_async(cfg: Config) -> Result<(), RunError> {
+    crate::route::gray::set_header_names(&cfg.routes.gray_headers);
     let mut registry = Registry::default();
     let self_metrics = SelfMetrics::default();
     self_metrics.register(&mut registry);

@@ -14,6 +14,7 @@
 //! - [`dashboard`]: the Grafana dashboard's queries, ready for Prometheus.
 //! - [`otlp`]: a real OTLP receiver (gRPC and HTTP/protobuf).
 //! - [`prom`]: reading Prometheus text in assertions.
+//! - [`webhook`]: a recording webhook receiver, a steady keep-alive client, bounded waits.
 pub mod agent;
 pub mod child;
 pub mod dashboard;
@@ -27,3 +28,4 @@ pub mod otlp;
 pub mod prom;
 pub mod tcp_traffic;
 pub mod tools;
+pub mod webhook;

@@ -1,15 +1,15 @@
 //! End to end on the real kernel: a loopback server whose flaky route turns
 //! slow and erroring, the agent's SLO engine, its webhook alerts and fuse file.
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tests::agent::Agent;
 use tests::env;
+use tests::webhook::{client, firing, receiver, wait};
 
 const SERVER: &str = r#"
 import http.server, os, random, sys, time
@@ -29,107 +29,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
-
-type Log = Arc<Mutex<Vec<(Instant, Value)>>>;
-
-/// A webhook receiver on 127.0.0.1 (keep-alive, one thread per connection).
-fn receiver() -> (SocketAddr, Log) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let log: Log = Arc::default();
-    let out = log.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let log = log.clone();
-            std::thread::spawn(move || serve_hook(s, log));
-        }
-    });
-    (addr, out)
-}
-
-fn serve_hook(s: TcpStream, log: Log) {
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
-    loop {
-        let mut len = 0usize;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
-        if let Ok(v) = serde_json::from_slice(&body) {
-            log.lock().unwrap().push((Instant::now(), v));
-        }
-        let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    }
-}
-
-/// Keep-alive GETs of `path` every `every` until `stop`.
-fn client(addr: SocketAddr, path: String, every: Duration, stop: Arc<AtomicBool>) {
-    let deadline = Instant::now() + Duration::from_secs(80);
-    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-        let Ok(s) = TcpStream::connect(addr) else {
-            std::thread::sleep(every);
-            continue;
-        };
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut w = s.try_clone().unwrap();
-        let mut r = BufReader::new(s);
-        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            let t = Instant::now();
-            let req = format!("GET {path} HTTP/1.1\r\nHost: e2e\r\n\r\n");
-            if w.write_all(req.as_bytes()).is_err() {
-                break;
-            }
-            let mut line = String::new();
-            let mut len = 0;
-            let mut ok = true;
-            loop {
-                line.clear();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    ok = false;
-                    break;
-                }
-                if line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.strip_prefix("Content-Length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            if !ok || r.read_exact(&mut body).is_err() {
-                break;
-            }
-            std::thread::sleep(every.saturating_sub(t.elapsed()));
-        }
-    }
-}
-
-fn wait<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let t0 = Instant::now();
-    while t0.elapsed() < timeout {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
 
 fn route_open(path: &Path, route: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -220,7 +119,7 @@ admin:
         };
         let stop = stop.clone();
         clients.push(std::thread::spawn(move || {
-            client(server_addr, path, every, stop)
+            client(server_addr, path, Vec::new(), every, stop)
         }));
     }
     // Warm-up: enough healthy periods for the flaky route's baseline.
@@ -235,11 +134,7 @@ admin:
     let onset = Instant::now();
     let bound = period * 2 + Duration::from_secs(1);
     let firing = wait(Duration::from_secs(10), || {
-        received.lock().unwrap().iter().find_map(|(t, v)| {
-            let a = &v["alerts"][0];
-            (v["status"] == "firing" && a["labels"]["alertname"] == "SloguardP99SpikeWith5xxBurst")
-                .then(|| (*t, v.clone()))
-        })
+        firing(&received, "SloguardP99SpikeWith5xxBurst", |_| true)
     });
     let fused_at = wait(Duration::from_secs(10), || {
         route_open(&fuse_file, "/api/flaky/{id}").then(Instant::now)

@@ -119,7 +119,11 @@ fn annotations(ev: &AlertEvent) -> BTreeMap<String, String> {
     let on = if ev.gray_tag.is_empty() {
         format!("{}", ev.route)
     } else {
-        format!("{} (gray tag {})", ev.route, ev.gray_tag)
+        format!(
+            "{} (gray cohort {})",
+            ev.route,
+            crate::route::gray::describe(&ev.gray_tag)
+        )
     };
     let summary = match ev.kind {
         AlertKind::P99Breach => format!(

@@ -358,7 +358,6 @@ pub(crate) fn request_header(
         10 if name.eq_ignore_ascii_case(b"user-agent") => Header::UserAgent,
         10 if name.eq_ignore_ascii_case(b"tracestate") => Header::Tracestate,
         10 if name.eq_ignore_ascii_case(b"x-b3-flags") => Header::XB3Flags,
-        10 if name.eq_ignore_ascii_case(b"x-gray-tag") => Header::XGrayTag,
         11 if name.eq_ignore_ascii_case(b"traceparent") => Header::Traceparent,
         11 if name.eq_ignore_ascii_case(b"x-b3-spanid") => Header::XB3SpanId,
         12 if name.eq_ignore_ascii_case(b"x-b3-traceid") => Header::XB3TraceId,
@@ -366,11 +365,31 @@ pub(crate) fn request_header(
         12 if name.eq_ignore_ascii_case(b"x-request-id") => Header::XRequestId,
         18 if name.eq_ignore_ascii_case(b"x-b3-parentspanid") => Header::XB3ParentSpanId,
         _ => {
-            framing_header(framing, name, value);
+            if !framing_header(framing, name, value) && crate::route::gray::is_gray_header(name) {
+                append_gray(h, value);
+            }
             return;
         }
     };
     set_once(h, which, value);
+}
+
+/// Bytes of gray header values kept per request (a tag is a few pairs).
+const GRAY_VALUES_CAP: usize = 2048;
+
+/// Gray tags from every gray header (and repeated ones) in order, joined by
+/// `,`: the cohort parser gives the first occurrence of a key priority.
+fn append_gray(h: &mut RequestHeaders, value: &[u8]) {
+    let v = String::from_utf8_lossy(trim(value));
+    match h.x_gray_tag() {
+        None => h.set(Header::XGrayTag, &v),
+        // Bounded: a head of repeated gray headers must not cost quadratic copies.
+        Some(old) if old.len() >= GRAY_VALUES_CAP => {}
+        Some(old) => {
+            let joined = format!("{old},{v}");
+            h.set(Header::XGrayTag, &joined);
+        }
+    }
 }
 
 /// Parse what a truncated capture holds: the whole lines present, and a

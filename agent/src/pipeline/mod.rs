@@ -198,6 +198,7 @@ impl Pipeline {
             self.http.counters(),
             &self.stage.invalid,
             self.stage.routes.counters().overflow_requests,
+            self.stage.routes.gray_counters(),
         );
         self.self_metrics.connections.set(self.conns.len() as i64);
         let ev = self.conns.evicted();

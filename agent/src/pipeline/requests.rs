@@ -19,6 +19,7 @@ use crate::otlp::{OtlpConfig, SpanRecord, SpanSink, should_export};
 use crate::reqlog::{RequestLogLine, RequestLogger};
 use crate::request::{Endpoint, HttpRequest, Side, TaskIdentity};
 use crate::route::RouteTable;
+use crate::route::gray::{GrayCounters, OtherReason};
 use crate::slo::{SloEngine, SloSample};
 use crate::trace::context::{InvalidCounts, InvalidReason, extract, hex_lower};
 
@@ -39,6 +40,7 @@ pub struct HttpSelfMetrics {
     pub http: Family<EventLabels, Counter>,
     pub trace_invalid: Family<InvalidLabels, Counter>,
     pub route_overflow: Counter,
+    pub gray_other: Family<InvalidLabels, Counter>,
     pub requests_incomplete: Counter,
     reported: Reported,
 }
@@ -48,6 +50,7 @@ struct Reported {
     http: Vec<u64>,
     invalid: Vec<u64>,
     overflow: u64,
+    gray_other: GrayCounters,
 }
 
 impl HttpSelfMetrics {
@@ -68,6 +71,16 @@ impl HttpSelfMetrics {
             self.route_overflow.clone(),
         );
         registry.register(
+            "sloguard_route_gray_other_requests",
+            "Gray-tagged requests counted in gray_tag=\"other\": route at its learned-cohort cap, not a configured cohort, or an invalid tag",
+            self.gray_other.clone(),
+        );
+        for r in OtherReason::ALL {
+            let _ = self
+                .gray_other
+                .get_or_create(&InvalidLabels { reason: r.as_str() });
+        }
+        registry.register(
             "sloguard_http_requests_incomplete",
             "Exchanges that ended without a complete response (connection closed or idle); not in the RED histograms",
             self.requests_incomplete.clone(),
@@ -75,7 +88,13 @@ impl HttpSelfMetrics {
     }
 
     /// Push the deltas since the last call.
-    pub fn sync(&mut self, http: &HttpCounters, invalid: &InvalidCounts, overflow: u64) {
+    pub fn sync(
+        &mut self,
+        http: &HttpCounters,
+        invalid: &InvalidCounts,
+        overflow: u64,
+        gray: &GrayCounters,
+    ) {
         let now = http_counter_values(http);
         self.reported.http.resize(now.len(), 0);
         for (i, (name, v)) in now.iter().enumerate() {
@@ -99,6 +118,15 @@ impl HttpSelfMetrics {
         self.route_overflow
             .inc_by(overflow.saturating_sub(self.reported.overflow));
         self.reported.overflow = overflow;
+        for r in OtherReason::ALL {
+            let d = gray.get(r).saturating_sub(self.reported.gray_other.get(r));
+            if d > 0 {
+                self.gray_other
+                    .get_or_create(&InvalidLabels { reason: r.as_str() })
+                    .inc_by(d);
+            }
+        }
+        self.reported.gray_other = *gray;
     }
 }
 
@@ -176,7 +204,7 @@ impl RequestStage {
             .routes
             .route_for(&facts.service.name, &req.method, &req.target);
         let k8s = facts.service.k8s;
-        let gray = self.routes.gray_tag(&req.headers, &req.target);
+        let gray = self.routes.gray_tag(&route, &req.headers, &req.target);
         let extracted = extract(&req.headers);
         if let Some(r) = extracted.invalid {
             self.invalid.record(r);
@@ -244,6 +272,7 @@ impl RequestStage {
                 request_bytes: req.request_bytes,
                 response_bytes: req.response_bytes,
                 tcp_retransmits: req.tcp.retransmits,
+                gray_tag: &gray,
                 k8s: k8s.as_deref(),
             });
         }
@@ -318,6 +347,10 @@ fn span_record(
     }
     if !gray.is_empty() {
         a.push(KeyValue::new("sloguard.gray_tag", gray.to_string()));
+        // One attribute per dimension, so a trace backend can filter on it.
+        for (k, v) in crate::route::gray::pairs(gray).filter(|(k, _)| !k.is_empty()) {
+            a.push(KeyValue::new(format!("sloguard.gray.{k}"), v.to_string()));
+        }
     }
     if let Some(id) = req.headers.x_request_id() {
         a.push(KeyValue::new(

@@ -1,13 +1,14 @@
 //! The route table: configured patterns, the id heuristic, the per-service
 //! cap, gray tags and method normalisation, with interned keys so a known
 //! route costs no allocation.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
 use super::RouteKey;
+use super::gray::{GrayCohorts, GrayCounters, GraySettings, OTHER_COHORT};
 use super::template::{Seg, compile, heuristic, matches, path_of};
 use crate::config::ConfigError;
 use crate::request::RequestHeaders;
@@ -16,8 +17,8 @@ use crate::request::RequestHeaders;
 pub const OVERFLOW_ROUTE: &str = "/{overflow}";
 /// Route of targets without a path (`*`, authority form of CONNECT).
 pub const NO_PATH_ROUTE: &str = "{no_path}";
-/// Gray tag of values outside the configured set.
-pub const OTHER_GRAY_TAG: &str = "other";
+/// Gray tag of tagged requests outside the tracked cohorts.
+pub const OTHER_GRAY_TAG: &str = OTHER_COHORT;
 
 /// `routes:` section of the config file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,10 +28,20 @@ pub struct RoutesConfig {
     pub patterns: Vec<RoutePattern>,
     /// Distinct (method, route) pairs per service; the rest go to `/{overflow}`.
     pub max_per_service: usize,
-    /// Gray tags kept as label values; any other value becomes `other`.
-    pub gray_tags: Vec<String>,
-    /// Query parameter read when the `X-Gray-Tag` header is absent.
+    /// Request headers carrying gray tags (`key:value` pairs, comma-separated);
+    /// a key the header gives wins over the same key in the query parameter.
+    pub gray_headers: Vec<String>,
+    /// Query parameter read for gray tags after the headers.
     pub gray_query_param: String,
+    /// Keys that define a cohort (`[version]`, `[env, abtest]`); empty: all pairs.
+    pub gray_dimensions: Vec<String>,
+    /// Cohorts kept as label values (written in any order, normalised);
+    /// empty: the first `gray_max_cohorts_per_route` seen per route.
+    pub gray_tags: Vec<String>,
+    /// Cohorts learned per route when `gray_tags` is empty; the rest are `other`.
+    pub gray_max_cohorts_per_route: usize,
+    /// Longest cohort label value (normalised); longer ones are `other`.
+    pub gray_max_len: usize,
 }
 
 impl Default for RoutesConfig {
@@ -38,8 +49,12 @@ impl Default for RoutesConfig {
         Self {
             patterns: Vec::new(),
             max_per_service: 500,
-            gray_tags: Vec::new(),
+            gray_headers: vec!["X-Gray-Tag".into()],
             gray_query_param: "gray".into(),
+            gray_dimensions: Vec::new(),
+            gray_tags: Vec::new(),
+            gray_max_cohorts_per_route: 4,
+            gray_max_len: 128,
         }
     }
 }
@@ -92,6 +107,39 @@ impl RoutesConfig {
                 "must not be empty",
             ));
         }
+        for (i, h) in self.gray_headers.iter().enumerate() {
+            let h = h.trim();
+            if h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            {
+                return Err(ConfigError::key(
+                    format!("routes.gray_headers[{i}]"),
+                    "must be a header name (letters, digits, `-`, `_`)",
+                ));
+            }
+        }
+        for (i, d) in self.gray_dimensions.iter().enumerate() {
+            if d.trim().is_empty() || d.contains([',', ':']) {
+                return Err(ConfigError::key(
+                    format!("routes.gray_dimensions[{i}]"),
+                    "must be a non-empty key without `,` or `:`",
+                ));
+            }
+        }
+        if self.gray_max_cohorts_per_route > 64 {
+            return Err(ConfigError::key(
+                "routes.gray_max_cohorts_per_route",
+                "must be at most 64 (each cohort is a set of series per route)",
+            ));
+        }
+        if !(8..=1024).contains(&self.gray_max_len) {
+            return Err(ConfigError::key(
+                "routes.gray_max_len",
+                "must be between 8 and 1024",
+            ));
+        }
         Ok(())
     }
 }
@@ -142,10 +190,7 @@ pub struct RouteTable {
     max_per_service: usize,
     services: HashMap<Box<str>, ServiceRoutes>,
     methods: HashMap<&'static str, Arc<str>>,
-    gray_tags: HashSet<Arc<str>>,
-    gray_other: Arc<str>,
-    gray_none: Arc<str>,
-    gray_query_param: String,
+    gray: GrayCohorts,
     counters: RouteCounters,
     template: String,
     lookup: String,
@@ -189,14 +234,13 @@ impl RouteTable {
             max_per_service: cfg.max_per_service.max(1),
             services: HashMap::new(),
             methods,
-            gray_tags: cfg
-                .gray_tags
-                .iter()
-                .map(|t| Arc::from(t.as_str()))
-                .collect(),
-            gray_other: OTHER_GRAY_TAG.into(),
-            gray_none: "".into(),
-            gray_query_param: cfg.gray_query_param.clone(),
+            gray: GrayCohorts::new(&GraySettings {
+                query_param: &cfg.gray_query_param,
+                dimensions: &cfg.gray_dimensions,
+                configured: &cfg.gray_tags,
+                max_per_route: cfg.gray_max_cohorts_per_route,
+                max_len: cfg.gray_max_len,
+            }),
             counters: RouteCounters::default(),
             template: String::new(),
             lookup: String::new(),
@@ -318,32 +362,19 @@ impl RouteTable {
         key
     }
 
-    /// The gray tag of a request: `X-Gray-Tag`, else the gray query
-    /// parameter; "" when neither, `other` when not a configured tag.
-    pub fn gray_tag(&self, headers: &RequestHeaders, target: &str) -> Arc<str> {
-        let value = match headers.x_gray_tag() {
-            Some(v) => Some(v.trim()),
-            None => query_param(target, &self.gray_query_param),
-        };
-        match value {
-            None | Some("") => self.gray_none.clone(),
-            Some(v) => self
-                .gray_tags
-                .get(v)
-                .cloned()
-                .unwrap_or_else(|| self.gray_other.clone()),
-        }
+    /// The gray cohort of a request on `route` (see [`GrayCohorts::cohort`]).
+    pub fn gray_tag(
+        &mut self,
+        route: &RouteKey,
+        headers: &RequestHeaders,
+        target: &str,
+    ) -> Arc<str> {
+        self.gray.cohort(route, headers, target)
     }
-}
 
-/// The value of query parameter `name` in a request target (not decoded).
-fn query_param<'t>(target: &'t str, name: &str) -> Option<&'t str> {
-    let q = target.split_once('?')?.1;
-    let q = q.split('#').next().unwrap_or(q);
-    q.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then_some(v)
-    })
+    pub fn gray_counters(&self) -> &GrayCounters {
+        self.gray.counters()
+    }
 }
 
 #[cfg(test)]
@@ -456,19 +487,21 @@ mod tests {
 
     #[test]
     fn gray_tags_are_bounded() {
-        let t = table("gray_tags: [canary, blue]\n");
+        let mut t = table("gray_tags: [canary, blue]\n");
+        let r = RouteKey::new("s", "GET", "/a");
         let mut h = RequestHeaders::default();
-        assert_eq!(&*t.gray_tag(&h, "/a"), "");
-        assert_eq!(&*t.gray_tag(&h, "/a?x=1&gray=canary"), "canary");
-        assert_eq!(&*t.gray_tag(&h, "/a?gray=evil"), "other");
+        assert_eq!(&*t.gray_tag(&r, &h, "/a"), "");
+        assert_eq!(&*t.gray_tag(&r, &h, "/a?x=1&gray=canary"), "canary");
+        assert_eq!(&*t.gray_tag(&r, &h, "/a?gray=evil"), "other");
         h.set(crate::request::Header::XGrayTag, "blue");
-        assert_eq!(&*t.gray_tag(&h, "/a?gray=canary"), "blue");
+        assert_eq!(&*t.gray_tag(&r, &h, "/a?gray=canary"), "blue");
         h.set(crate::request::Header::XGrayTag, &"x".repeat(1000));
-        assert_eq!(&*t.gray_tag(&h, "/a"), "other");
-        let t = table("gray_query_param: g\n");
+        assert_eq!(&*t.gray_tag(&r, &h, "/a"), "other");
+        // Without a configured set the first cohorts of a route are learned.
+        let mut t = table("gray_query_param: g\n");
         assert_eq!(
-            &*t.gray_tag(&RequestHeaders::default(), "/a?g=any"),
-            "other"
+            &*t.gray_tag(&r, &RequestHeaders::default(), "/a?g=any"),
+            "any"
         );
     }
 
@@ -489,6 +522,13 @@ mod tests {
             ),
             ("max_per_service: 0", "routes.max_per_service"),
             ("gray_tags: [other]", "routes.gray_tags[0]"),
+            ("gray_headers: [\"X Gray\"]", "routes.gray_headers[0]"),
+            ("gray_dimensions: [\"a:b\"]", "routes.gray_dimensions[0]"),
+            (
+                "gray_max_cohorts_per_route: 65",
+                "routes.gray_max_cohorts_per_route",
+            ),
+            ("gray_max_len: 2", "routes.gray_max_len"),
         ];
         for (yaml, key) in bad {
             let cfg: RoutesConfig = serde_yaml_ng::from_str(yaml).unwrap();

@@ -220,7 +220,8 @@ fn diagnose(
             f.requests
         ),
         AlertKind::GrayRollback => format!(
-            "gray tag {gray_tag:?}: {} 5xx and P99 {} while stable is healthy",
+            "gray cohort {}: {} 5xx and P99 {} while stable is healthy",
+            crate::route::gray::describe(gray_tag),
             pct(f.error_ratio),
             fmt_duration(f.p99)
         ),

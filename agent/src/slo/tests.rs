@@ -300,7 +300,7 @@ fn gray_rollback_fires_only_while_stable_is_healthy() {
     let r = route();
     let stable_ok = traffic(&r, 200, 0, 50);
     let canary_bad = Traffic {
-        tag: "canary",
+        tag: "version:canary",
         ..traffic(&r, 100, 10, 3_000)
     };
     let out = h.periods(2, &[stable_ok, canary_bad]);
@@ -311,10 +311,10 @@ fn gray_rollback_fires_only_while_stable_is_healthy() {
         vec![(AlertKind::GrayRollback, AlertStatus::Firing)]
     );
     let a = &out.alerts[0];
-    assert_eq!(a.gray_tag, "canary");
+    assert_eq!(a.gray_tag, "version:canary");
     assert_eq!(a.figures.periods, 3);
     assert!(
-        a.diagnosis.contains("gray tag \"canary\""),
+        a.diagnosis.contains("gray cohort version=canary:"),
         "{}",
         a.diagnosis
     );

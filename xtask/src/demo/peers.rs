@@ -9,19 +9,25 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 /// Routes the load generator calls (paths; the agent templates the ids).
-pub const PATHS: [&str; 4] = [
+pub const PATHS: [&str; 5] = [
     "/api/users/1042",
     "/api/orders",
     "/api/search?q=lamp",
     "/api/users/7",
+    CANARY_PATH,
 ];
+/// A canary release of the search, marked by the gray query parameter. The
+/// agent has no gray configuration: it learns the cohort by itself.
+pub const CANARY_PATH: &str = "/api/search?q=lamp&gray=version:canary";
 /// The route the fault hits, as a path and as the agent names it.
 pub const FAULTY_PATH: &str = "/api/orders";
 /// Body nginx answers a fused route with; the load generator counts it.
 pub const FUSED_BODY: &str = r#"{"fused":true}"#;
 
 /// The shop: Python's threading HTTP server, HTTP/1.1 keep-alive, quiet.
-/// `/api/orders` sleeps 300 ms and fails 40 % of the time while the fault file exists.
+/// `/api/orders` sleeps 300 ms and fails 40 % of the time while the fault file exists;
+/// the canary of `/api/search` sleeps 300 ms and fails half the time once the
+/// `<fault>.canary` file exists.
 pub const SHOP_PY: &str = r#"import http.server, json, os, random, sys, time
 
 PORT, FAULT = int(sys.argv[1]), sys.argv[2]
@@ -45,6 +51,10 @@ class Shop(http.server.BaseHTTPRequestHandler):
                     status, body = 500, {"error": "database timeout"}
         elif path == "/api/search":
             body = {"hits": 3}
+            if "gray=version:canary" in self.path and os.path.exists(FAULT + ".canary"):
+                time.sleep(0.3)
+                if random.random() < 0.5:
+                    status, body = 500, {"error": "canary search index missing"}
         else:
             status, body = 404, {"error": "not found"}
         data = json.dumps(body).encode()
@@ -149,6 +159,8 @@ slo:
   min_errors: 3
   min_baseline_periods: 5
   resolve_after_periods: 2
+  # The canary's rollback signal: 5xx > 5 % and P99 > 250 ms for 3 periods.
+  gray_p99: 250ms
 fuse:
   mode: enforce
   open_for: 10s

@@ -12,6 +12,7 @@ use super::peers::{FAULTY_PATH, Proc};
 use super::traffic::{self, Load, ReceivedAlert};
 
 const L2: &str = "SloguardP99SpikeWith5xxBurst";
+const GRAY_ROLLBACK: &str = "SloguardGrayRollback";
 /// The fused route as the agent names it (service from the port rule).
 const SERVICE: &str = "shop";
 /// Fault onset to L2 webhook and to the fuse opening, at most.
@@ -41,6 +42,8 @@ pub struct Summary {
     pub fault_at: Option<f64>,
     pub lifted_at: Option<f64>,
     pub l2_at: Option<f64>,
+    /// The shop's canary cohort raised the gray rollback alert.
+    pub rollback_at: Option<f64>,
     pub open_at: Option<f64>,
     pub half_open_at: Option<f64>,
     pub closed_at: Option<f64>,
@@ -75,7 +78,7 @@ pub fn run(s: &Setup<'_>, procs: &mut [&mut Proc]) -> Result<Summary> {
     let hard_end =
         healthy + DETECT_WITHIN.as_secs_f64() * 2.0 + RECOVER_WITHIN.as_secs_f64() + 30.0;
     say(format!(
-        "load started: 4 routes x 4 keep-alive clients x 6 req/s through nginx; healthy for {} s while the agent learns the baseline",
+        "load started: 5 paths (one a canary) x 4 keep-alive clients x 6 req/s through nginx; healthy for {} s while the agent learns the baseline",
         s.healthy.as_secs()
     ));
     loop {
@@ -111,6 +114,13 @@ pub fn run(s: &Setup<'_>, procs: &mut [&mut Proc]) -> Result<Summary> {
                             a.alertname == L2 && a.service == SERVICE && a.route == FAULTY_PATH;
                         if ours && a.status == "firing" && sum.l2_at.is_none() {
                             sum.l2_at = Some(when);
+                        }
+                        if a.alertname == GRAY_ROLLBACK
+                            && a.service == SERVICE
+                            && a.status == "firing"
+                            && sum.rollback_at.is_none()
+                        {
+                            sum.rollback_at = Some(when);
                         }
                         if ours && a.status == "resolved" && sum.l2_at.is_some() {
                             sum.resolved_at = Some(when);
@@ -195,8 +205,11 @@ pub fn run(s: &Setup<'_>, procs: &mut [&mut Proc]) -> Result<Summary> {
         // The script.
         if sum.fault_at.is_none() && t >= healthy {
             std::fs::write(s.fault, "")?;
+            // The canary stays bad to the end: only a rollback would fix it.
+            std::fs::write(s.fault.with_extension("canary"), "")?;
             sum.fault_at = Some(t);
             say("FAULT injected: /api/orders now takes 300 ms and fails 40 % of the time".into());
+            say("FAULT injected: the canary of /api/search (?gray=version:canary) takes 300 ms and fails half the time".into());
         }
         if let (Some(f), None) = (sum.fault_at, sum.lifted_at) {
             if let Some(open) = sum.open_at
@@ -222,7 +235,8 @@ pub fn run(s: &Setup<'_>, procs: &mut [&mut Proc]) -> Result<Summary> {
             }
         }
         if let Some(l) = sum.lifted_at {
-            let recovered = sum.closed_at.is_some() && sum.resolved_at.is_some();
+            let recovered =
+                sum.closed_at.is_some() && sum.resolved_at.is_some() && sum.rollback_at.is_some();
             if recovered && done_at.is_none() {
                 done_at = Some(t);
                 say("recovered: fuse closed and L2 resolved; watching a few more seconds".into());
@@ -232,11 +246,12 @@ pub fn run(s: &Setup<'_>, procs: &mut [&mut Proc]) -> Result<Summary> {
             }
             if !recovered && t > l + RECOVER_WITHIN.as_secs_f64() {
                 sum.failure = Some(format!(
-                    "no recovery within {} s of lifting the fault (half_open: {}, closed: {}, L2 resolved: {})",
+                    "no recovery within {} s of lifting the fault (half_open: {}, closed: {}, L2 resolved: {}, canary rollback alert: {})",
                     RECOVER_WITHIN.as_secs(),
                     sum.half_open_at.is_some(),
                     sum.closed_at.is_some(),
-                    sum.resolved_at.is_some()
+                    sum.resolved_at.is_some(),
+                    sum.rollback_at.is_some()
                 ));
                 break;
             }
@@ -278,7 +293,7 @@ impl Summary {
         );
         for (p, [ok, failed, fused, other]) in &self.requests {
             println!(
-                "  {p:<20} {ok:>6} ok {failed:>5} 5xx {fused:>5} fused by nginx {other:>4} other"
+                "  {p:<40} {ok:>6} ok {failed:>5} 5xx {fused:>5} fused by nginx {other:>4} other"
             );
         }
         let firing = self.alerts.iter().filter(|a| a.status == "firing").count();
@@ -296,6 +311,10 @@ impl Summary {
             rel(self.fault_at, self.open_at),
             rel(self.lifted_at, self.half_open_at),
             rel(self.lifted_at, self.closed_at),
+        );
+        println!(
+            "  fault -> gray rollback of the {SERVICE} canary (version=canary, no gray configuration) {}",
+            rel(self.fault_at, self.rollback_at),
         );
         let path: Vec<String> = self
             .transitions
@@ -321,6 +340,9 @@ impl Summary {
         if self.requests.iter().all(|(_, c)| c[2] == 0) {
             bail!("demo failed: nginx never answered a fused request");
         }
+        if self.rollback_at.is_none() {
+            bail!("demo failed: the canary cohort never raised {GRAY_ROLLBACK}");
+        }
         if self.fused_after_open > 0 {
             bail!(
                 "demo failed: nginx answered {} requests as fused after the fuse left open",
@@ -328,7 +350,7 @@ impl Summary {
             );
         }
         println!(
-            "demo: OK (L2 fired, the fuse opened at the gateway, half-opened and closed, L2 resolved)"
+            "demo: OK (L2 fired, the fuse opened at the gateway, half-opened and closed, L2 resolved; the canary cohort raised the gray rollback)"
         );
         Ok(())
     }
@@ -348,9 +370,22 @@ mod tests {
     fn verdict_needs_the_whole_sequence() {
         let ok = Summary {
             requests: vec![("/api/orders", [10, 5, 7, 0])],
+            rollback_at: Some(8.0),
             ..Summary::default()
         };
         assert!(ok.verdict().is_ok());
+        let no_rollback = Summary {
+            rollback_at: None,
+            requests: vec![("/api/orders", [10, 5, 7, 0])],
+            ..Summary::default()
+        };
+        assert!(
+            no_rollback
+                .verdict()
+                .unwrap_err()
+                .to_string()
+                .contains("canary")
+        );
         let failed = Summary {
             failure: Some("no L2".into()),
             ..Summary::default()
@@ -363,6 +398,7 @@ mod tests {
         assert!(never_fused.verdict().is_err());
         let leaked = Summary {
             requests: vec![("/api/orders", [10, 5, 7, 0])],
+            rollback_at: Some(8.0),
             fused_after_open: 3,
             ..Summary::default()
         };
