@@ -141,7 +141,7 @@ fn annotations(ev: &AlertEvent) -> BTreeMap<String, String> {
             f.requests
         ),
         AlertKind::GrayRollback => format!(
-            "gray tag much worse than stable: error ratio {:.2} %, P99 {} on {on}",
+            "gray cohort much worse than stable: error ratio {:.2} %, P99 {} on {on}",
             f.error_ratio * 100.0,
             seconds(f.p99)
         ),

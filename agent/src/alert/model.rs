@@ -11,7 +11,7 @@ pub enum AlertKind {
     P99Breach,
     /// L2: P99 spike together with a 5xx burst (critical, fuse).
     P99SpikeWith5xxBurst,
-    /// A gray tag much worse than stable (warning).
+    /// A gray cohort much worse than stable (warning).
     GrayRollback,
 }
 
