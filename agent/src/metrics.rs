@@ -18,6 +18,10 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+pub mod label;
+
+pub use label::Escaped;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
@@ -356,21 +360,88 @@ pub mod lint {
         }
     }
 
-    /// `None` without promtool; else its verdict (warnings count as failure).
-    pub fn check(prometheus_text: &str) -> Option<Result<(), String>> {
-        let mut child = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
+    /// Parse OpenMetrics text with a real parser (Python prometheus_client's
+    /// `openmetrics.parser`, installed by `cargo xtask setup`): every sample
+    /// as (name, labels), or the parser's complaint. Without python3 or the
+    /// package: skipped (`None`), except in CI, where it fails.
+    pub fn parse_openmetrics(om: &str) -> Option<Result<Vec<Sample>, String>> {
+        const SCRIPT: &str = "import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse
+out = []
+for f in parse(sys.stdin.buffer.read().decode('utf-8')):
+    out.extend([s.name, s.labels] for s in f.samples)
+json.dump(out, sys.stdout)";
+        let ran = std::process::Command::new("python3")
+            .args(["-c", "import prometheus_client.openmetrics.parser"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ran {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "python3 with prometheus_client is required in CI (cargo xtask setup)"
+            );
+            eprintln!("skipped: python3 prometheus_client not installed");
+            return None;
+        }
+        let out = pipe(
+            std::process::Command::new("python3").args(["-c", SCRIPT]),
+            om,
+        )?;
+        if !out.status.success() {
+            return Some(Err(String::from_utf8_lossy(&out.stderr).into_owned()));
+        }
+        let samples: Vec<(String, std::collections::BTreeMap<String, String>)> =
+            match serde_json::from_slice(&out.stdout) {
+                Ok(v) => v,
+                Err(e) => return Some(Err(format!("parser output: {e}"))),
+            };
+        Some(Ok(samples
+            .into_iter()
+            .map(|(name, labels)| Sample { name, labels })
+            .collect()))
+    }
+
+    /// One sample as a parser read it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Sample {
+        pub name: String,
+        pub labels: std::collections::BTreeMap<String, String>,
+    }
+
+    /// [`parse_openmetrics`] that must succeed; panics with the complaint
+    /// and the text. `None` when skipped.
+    pub fn assert_openmetrics_parses(om: &str) -> Option<Vec<Sample>> {
+        match parse_openmetrics(om)? {
+            Ok(s) => Some(s),
+            Err(msg) => panic!("OpenMetrics parser: {msg}\n---\n{om}"),
+        }
+    }
+
+    /// Run `cmd` with `input` on its stdin; its output (`None` if it could
+    /// not run).
+    fn pipe(cmd: &mut std::process::Command, input: &str) -> Option<std::process::Output> {
+        let mut child = cmd
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .ok()?;
-        child
-            .stdin
-            .take()?
-            .write_all(prometheus_text.as_bytes())
-            .ok()?;
+        let mut stdin = child.stdin.take()?;
+        let input = input.as_bytes().to_vec();
+        // A writer thread: a large input must not deadlock against the
+        // child's full stdout pipe.
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
         let out = child.wait_with_output().ok()?;
+        let _ = writer.join();
+        Some(out)
+    }
+
+    /// `None` without promtool; else its verdict (warnings count as failure).
+    pub fn check(prometheus_text: &str) -> Option<Result<(), String>> {
+        let out = pipe(
+            std::process::Command::new("promtool").args(["check", "metrics"]),
+            prometheus_text,
+        )?;
         let msg = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -439,3 +510,6 @@ pub(crate) mod tests {
         lint::assert_promtool_accepts(&sample_registry());
     }
 }
+
+#[cfg(test)]
+mod hostile_tests;
