@@ -1,6 +1,7 @@
 //! The Prometheus endpoint: `/metrics` (OpenMetrics with exemplars when the
 //! scraper asks for it, Prometheus text 0.0.4 otherwise), `/healthz`,
 //! `/readyz`, and the agent's own metrics.
+use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +20,10 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 pub mod label;
+pub mod scrape;
 
 pub use label::Escaped;
+use scrape::{Format, ScrapeError, Scrapes};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -239,17 +242,28 @@ pub async fn serve_on(
     state: MetricsState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let served = Served {
+        scrapes: Scrapes::new(state.registry),
+        ready: state.ready,
+    };
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(state);
+        .with_state(served);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-async fn ready_handler(State(s): State<MetricsState>) -> Response {
+/// What the handlers share.
+#[derive(Clone)]
+struct Served {
+    scrapes: Scrapes,
+    ready: Arc<AtomicBool>,
+}
+
+async fn ready_handler(State(s): State<Served>) -> Response {
     if s.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -257,76 +271,31 @@ async fn ready_handler(State(s): State<MetricsState>) -> Response {
     }
 }
 
-async fn metrics_handler(State(s): State<MetricsState>, headers: HeaderMap) -> Response {
-    let openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let mut body = String::with_capacity(16 * 1024);
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &s.registry) {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding failed: {e}\n"),
+async fn metrics_handler(State(s): State<Served>, headers: HeaderMap) -> Response {
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    match s.scrapes.scrape(format).await {
+        Ok(turn) => (
+            [(header::CONTENT_TYPE, format.content_type())],
+            axum::body::Body::from_stream(turn.into_stream()),
         )
-            .into_response();
-    }
-    if openmetrics {
-        (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
+            .into_response(),
+        Err(e @ ScrapeError::Busy) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!("{e}\n"),
         )
-            .into_response()
-    } else {
-        (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            openmetrics_to_prometheus(&body),
-        )
-            .into_response()
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 
-/// Rewrite OpenMetrics text as Prometheus text format 0.0.4: counters are
-/// typed under their `_total` name, `info` becomes a gauge named `_info`,
-/// exemplars, `# UNIT` and `# EOF` go (0.0.4 parsers reject them).
+/// Rewrite OpenMetrics text as Prometheus text format 0.0.4 (see
+/// [`scrape::TextWriter`]).
 pub fn openmetrics_to_prometheus(om: &str) -> String {
     let mut out = String::with_capacity(om.len());
-    let mut pending_help: Option<(&str, &str)> = None;
-    for line in om.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
-            pending_help = Some((name, text));
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "unknown"));
-            let (name, ty) = match ty {
-                "counter" => (format!("{name}_total"), "counter"),
-                "info" => (format!("{name}_info"), "gauge"),
-                "gauge" | "histogram" | "summary" => (name.to_string(), ty),
-                _ => (name.to_string(), "untyped"),
-            };
-            if let Some((_, text)) = pending_help.take() {
-                out.push_str(&format!("# HELP {name} {text}\n"));
-            }
-            out.push_str(&format!("# TYPE {name} {ty}\n"));
-            continue;
-        }
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        let sample = match line.find(" # {") {
-            Some(i) => &line[..i],
-            None => line,
-        };
-        out.push_str(sample);
-        out.push('\n');
-    }
+    let mut w = scrape::TextWriter::new(&mut out);
+    let _ = w.write_str(om);
+    let _ = w.finish();
     out
 }
 
@@ -460,7 +429,7 @@ pub(crate) mod tests {
     use super::*;
     use prometheus_client::metrics::histogram::Histogram;
 
-    fn sample_registry() -> Registry {
+    pub(crate) fn sample_registry() -> Registry {
         let mut r = Registry::default();
         let m = SelfMetrics::default();
         m.register(&mut r);

@@ -22,8 +22,9 @@ use crate::slo::rules::SloTarget;
 use crate::tcp_stats::{FailureReason, TcpConfig, TcpStats};
 
 /// What a request target, a `comm`, a header or a config may hold.
-const HOSTILE: [&str; 8] = [
+const HOSTILE: [&str; 9] = [
     "/a\"b",
+    "/x # {y}",
     "/a\\b",
     "/a}b{c",
     "/trailing\\",
@@ -182,7 +183,7 @@ fn hostile_label_values_pass_promtool_and_read_back_from_openmetrics() {
         .filter_map(|s| s.labels.get("k8s_pod").map(String::as_str))
         .collect();
     assert!(
-        pods.contains("/a\"b-0") && pods.contains("x\ny-4"),
+        pods.contains("/a\"b-0") && pods.contains("x\ny-5"),
         "{pods:?}"
     );
 }
