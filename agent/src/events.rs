@@ -96,10 +96,12 @@ impl Event<'_> {
     }
 }
 
-/// Process name from a NUL-padded `comm`.
-pub fn comm_str(comm: &[u8; 16]) -> &str {
+/// Process name from a NUL-padded `comm`. The kernel cuts names at 15
+/// bytes, possibly inside a UTF-8 character, and a process may name itself
+/// with any bytes: invalid UTF-8 becomes U+FFFD (the rest of the name stays).
+pub fn comm_str(comm: &[u8; 16]) -> std::borrow::Cow<'_, str> {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    std::str::from_utf8(&comm[..end]).unwrap_or("?")
+    String::from_utf8_lossy(&comm[..end])
 }
 
 /// Local and remote socket addresses of a tuple (IPv4 shown unmapped).
@@ -240,6 +242,18 @@ mod tests {
                 .collect();
             let _ = decode(&buf);
         }
+    }
+
+    #[test]
+    fn comm_keeps_its_valid_part_when_cut_inside_a_character() {
+        // 16 bytes of name: the kernel keeps 15, half of the last "é".
+        let mut c = [0u8; 16];
+        let name = "caf\u{e9}-\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}".as_bytes();
+        c[..15].copy_from_slice(&name[..15]);
+        assert_eq!(comm_str(&c), "caf\u{e9}-\u{e9}\u{e9}\u{e9}\u{e9}\u{fffd}");
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(b"a\xffb\"");
+        assert_eq!(comm_str(&raw), "a\u{fffd}b\"");
     }
 
     #[test]

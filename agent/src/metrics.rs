@@ -1,6 +1,7 @@
 //! The Prometheus endpoint: `/metrics` (OpenMetrics with exemplars when the
 //! scraper asks for it, Prometheus text 0.0.4 otherwise), `/healthz`,
 //! `/readyz`, and the agent's own metrics.
+use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+
+pub mod label;
+pub mod scrape;
+
+pub use label::Escaped;
+use scrape::{Format, ScrapeError, Scrapes};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -235,17 +242,28 @@ pub async fn serve_on(
     state: MetricsState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let served = Served {
+        scrapes: Scrapes::new(state.registry),
+        ready: state.ready,
+    };
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(state);
+        .with_state(served);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-async fn ready_handler(State(s): State<MetricsState>) -> Response {
+/// What the handlers share.
+#[derive(Clone)]
+struct Served {
+    scrapes: Scrapes,
+    ready: Arc<AtomicBool>,
+}
+
+async fn ready_handler(State(s): State<Served>) -> Response {
     if s.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -253,76 +271,31 @@ async fn ready_handler(State(s): State<MetricsState>) -> Response {
     }
 }
 
-async fn metrics_handler(State(s): State<MetricsState>, headers: HeaderMap) -> Response {
-    let openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let mut body = String::with_capacity(16 * 1024);
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &s.registry) {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding failed: {e}\n"),
+async fn metrics_handler(State(s): State<Served>, headers: HeaderMap) -> Response {
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    match s.scrapes.scrape(format).await {
+        Ok(turn) => (
+            [(header::CONTENT_TYPE, format.content_type())],
+            axum::body::Body::from_stream(turn.into_stream()),
         )
-            .into_response();
-    }
-    if openmetrics {
-        (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
+            .into_response(),
+        Err(e @ ScrapeError::Busy) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!("{e}\n"),
         )
-            .into_response()
-    } else {
-        (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            openmetrics_to_prometheus(&body),
-        )
-            .into_response()
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 
-/// Rewrite OpenMetrics text as Prometheus text format 0.0.4: counters are
-/// typed under their `_total` name, `info` becomes a gauge named `_info`,
-/// exemplars, `# UNIT` and `# EOF` go (0.0.4 parsers reject them).
+/// Rewrite OpenMetrics text as Prometheus text format 0.0.4 (see
+/// [`scrape::TextWriter`]).
 pub fn openmetrics_to_prometheus(om: &str) -> String {
     let mut out = String::with_capacity(om.len());
-    let mut pending_help: Option<(&str, &str)> = None;
-    for line in om.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
-            pending_help = Some((name, text));
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "unknown"));
-            let (name, ty) = match ty {
-                "counter" => (format!("{name}_total"), "counter"),
-                "info" => (format!("{name}_info"), "gauge"),
-                "gauge" | "histogram" | "summary" => (name.to_string(), ty),
-                _ => (name.to_string(), "untyped"),
-            };
-            if let Some((_, text)) = pending_help.take() {
-                out.push_str(&format!("# HELP {name} {text}\n"));
-            }
-            out.push_str(&format!("# TYPE {name} {ty}\n"));
-            continue;
-        }
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        let sample = match line.find(" # {") {
-            Some(i) => &line[..i],
-            None => line,
-        };
-        out.push_str(sample);
-        out.push('\n');
-    }
+    let mut w = scrape::TextWriter::new(&mut out);
+    let _ = w.write_str(om);
+    let _ = w.finish();
     out
 }
 
@@ -356,21 +329,88 @@ pub mod lint {
         }
     }
 
-    /// `None` without promtool; else its verdict (warnings count as failure).
-    pub fn check(prometheus_text: &str) -> Option<Result<(), String>> {
-        let mut child = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
+    /// Parse OpenMetrics text with a real parser (Python prometheus_client's
+    /// `openmetrics.parser`, installed by `cargo xtask setup`): every sample
+    /// as (name, labels), or the parser's complaint. Without python3 or the
+    /// package: skipped (`None`), except in CI, where it fails.
+    pub fn parse_openmetrics(om: &str) -> Option<Result<Vec<Sample>, String>> {
+        const SCRIPT: &str = "import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse
+out = []
+for f in parse(sys.stdin.buffer.read().decode('utf-8')):
+    out.extend([s.name, s.labels] for s in f.samples)
+json.dump(out, sys.stdout)";
+        let ran = std::process::Command::new("python3")
+            .args(["-c", "import prometheus_client.openmetrics.parser"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ran {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "python3 with prometheus_client is required in CI (cargo xtask setup)"
+            );
+            eprintln!("skipped: python3 prometheus_client not installed");
+            return None;
+        }
+        let out = pipe(
+            std::process::Command::new("python3").args(["-c", SCRIPT]),
+            om,
+        )?;
+        if !out.status.success() {
+            return Some(Err(String::from_utf8_lossy(&out.stderr).into_owned()));
+        }
+        let samples: Vec<(String, std::collections::BTreeMap<String, String>)> =
+            match serde_json::from_slice(&out.stdout) {
+                Ok(v) => v,
+                Err(e) => return Some(Err(format!("parser output: {e}"))),
+            };
+        Some(Ok(samples
+            .into_iter()
+            .map(|(name, labels)| Sample { name, labels })
+            .collect()))
+    }
+
+    /// One sample as a parser read it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Sample {
+        pub name: String,
+        pub labels: std::collections::BTreeMap<String, String>,
+    }
+
+    /// [`parse_openmetrics`] that must succeed; panics with the complaint
+    /// and the text. `None` when skipped.
+    pub fn assert_openmetrics_parses(om: &str) -> Option<Vec<Sample>> {
+        match parse_openmetrics(om)? {
+            Ok(s) => Some(s),
+            Err(msg) => panic!("OpenMetrics parser: {msg}\n---\n{om}"),
+        }
+    }
+
+    /// Run `cmd` with `input` on its stdin; its output (`None` if it could
+    /// not run).
+    fn pipe(cmd: &mut std::process::Command, input: &str) -> Option<std::process::Output> {
+        let mut child = cmd
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .ok()?;
-        child
-            .stdin
-            .take()?
-            .write_all(prometheus_text.as_bytes())
-            .ok()?;
+        let mut stdin = child.stdin.take()?;
+        let input = input.as_bytes().to_vec();
+        // A writer thread: a large input must not deadlock against the
+        // child's full stdout pipe.
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
         let out = child.wait_with_output().ok()?;
+        let _ = writer.join();
+        Some(out)
+    }
+
+    /// `None` without promtool; else its verdict (warnings count as failure).
+    pub fn check(prometheus_text: &str) -> Option<Result<(), String>> {
+        let out = pipe(
+            std::process::Command::new("promtool").args(["check", "metrics"]),
+            prometheus_text,
+        )?;
         let msg = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -389,7 +429,7 @@ pub(crate) mod tests {
     use super::*;
     use prometheus_client::metrics::histogram::Histogram;
 
-    fn sample_registry() -> Registry {
+    pub(crate) fn sample_registry() -> Registry {
         let mut r = Registry::default();
         let m = SelfMetrics::default();
         m.register(&mut r);
@@ -439,3 +479,6 @@ pub(crate) mod tests {
         lint::assert_promtool_accepts(&sample_registry());
     }
 }
+
+#[cfg(test)]
+mod hostile_tests;

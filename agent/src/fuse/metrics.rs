@@ -6,13 +6,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::machine::FuseState;
+use crate::metrics::Escaped;
 use crate::route::RouteKey;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
-    pub service_name: String,
-    pub http_request_method: String,
-    pub http_route: String,
+    pub service_name: Escaped<String>,
+    pub http_request_method: Escaped<String>,
+    pub http_route: Escaped<String>,
     pub state: &'static str,
 }
 
@@ -23,7 +24,7 @@ pub struct ToLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
-    pub action: String,
+    pub action: Escaped<String>,
     /// `ok`, `error` or `dry_run` (would have been called).
     pub result: &'static str,
 }
@@ -49,9 +50,9 @@ pub struct FuseMetrics {
 
 fn labels(r: &RouteKey, state: FuseState) -> StateLabels {
     StateLabels {
-        service_name: r.service.to_string(),
-        http_request_method: r.method.to_string(),
-        http_route: r.route.to_string(),
+        service_name: r.service.as_ref().into(),
+        http_request_method: r.method.as_ref().into(),
+        http_route: r.route.as_ref().into(),
         state: state.as_str(),
     }
 }

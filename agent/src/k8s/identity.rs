@@ -7,6 +7,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 
+use crate::metrics::Escaped;
+
 /// The kind of controller that owns a pod (after following ReplicaSet →
 /// Deployment and Job → CronJob by name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -294,7 +296,7 @@ impl EncodeLabelSet for K8sLabelSet {
         for (key, value) in labels.pairs() {
             // An empty value is the same as no label in Prometheus: leave it out.
             if !value.is_empty() {
-                EncodeLabel::encode(&(key, value), encoder.encode_label())?;
+                EncodeLabel::encode(&(key, Escaped(value)), encoder.encode_label())?;
             }
         }
         Ok(())

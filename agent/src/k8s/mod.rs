@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod config;
 pub mod identity;
+pub mod pod_series;
 pub mod pods;
 
 pub use cgroup::{CgroupDriver, ContainerRuntime, PodCgroup, QosClass};

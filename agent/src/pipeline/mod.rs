@@ -64,6 +64,10 @@ pub struct Pipeline {
     decode_errors: Counter,
     unknown: ServiceIdentity,
     evicted_reported: u64,
+    /// This node's pods: series of deleted pods are removed.
+    k8s: Option<crate::k8s::pods::PodCache>,
+    /// Pod cache generation the last sweep of gone pods saw.
+    pods_swept: u64,
 }
 
 impl Pipeline {
@@ -128,13 +132,15 @@ impl Pipeline {
             fuse: out.fuse,
             mono: MonoToWall::measure(),
             done: Vec::new(),
-            services: ServiceResolver::new(&cfg.services).with_k8s(out.k8s),
+            services: ServiceResolver::new(&cfg.services).with_k8s(out.k8s.clone()),
             tcp: TcpStats::new(&cfg.tcp, registry),
             self_metrics,
             kind_counters,
             decode_errors,
             unknown: ServiceIdentity::named("unknown"),
             evicted_reported: 0,
+            k8s: out.k8s,
+            pods_swept: 0,
         }
     }
 
@@ -200,12 +206,37 @@ impl Pipeline {
             self.stage.routes.counters().overflow_requests,
             self.stage.routes.gray_counters(),
         );
+        self.forget_gone_pods();
         self.self_metrics.connections.set(self.conns.len() as i64);
         let ev = self.conns.evicted();
         self.self_metrics
             .connections_evicted
             .inc_by(ev - self.evicted_reported);
         self.evicted_reported = ev;
+    }
+
+    /// Remove the RED and TCP series of pods that were deleted. Runs when
+    /// the pod cache changed, and when series appeared for a pod since the
+    /// last sweep (a late request on a deleted pod's connection would bring
+    /// its series back). Returns the series removed.
+    pub fn forget_gone_pods(&mut self) -> usize {
+        let Some(cache) = &self.k8s else { return 0 };
+        let generation = cache.generation();
+        let red = &mut self.stage.red;
+        if !cache.is_synced()
+            || (generation == self.pods_swept && !red.has_new_pods() && !self.tcp.has_new_pods())
+        {
+            return 0;
+        }
+        self.pods_swept = generation;
+        let live = crate::k8s::pod_series::LivePods::of(&cache.snapshot());
+        red.forget_gone_pods(&live) + self.tcp.forget_gone_pods(&live)
+    }
+
+    /// Pods in the RED and the TCP index of pod series (summed): what the
+    /// sweep of gone pods holds on to.
+    pub fn pod_index_entries(&self) -> usize {
+        self.stage.red.pods_with_series() + self.tcp.pods_with_series()
     }
 
     pub fn connections(&self) -> &ConnTable {

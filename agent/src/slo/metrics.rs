@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::alert::model::AlertKind;
+use crate::metrics::Escaped;
 use crate::route::RouteKey;
 
 use super::burn::BurnRates;
@@ -43,7 +44,7 @@ pub struct SloMetrics {
 }
 
 impl SloMetrics {
-    pub(super) fn new(snapshot: Arc<RwLock<MetricsSnapshot>>) -> Self {
+    pub(crate) fn new(snapshot: Arc<RwLock<MetricsSnapshot>>) -> Self {
         Self { snapshot }
     }
 
@@ -56,12 +57,12 @@ impl SloMetrics {
     }
 }
 
-fn labels(r: &RouteRow) -> [(&'static str, &str); 4] {
+fn labels(r: &RouteRow) -> [(&'static str, Escaped<&str>); 4] {
     [
-        ("service_name", &r.route.service),
-        ("http_request_method", &r.route.method),
-        ("http_route", &r.route.route),
-        ("gray_tag", &r.gray_tag),
+        ("service_name", Escaped(&r.route.service)),
+        ("http_request_method", Escaped(&r.route.method)),
+        ("http_route", Escaped(&r.route.route)),
+        ("gray_tag", Escaped(&r.gray_tag)),
     ]
 }
 
@@ -138,7 +139,7 @@ impl Collector for SloMetrics {
             for r in rows {
                 let [a, b, c, d] = labels(r);
                 for (w, v) in [("5m", r.burn.m5), ("1h", r.burn.h1), ("6h", r.burn.h6)] {
-                    m.encode_family(&[a, b, c, d, ("window", w)])?
+                    m.encode_family(&[a, b, c, d, ("window", Escaped(w))])?
                         .encode_gauge(&v)?;
                 }
             }
@@ -153,7 +154,7 @@ impl Collector for SloMetrics {
             for r in rows {
                 let [a, b, c, d] = labels(r);
                 for (k, firing) in &r.alerting {
-                    m.encode_family(&[a, b, c, d, ("alertname", k.alertname())])?
+                    m.encode_family(&[a, b, c, d, ("alertname", Escaped(k.alertname()))])?
                         .encode_gauge(&i64::from(*firing))?;
                 }
             }

@@ -86,6 +86,7 @@ fn check_manifests(target: &str, docs: &[Value]) {
         "ConfigMap",
         "DaemonSet",
         "Service",
+        "NetworkPolicy",
         "PodMonitor",
         "PrometheusRule",
     ] {
@@ -266,6 +267,40 @@ fn check_manifests(target: &str, docs: &[Value]) {
     );
     assert_eq!(s(&pm["spec"]["podMetricsEndpoints"][0]["port"]), "metrics");
     assert_eq!(s(&pm["spec"]["podMetricsEndpoints"][0]["path"]), "/metrics");
+    // Only the scraper reaches the pod port: one ingress rule, from a
+    // selected namespace and pod (never everyone), to the metrics port.
+    let np = find(docs, "NetworkPolicy");
+    selects(
+        target,
+        "NetworkPolicy",
+        &np["spec"]["podSelector"]["matchLabels"],
+        pod_labels,
+    );
+    assert_eq!(
+        seq(&np["spec"]["policyTypes"])
+            .iter()
+            .map(s)
+            .collect::<Vec<_>>(),
+        ["Ingress"]
+    );
+    let ingress = seq(&np["spec"]["ingress"]);
+    assert_eq!(ingress.len(), 1, "{target}: {ingress:?}");
+    let from = seq(&ingress[0]["from"]);
+    assert!(
+        !from.is_empty()
+            && from.iter().all(|f| {
+                !f["namespaceSelector"].is_null()
+                    && !f["podSelector"].is_null()
+                    // kustomize's labels must not have narrowed it to sloguard.
+                    && f["podSelector"]["matchLabels"].is_null()
+            }),
+        "{target}: ingress from {from:?}"
+    );
+    let ports: Vec<&str> = seq(&ingress[0]["ports"])
+        .iter()
+        .map(|p| s(&p["port"]))
+        .collect();
+    assert_eq!(ports, ["metrics"], "{target}");
     let pr = find(docs, "PrometheusRule");
     assert_eq!(s(&pr["apiVersion"]), "monitoring.coreos.com/v1");
     assert!(!seq(&pr["spec"]["groups"]).is_empty());
