@@ -111,7 +111,13 @@ impl StateStore {
 
 /// Write a sibling temp file, fsync it, rename it over `path`, fsync the
 /// directory: readers see the old or the new file, never a torn one.
+///
+/// The temp file gets a random suffix and is created exclusively without
+/// following symlinks (`O_EXCL | O_NOFOLLOW`), so nobody who can write to the
+/// directory can point it at another file. It takes the mode of the file it
+/// replaces (a map nginx reads as another user stays readable), or 0644.
 pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -120,14 +126,18 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o7777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0o644,
+        Err(e) => return Err(e),
+    };
+    let (mut f, tmp) = create_temp(&dir, name)?;
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // fchmod: the umask must not narrow the mode the target had.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(content)?;
         f.sync_all()?;
+        drop(f);
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(&dir)?.sync_all()
     })();
@@ -135,6 +145,35 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// `.<name>.tmp.<random>` in `dir`, created with `O_CREAT | O_EXCL |
+/// O_NOFOLLOW`; a name that exists (even as a symlink) is never opened.
+fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> std::io::Result<(std::fs::File, PathBuf)> {
+    use rand::Rng;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut rng = rand::rng();
+    for _ in 0..16 {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp.{:016x}", rng.random::<u64>()));
+        let tmp = dir.join(tmp_name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no free temp file name after 16 tries",
+    ))
 }
 
 #[cfg(test)]
@@ -176,5 +215,39 @@ mod tests {
         std::fs::write(&p, "{not json").unwrap();
         let e = StateStore::new(p).load().unwrap_err().to_string();
         assert!(e.contains("state.json"), "{e}");
+    }
+
+    #[test]
+    fn temp_file_does_not_follow_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let target = dir.path().join("state.json");
+        // The temp name the old code used: `.state.json.tmp.<pid>`.
+        let planted = dir
+            .path()
+            .join(format!(".state.json.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_atomic(&target, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        assert!(!std::fs::symlink_metadata(&target).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn rewrite_keeps_the_target_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("fuses.map");
+        std::fs::write(&target, "old").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&target, b"new").unwrap();
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        // A new file is 0644 whatever the umask-free temp mode was.
+        let fresh = dir.path().join("fresh");
+        write_atomic(&fresh, b"x").unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
     }
 }
