@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::Router;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
 use sloguard::alert::model::{AlertEvent, AlertStatus, RouteVerdict};
 use sloguard::clock::{Clock, ManualClock};
 use sloguard::fuse::action::idempotency_key;
@@ -286,6 +287,8 @@ struct Gateway {
     seen: Seen,
     /// Answer 500 to this many requests first.
     fail_first: Arc<AtomicUsize>,
+    /// Answer every request to /fuse/... with a redirect to /elsewhere.
+    redirect: bool,
 }
 
 async fn start_gateway(g: Gateway) -> u16 {
@@ -297,12 +300,15 @@ async fn start_gateway(g: Gateway) -> u16 {
                     .lock()
                     .unwrap()
                     .push((method, uri.to_string(), headers, body));
+                if g.redirect && uri.path().starts_with("/fuse/") {
+                    return (StatusCode::FOUND, [("location", "/elsewhere")]).into_response();
+                }
                 let left = g.fail_first.load(Ordering::SeqCst);
                 if left > 0 {
                     g.fail_first.store(left - 1, Ordering::SeqCst);
-                    StatusCode::INTERNAL_SERVER_ERROR
+                    StatusCode::INTERNAL_SERVER_ERROR.into_response()
                 } else {
-                    StatusCode::OK
+                    StatusCode::OK.into_response()
                 }
             }
         },
@@ -397,4 +403,236 @@ async fn http_action_that_keeps_failing_is_retried_later_not_forgotten() {
         seen.iter()
             .all(|s| s.2["idempotency-key"] == idempotency_key(&r, 1).as_str())
     );
+}
+
+/// Ticks until the first pending action of `r` has failed at least once; bounded.
+async fn first_failure(c: &mut FuseController, r: &RouteKey) -> String {
+    for _ in 0..1000 {
+        c.tick();
+        if let Some(p) = c.status(r).and_then(|s| s.pending_actions.first().cloned())
+            && p.failures >= 1
+        {
+            return p.last_error.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no failure: {:?}", c.status(r));
+}
+
+#[tokio::test]
+async fn http_action_does_not_follow_redirects() {
+    let g = Gateway {
+        redirect: true,
+        ..Default::default()
+    };
+    let port = start_gateway(g.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = FuseController::new(
+        fuse_cfg(dir.path(), vec![http_action(port, 0)]),
+        Arc::new(ManualClock::default()),
+    )
+    .unwrap();
+    let r = RouteKey::new("shop", "GET", "/pay");
+    c.on_alert(&l2(&r));
+    let err = first_failure(&mut c, &r).await;
+    assert_eq!(err, "gateway answered HTTP 302");
+    let seen = g.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|s| !s.1.starts_with("/elsewhere")),
+        "followed the redirect: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn http_action_errors_do_not_show_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port(); // nothing listens there
+    let action = ActionConfig::Http(HttpActionConfig {
+        name: "envoy".into(),
+        url: format!(
+            "http://127.0.0.1:{closed}/runtime_modify?token=s3cret&k.{{{{route_slug}}}}={{{{fused_percent}}}}"
+        ),
+        retries: 0,
+        ..Default::default()
+    });
+    let mut c = FuseController::new(
+        fuse_cfg(dir.path(), vec![action]),
+        Arc::new(ManualClock::default()),
+    )
+    .unwrap();
+    let r = RouteKey::new("shop", "GET", "/pay");
+    c.on_alert(&l2(&r));
+    let err = first_failure(&mut c, &r).await;
+    assert!(!err.contains("s3cret") && !err.contains("pay"), "{err}");
+    assert!(err.contains("/runtime_modify?REDACTED"), "{err}");
+}
+
+/// A CA and a leaf certificate for 127.0.0.1 signed by it (openssl CLI).
+fn make_certs(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl (apt-get install -y openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sloguard test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(d.join("leaf.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    (d.join("ca.pem"), d.join("leaf.pem"), d.join("leaf.key"))
+}
+
+#[tokio::test]
+async fn http_action_trusts_its_ca_file_and_sends_secret_headers_from_files() {
+    let Some(nginx) = find_nginx() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("nginx is missing (apt-get install -y nginx); required in CI");
+        }
+        eprintln!("SKIP: nginx not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, cert, key) = make_certs(d);
+    let port = free_port();
+    let dd = d.display();
+    // 200 only with both secrets; the log shows what arrived.
+    let conf = format!(
+        r#"daemon off;
+worker_processes 1;
+pid {dd}/nginx.pid;
+error_log {dd}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dd}/body;
+    proxy_temp_path {dd}/proxy;
+    fastcgi_temp_path {dd}/fastcgi;
+    uwsgi_temp_path {dd}/uwsgi;
+    scgi_temp_path {dd}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location /fuse/ {{
+            if ($http_x_api_key != "k3y") {{ return 401; }}
+            if ($http_authorization != "Bearer t0ken") {{ return 403; }}
+            return 200 "ok";
+        }}
+    }}
+}}
+"#,
+        cert = cert.display(),
+        key = key.display()
+    );
+    let conf_path = d.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let prefix = format!("{dd}/");
+    let _nginx = Nginx {
+        child: std::process::Command::new(&nginx)
+            .args(["-p", &prefix, "-c"])
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(d.join("error.log"))
+            .spawn()
+            .unwrap(),
+    };
+    std::fs::write(d.join("api-key"), "k3y\n").unwrap();
+    std::fs::write(d.join("token"), "t0ken\n").unwrap();
+    let action = |name: &str, tls: bool| {
+        ActionConfig::Http(HttpActionConfig {
+            name: name.into(),
+            url: format!("https://127.0.0.1:{port}/fuse/{{{{service}}}}"),
+            header_files: [("X-Api-Key".to_string(), d.join("api-key"))]
+                .into_iter()
+                .collect(),
+            bearer_token_file: Some(d.join("token")),
+            tls: tls.then(|| sloguard::alert::delivery_config::TlsConfig {
+                ca_file: Some(ca.clone()),
+                insecure_skip_verify: false,
+            }),
+            retries: 0,
+            ..Default::default()
+        })
+    };
+    // Wait for nginx to listen.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = FuseController::new(
+        fuse_cfg(d, vec![action("trusting", true)]),
+        Arc::new(ManualClock::default()),
+    )
+    .unwrap();
+    let r = RouteKey::new("shop", "GET", "/pay");
+    c.on_alert(&l2(&r));
+    settle(&mut c, &r).await;
+
+    // Without the CA file the same gateway is not trusted.
+    let d2 = tempfile::tempdir().unwrap();
+    let mut c = FuseController::new(
+        fuse_cfg(d2.path(), vec![action("untrusting", false)]),
+        Arc::new(ManualClock::default()),
+    )
+    .unwrap();
+    c.on_alert(&l2(&r));
+    let err = first_failure(&mut c, &r).await;
+    assert!(err.contains("request failed"), "{err}");
 }

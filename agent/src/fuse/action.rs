@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::HeaderValue;
 use tokio::sync::mpsc;
 
 use super::config::{ActionConfig, FileActionConfig, FileFormat, HttpActionConfig};
@@ -30,6 +31,14 @@ pub enum ActionError {
     },
     #[error("reload command {cmd:?}: {message}")]
     Reload { cmd: String, message: String },
+    #[error(transparent)]
+    Tls(#[from] crate::alert::receiver::CaFileError),
+    #[error("cannot read secret {path}: {source}")]
+    Secret {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One route's state as a file action writes it.
@@ -189,8 +198,10 @@ impl HttpAction {
     pub fn new(cfg: HttpActionConfig) -> Result<Self, ActionError> {
         let method = reqwest::Method::from_bytes(cfg.method.as_bytes())
             .map_err(|e| ActionError::Template(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
+        // A redirect would send the fuse (and its secret headers) somewhere
+        // nobody configured; a 3xx counts as a failed call instead.
+        let client = crate::alert::receiver::endpoint_client(cfg.timeout, cfg.tls.as_ref())?
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ActionError::Request(e.to_string()))?;
         Ok(Self {
@@ -200,27 +211,79 @@ impl HttpAction {
         })
     }
 
+    /// A header value read from a secret file, marked sensitive.
+    fn secret_header(path: &std::path::Path, prefix: &str) -> Result<HeaderValue, ActionError> {
+        let secret =
+            crate::alert::receiver::read_secret(path).map_err(|source| ActionError::Secret {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let mut v = HeaderValue::from_str(&format!("{prefix}{secret}")).map_err(|_| {
+            ActionError::Template(format!(
+                "secret in {} is not a valid header value",
+                path.display()
+            ))
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+
     async fn attempt(&self, job: &ActionJob) -> Result<(), ActionError> {
         let url = render(&self.cfg.url, job, percent);
         let mut req = self.client.request(self.method.clone(), &url);
         for (k, v) in &self.cfg.headers {
             let v = render(v, job, raw);
-            let v = reqwest::header::HeaderValue::from_str(&v)
+            let v = HeaderValue::from_str(&v)
                 .map_err(|e| ActionError::Template(format!("header {k}: {e}")))?;
             req = req.header(k.as_str(), v);
+        }
+        for (k, path) in &self.cfg.header_files {
+            req = req.header(k.as_str(), Self::secret_header(path, "")?);
+        }
+        if let Some(path) = &self.cfg.bearer_token_file {
+            req = req.header(
+                reqwest::header::AUTHORIZATION,
+                Self::secret_header(path, "Bearer ")?,
+            );
         }
         req = req.header("Idempotency-Key", &job.idempotency_key);
         if !self.cfg.body.is_empty() {
             req = req.body(render(&self.cfg.body, job, json_inner));
         }
         let resp = req.send().await.map_err(|e| {
-            ActionError::Request(format!("{} {url}: {}", self.method, e.without_url()))
+            ActionError::Request(format!(
+                "{} {}: {}",
+                self.method,
+                redact_url(&url),
+                e.without_url()
+            ))
         })?;
         let status = resp.status();
         if status.is_success() {
             Ok(())
         } else {
             Err(ActionError::Status(status.as_u16()))
+        }
+    }
+}
+
+/// A URL fit for errors, logs and `last_error`: the query (runtime keys,
+/// tokens) and any password replaced by `REDACTED`.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.query().is_some() {
+                u.set_query(Some("REDACTED"));
+            }
+            if u.password().is_some() {
+                let _ = u.set_password(Some("REDACTED"));
+            }
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => {
+            let end = url.find(['?', '#', '@']).unwrap_or(url.len());
+            format!("{}...", &url[..end])
         }
     }
 }
@@ -673,5 +736,15 @@ mod tests {
                 "{n} leaked: {env}"
             );
         }
+    }
+
+    #[test]
+    fn urls_in_errors_lose_their_query_and_password() {
+        assert_eq!(
+            redact_url("http://u:pw@gw:9901/runtime_modify?k=v&token=s3cret#f"),
+            "http://u:REDACTED@gw:9901/runtime_modify?REDACTED"
+        );
+        assert_eq!(redact_url("http://gw/a"), "http://gw/a");
+        assert_eq!(redact_url("not a url?token=s"), "not a url...");
     }
 }

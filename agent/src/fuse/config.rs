@@ -113,6 +113,13 @@ pub struct HttpActionConfig {
     pub url: String,
     /// Header values; placeholders inserted as they are (CR/LF rejected).
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Secret headers: name → file holding the value (trimmed), read on
+    /// every request so rotation needs no restart; never logged.
+    pub header_files: std::collections::BTreeMap<String, PathBuf>,
+    /// `Authorization: Bearer <file content>`, read on every request.
+    pub bearer_token_file: Option<PathBuf>,
+    /// CA file and `insecure_skip_verify`, as for alert receivers.
+    pub tls: Option<crate::alert::delivery_config::TlsConfig>,
     /// Placeholders are JSON-string-escaped here (the body is meant to be JSON).
     pub body: String,
     #[serde(with = "humantime_serde")]
@@ -134,6 +141,9 @@ impl Default for HttpActionConfig {
             headers: [("Content-Type".to_string(), "application/json".to_string())]
                 .into_iter()
                 .collect(),
+            header_files: Default::default(),
+            bearer_token_file: None,
+            tls: None,
             body: r#"{"service":"{{service}}","method":"{{method}}","route":"{{route}}","state":"{{state}}"}"#
                 .into(),
             timeout: Duration::from_secs(5),
@@ -241,6 +251,39 @@ impl FuseConfig {
                             ));
                         }
                     }
+                    let mut secret_names = std::collections::HashSet::new();
+                    for name in h.header_files.keys() {
+                        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                            ConfigError::key(
+                                key("header_files"),
+                                format!("bad header name {name:?}"),
+                            )
+                        })?;
+                        secret_names.insert(name.to_ascii_lowercase());
+                    }
+                    if h.bearer_token_file.is_some() {
+                        secret_names.insert("authorization".into());
+                    }
+                    if h.header_files
+                        .keys()
+                        .any(|n| n.eq_ignore_ascii_case("authorization"))
+                        && h.bearer_token_file.is_some()
+                    {
+                        return Err(ConfigError::key(
+                            key("bearer_token_file"),
+                            "header_files already sets Authorization",
+                        ));
+                    }
+                    if let Some(n) = h
+                        .headers
+                        .keys()
+                        .find(|n| secret_names.contains(&n.to_ascii_lowercase()))
+                    {
+                        return Err(ConfigError::key(
+                            key("headers"),
+                            format!("{n} is also set from a file"),
+                        ));
+                    }
                     if h.timeout.is_zero() {
                         return Err(ConfigError::key(key("timeout"), "must be more than 0s"));
                     }
@@ -326,6 +369,14 @@ mod tests {
                 "fuse.actions[0].method",
             ),
             ("actions:\n  - type: file\n", "fuse.actions[0].path"),
+            (
+                "actions:\n  - type: http\n    url: http://x/\n    bearer_token_file: /t\n    headers: {authorization: x}\n",
+                "fuse.actions[0].headers",
+            ),
+            (
+                "actions:\n  - type: http\n    url: http://x/\n    header_files: {\"a b\": /t}\n",
+                "fuse.actions[0].header_files",
+            ),
             (
                 "actions:\n  - type: file\n    name: a\n    path: /x\n  - type: file\n    name: b\n    path: /x\n",
                 "fuse.actions[1].path",
