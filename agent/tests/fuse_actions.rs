@@ -15,7 +15,7 @@ use sloguard::fuse::{
     ActionConfig, FileActionConfig, FileFormat, FuseConfig, FuseController, FuseMode, FuseState,
     HttpActionConfig,
 };
-use sloguard::route::RouteKey;
+use sloguard::route::{RouteKey, RouteTable, RoutesConfig};
 
 fn l2(r: &RouteKey) -> AlertEvent {
     let mut ev = AlertEvent::example_l2(&r.route, AlertStatus::Firing, UNIX_EPOCH);
@@ -151,18 +151,24 @@ async fn expect_status(client: &reqwest::Client, url: &str, want: u16) -> String
     }
 }
 
-#[tokio::test]
-async fn nginx_answers_fused_route_with_503_from_the_map() {
+/// nginx on loopback with the docs' map snippet in front of an upstream that
+/// answers 200 on every path, and the file action that feeds it.
+struct MapGateway {
+    _nginx: Nginx,
+    base: String,
+    map: PathBuf,
+    action: ActionConfig,
+}
+
+/// None when nginx is not installed (outside CI).
+async fn start_map_gateway(d: &Path, test: &str) -> Option<MapGateway> {
     let Some(nginx) = find_nginx() else {
         if std::env::var_os("CI").is_some() {
             panic!("nginx is missing (apt-get install -y nginx); required in CI");
         }
-        eprintln!("SKIP nginx_answers_fused_route_with_503_from_the_map: nginx not installed");
-        return;
+        eprintln!("SKIP {test}: nginx not installed");
+        return None;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-
     // Upstream: answers 200 on every path.
     let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_port = up.local_addr().unwrap().port();
@@ -193,14 +199,12 @@ async fn nginx_answers_fused_route_with_503_from_the_map() {
         "nginx -t: {}",
         String::from_utf8_lossy(&status.stderr)
     );
-    let _nginx = Nginx {
+    let nginx_proc = Nginx {
         child: cmd.spawn().unwrap(),
     };
-
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
     expect_status(&client, &format!("{base}/api/slow"), 200).await;
-
     let reload = vec![
         nginx.display().to_string(),
         "-p".into(),
@@ -212,16 +216,33 @@ async fn nginx_answers_fused_route_with_503_from_the_map() {
         "-s".into(),
         "reload".into(),
     ];
-    let cfg = fuse_cfg(
-        d,
-        vec![ActionConfig::File(FileActionConfig {
-            name: "nginx".into(),
-            path: map.clone(),
-            format: FileFormat::NginxMap,
-            reload_command: reload,
-            ..Default::default()
-        })],
-    );
+    let action = ActionConfig::File(FileActionConfig {
+        name: "nginx".into(),
+        path: map.clone(),
+        format: FileFormat::NginxMap,
+        reload_command: reload,
+        ..Default::default()
+    });
+    Some(MapGateway {
+        _nginx: nginx_proc,
+        base,
+        map,
+        action,
+    })
+}
+
+#[tokio::test]
+async fn nginx_answers_fused_route_with_503_from_the_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(gw) = start_map_gateway(d, "nginx_answers_fused_route_with_503_from_the_map").await
+    else {
+        return;
+    };
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = gw.base.clone();
+    let map = gw.map.clone();
+    let cfg = fuse_cfg(d, vec![gw.action.clone()]);
     let clock = ManualClock::default();
     let mut c = FuseController::new(cfg, Arc::new(clock.clone())).unwrap();
     let slow = RouteKey::new("shop", "GET", "/api/slow");
@@ -635,4 +656,71 @@ http {{
     c.on_alert(&l2(&r));
     let err = first_failure(&mut c, &r).await;
     assert!(err.contains("request failed"), "{err}");
+}
+
+#[tokio::test]
+async fn nginx_map_spares_literal_siblings_and_client_braces() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(gw) =
+        start_map_gateway(d, "nginx_map_spares_literal_siblings_and_client_braces").await
+    else {
+        return;
+    };
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = gw.base.clone();
+    // Routes as the route table names the raw paths clients sent.
+    let mut table = RouteTable::new(&RoutesConfig::default());
+    let mut route = |path: &str| {
+        let mut k = table.route_for("shop", "GET", path);
+        for _ in 0..10 {
+            k = table.route_for("shop", "GET", path);
+        }
+        k
+    };
+    let by_id = route("/users/42");
+    let me = route("/users/me");
+    let braces = route("/lit/{x}");
+    let plain = route("/lit/abc");
+    assert_eq!(&*by_id.route, "/users/{id}");
+    assert_eq!(&*me.route, "/users/me");
+    assert_ne!(
+        &*braces.route, "/lit/{x}",
+        "a client's braces are not a template"
+    );
+
+    let clock = ManualClock::default();
+    let mut c = FuseController::new(
+        fuse_cfg(d, vec![gw.action.clone()]),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let v = |r: &RouteKey| RouteVerdict {
+        route: r.clone(),
+        period_end: clock.now(),
+        requests: 100,
+        judged: true,
+        healthy: true,
+    };
+    c.on_verdicts(&[v(&by_id), v(&me), v(&braces), v(&plain)]);
+    c.on_alert(&l2(&by_id));
+    c.on_alert(&l2(&braces));
+    settle(&mut c, &by_id).await;
+    settle(&mut c, &braces).await;
+    let text = std::fs::read_to_string(&gw.map).unwrap();
+
+    expect_status(&client, &format!("{base}/users/42"), 503).await;
+    assert_eq!(
+        get(&client, &format!("{base}/users/me")).await.0,
+        200,
+        "the known literal sibling of a fused template is not fused:\n{text}"
+    );
+    // reqwest sends `{x}` as %7Bx%7D; nginx's $uri has it decoded.
+    expect_status(&client, &format!("{base}/lit/%7Bx%7D"), 503).await;
+    assert_eq!(
+        get(&client, &format!("{base}/lit/abc")).await.0,
+        200,
+        "a fused literal path with braces is no wildcard:\n{text}"
+    );
+    assert_eq!(get(&client, &format!("{base}/lit/y")).await.0, 200);
 }

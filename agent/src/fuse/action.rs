@@ -365,13 +365,24 @@ impl FileAction {
                 let mut s = String::from(
                     "# Written by sloguard; do not edit. Key: \"$request_method $uri\".\n",
                 );
+                let all: Vec<&SnapshotEntry> = snapshot
+                    .iter()
+                    .filter(|e| wants(&self.cfg.services, &e.route))
+                    .collect();
                 // Only open routes answer 503; half_open lets traffic through.
-                for e in entries.filter(|e| e.state == FuseState::Open) {
-                    s.push_str(&format!(
-                        "\"{}\" 1; # service {}\n",
-                        nginx_regex(&e.route.method, &e.route.route),
-                        slug(&e.route.service)
-                    ));
+                let open: Vec<&SnapshotEntry> = all
+                    .iter()
+                    .filter(|e| e.state == FuseState::Open)
+                    .copied()
+                    .collect();
+                for (lines, value) in [(literal_siblings(&open, &all), 0), (open, 1)] {
+                    for e in lines {
+                        s.push_str(&format!(
+                            "\"{}\" {value}; # service {}\n",
+                            nginx_regex(&e.route.method, &e.route.route),
+                            slug(&e.route.service)
+                        ));
+                    }
                 }
                 s
             }
@@ -442,37 +453,99 @@ impl FuseAction for FileAction {
     }
 }
 
-/// `GET /users/{id}` → `~^GET /users/[^/]+$`. Every byte outside
-/// `[A-Za-z0-9/_-]` becomes `\xHH`, so nothing a client sent can end the
-/// quoted string or inject nginx config.
+/// `GET /users/{id}` → `~^GET /users/[^/]+$`. In a route `{...}` is always
+/// a template placeholder (the route table percent-encodes braces a client
+/// sent); the literal parts are percent-decoded, since nginx matches the
+/// decoded `$uri`. Every byte outside `[A-Za-z0-9/_-]` becomes `\xHH`, so
+/// nothing a client sent can end the quoted string or inject nginx config.
 pub fn nginx_regex(method: &str, route: &str) -> String {
     let mut s = String::from("~^");
-    push_escaped(&mut s, method);
+    push_escaped(&mut s, method.as_bytes());
     s.push(' ');
     let mut rest = route;
     while let Some(open) = rest.find('{') {
         match rest[open..].find('}') {
             Some(close) => {
-                push_escaped(&mut s, &rest[..open]);
+                push_escaped(&mut s, &percent_decode(&rest[..open]));
                 s.push_str("[^/]+");
                 rest = &rest[open + close + 1..];
             }
             None => break,
         }
     }
-    push_escaped(&mut s, rest);
+    push_escaped(&mut s, &percent_decode(rest));
     s.push('$');
     s
 }
 
-fn push_escaped(out: &mut String, s: &str) {
-    for b in s.bytes() {
+/// `%XX` → the byte; anything else (a lone `%` too) as it is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, s: &[u8]) {
+    for &b in s {
         if b.is_ascii_alphanumeric() || b"/_-".contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("\\x{b:02x}"));
         }
     }
+}
+
+/// Routes of the snapshot written as `0` lines before the fused ones: known
+/// literal routes (no placeholder) that are not open but that an open
+/// template of the same method would match, e.g. `/users/me` beside a
+/// fused `/users/{id}`. nginx tries the regexes in file order, so the first
+/// (the `0`) wins for them.
+fn literal_siblings<'s>(
+    open: &[&'s SnapshotEntry],
+    all: &[&'s SnapshotEntry],
+) -> Vec<&'s SnapshotEntry> {
+    let templates: Vec<(&str, regex::bytes::Regex)> = open
+        .iter()
+        .filter(|e| e.route.route.contains('{'))
+        .filter_map(|e| {
+            let re = nginx_regex(&e.route.method, &e.route.route);
+            // nginx's PCRE and this engine agree on `^`, `$`, `[^/]+` and
+            // `\xHH` (bytes, with Unicode off).
+            let re = regex::bytes::RegexBuilder::new(&re[1..])
+                .unicode(false)
+                .build()
+                .ok()?;
+            Some((&*e.route.method, re))
+        })
+        .collect();
+    if templates.is_empty() {
+        return Vec::new();
+    }
+    all.iter()
+        .filter(|e| e.state != FuseState::Open && !e.route.route.contains('{'))
+        .filter(|e| {
+            let mut key = format!("{} ", e.route.method).into_bytes();
+            key.extend(percent_decode(&e.route.route));
+            templates
+                .iter()
+                .any(|(m, re)| *m == &*e.route.method && re.is_match(&key))
+        })
+        .copied()
+        .collect()
 }
 
 /// Most of a failed reload command's stderr that goes into the error.
@@ -616,6 +689,44 @@ mod tests {
         }
         assert_eq!(evil.matches(' ').count(), 1, "{evil}");
         assert_eq!(nginx_regex("GET", "/v1.0"), "~^GET /v1\\x2e0$");
+        // nginx matches the decoded $uri; encoded braces are literal.
+        assert_eq!(nginx_regex("GET", "/a%20b"), "~^GET /a\\x20b$");
+        assert_eq!(
+            nginx_regex("GET", "/l/%7Bx%7D/{id}"),
+            "~^GET /l/\\x7bx\\x7d/[^/]+$"
+        );
+        assert_eq!(nginx_regex("GET", "/p%zz%"), "~^GET /p\\x25zz\\x25$");
+    }
+
+    #[test]
+    fn nginx_map_writes_literal_siblings_of_fused_templates_first() {
+        let f = FileAction::new(FileActionConfig {
+            path: "/tmp/x".into(),
+            format: FileFormat::NginxMap,
+            ..Default::default()
+        });
+        let e = |m: &str, r: &str, state| SnapshotEntry {
+            route: RouteKey::new("shop", m, r),
+            state,
+        };
+        let snap = vec![
+            e("GET", "/users/{id}", FuseState::Open),
+            e("GET", "/users/me", FuseState::Closed),
+            e("GET", "/users/%7Bid%7D", FuseState::HalfOpen),
+            e("POST", "/users/me", FuseState::Closed),
+            e("GET", "/users/me/x", FuseState::Closed),
+            e("GET", "/users/{id}/x", FuseState::Closed),
+        ];
+        let c = f.content(&snap);
+        let lines: Vec<_> = c.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "\"~^GET /users/me$\" 0; # service shop",
+                "\"~^GET /users/\\x7bid\\x7d$\" 0; # service shop",
+                "\"~^GET /users/[^/]+$\" 1; # service shop",
+            ]
+        );
     }
 
     #[test]

@@ -466,16 +466,26 @@ impl FuseController {
         self.persist();
     }
 
+    /// Every tracked route with its state, and the other known routes as
+    /// closed (the nginx map writes literal siblings of a fused template).
     fn snapshot(&self) -> Arc<Vec<SnapshotEntry>> {
-        Arc::new(
-            self.routes
-                .iter()
-                .map(|(k, e)| SnapshotEntry {
+        let mut v: Vec<SnapshotEntry> = self
+            .routes
+            .iter()
+            .map(|(k, e)| SnapshotEntry {
+                route: k.clone(),
+                state: e.fuse.state,
+            })
+            .collect();
+        for k in self.known.values().flat_map(|s| s.iter()) {
+            if !self.routes.contains_key(k) {
+                v.push(SnapshotEntry {
                     route: k.clone(),
-                    state: e.fuse.state,
-                })
-                .collect(),
-        )
+                    state: FuseState::Closed,
+                });
+            }
+        }
+        Arc::new(v)
     }
 
     /// At start, snapshot actions rewrite their file once, so the gateway's
