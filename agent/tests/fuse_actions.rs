@@ -724,3 +724,39 @@ async fn nginx_map_spares_literal_siblings_and_client_braces() {
     );
     assert_eq!(get(&client, &format!("{base}/lit/y")).await.0, 200);
 }
+
+#[tokio::test]
+async fn switch_to_dry_run_reopens_the_routes_nginx_was_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(gw) =
+        start_map_gateway(d, "switch_to_dry_run_reopens_the_routes_nginx_was_blocking").await
+    else {
+        return;
+    };
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("{}/api/slow", gw.base);
+    let slow = RouteKey::new("shop", "GET", "/api/slow");
+    let clock = ManualClock::default();
+    let mut cfg = fuse_cfg(d, vec![gw.action.clone()]);
+    let mut c = FuseController::new(cfg.clone(), Arc::new(clock.clone())).unwrap();
+    c.on_alert(&l2(&slow));
+    settle(&mut c, &slow).await;
+    expect_status(&client, &url, 503).await;
+    drop(c);
+
+    // The "safe" overlay: same state file and actions, mode dry_run.
+    cfg.mode = FuseMode::DryRun;
+    let mut c = FuseController::new(cfg, Arc::new(clock.clone())).unwrap();
+    for _ in 0..1000 {
+        c.tick();
+        if c.releasing().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(c.releasing().is_empty(), "still releasing");
+    let text = std::fs::read_to_string(&gw.map).unwrap();
+    assert!(!text.contains(" 1;"), "{text}");
+    expect_status(&client, &url, 200).await;
+}

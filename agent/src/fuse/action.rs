@@ -60,6 +60,8 @@ pub struct ActionJob {
     pub snapshot: Arc<Vec<SnapshotEntry>>,
     /// The (route, seq) transitions this job applies when it succeeds.
     pub covers: Vec<(RouteKey, u64)>,
+    /// Closes routes `enforce` left fused, after a switch to `dry_run`.
+    pub release: bool,
 }
 
 pub type ActionFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ActionError>> + Send + 'a>>;
@@ -104,6 +106,7 @@ pub fn idempotency_key(route: &RouteKey, seq: u64) -> String {
 pub struct ActionResult {
     pub action: usize,
     pub covers: Vec<(RouteKey, u64)>,
+    pub release: bool,
     pub outcome: Result<(), String>,
 }
 
@@ -120,6 +123,7 @@ pub fn spawn_worker(
             let r = ActionResult {
                 action: index,
                 covers: job.covers,
+                release: job.release,
                 outcome,
             };
             if results.send(r).is_err() {
@@ -644,6 +648,7 @@ mod tests {
             seq: 3,
             snapshot: Arc::new(vec![]),
             covers: vec![],
+            release: false,
         }
     }
 

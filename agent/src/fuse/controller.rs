@@ -65,6 +65,9 @@ pub struct FuseController {
     actions: Vec<ActionSlot>,
     /// Snapshot actions whose start-up sync has not succeeded yet.
     resync: HashMap<usize, Retry>,
+    /// Routes `enforce` left fused at the gateway, being closed through the
+    /// actions after a switch to `dry_run` (state closed, seq bumped).
+    releasing: BTreeMap<RouteKey, RouteEntry>,
     results: mpsc::UnboundedReceiver<ActionResult>,
     results_tx: mpsc::UnboundedSender<ActionResult>,
     store: StateStore,
@@ -91,19 +94,70 @@ impl FuseController {
             .map_err(|e| FuseError::Config(e.to_string()))?;
         let (results_tx, results) = mpsc::unbounded_channel();
         let enforce = cfg.mode == FuseMode::Enforce;
-        if enforce && tokio::runtime::Handle::try_current().is_err() {
+        let store = StateStore::new(cfg.state_file.clone());
+        let loaded = store.load()?;
+        let entry = |s: StoredRoute| {
+            (
+                s.key(),
+                RouteEntry {
+                    fuse: s.fuse,
+                    applied: s.applied,
+                    retry: HashMap::new(),
+                },
+            )
+        };
+        let mut releasing: BTreeMap<RouteKey, RouteEntry> =
+            loaded.releasing.into_iter().map(entry).collect();
+        let mut restored = Vec::new();
+        match loaded.mode.as_deref() {
+            // enforce → dry_run: dry run calls no action, so close at the
+            // gateway now what enforce fused, and only then go dry.
+            Some("enforce") if !enforce => {
+                for s in loaded.routes {
+                    if let Some((k, e)) = release_entry(s, &actions) {
+                        releasing.insert(k, e);
+                    }
+                }
+                if !releasing.is_empty() {
+                    tracing::warn!(state_file = %cfg.state_file.display(), routes = releasing.len(),
+                        "fuse mode switched from enforce to dry_run: closing the routes enforce fused through the actions");
+                }
+            }
+            Some(m) if m != cfg.mode.as_str() => tracing::warn!(
+                state_file = %cfg.state_file.display(), written_by = %m, mode = cfg.mode.as_str(),
+                "fuse state file was written in another mode; starting with no fused routes"
+            ),
+            _ => restored = loaded.routes,
+        }
+        if enforce {
+            // A release cut short by a switch back to enforce: the routes are
+            // closed transitions like any other.
+            for (k, e) in std::mem::take(&mut releasing) {
+                if !restored.iter().any(|s| s.key() == k) {
+                    restored.push(StoredRoute {
+                        service: k.service.to_string(),
+                        method: k.method.to_string(),
+                        route: k.route.to_string(),
+                        fuse: e.fuse,
+                        applied: e.applied,
+                    });
+                }
+            }
+        }
+        let workers = enforce || !releasing.is_empty();
+        // The release list must survive a restart before anything is sent.
+        let dirty = !releasing.is_empty();
+        if workers && tokio::runtime::Handle::try_current().is_err() {
             return Err(FuseError::NoRuntime);
         }
         let actions = actions
             .into_iter()
             .enumerate()
             .map(|(i, action)| ActionSlot {
-                tx: enforce.then(|| spawn_worker(i, action.clone(), results_tx.clone())),
+                tx: workers.then(|| spawn_worker(i, action.clone(), results_tx.clone())),
                 action,
             })
             .collect();
-        let store = StateStore::new(cfg.state_file.clone());
-        let (mode, stored) = store.load()?;
         let mut c = Self {
             timing: Timing {
                 open_for: cfg.open_for,
@@ -117,31 +171,17 @@ impl FuseController {
             known: HashMap::new(),
             actions,
             resync: HashMap::new(),
+            releasing,
             results,
             results_tx,
             store,
-            dirty: false,
+            dirty,
             metrics: FuseMetrics::default(),
         };
-        match mode {
-            Some(m) if m != c.cfg.mode.as_str() => tracing::warn!(
-                state_file = %c.store.path().display(), written_by = %m, mode = c.cfg.mode.as_str(),
-                "fuse state file was written in another mode; starting with no fused routes"
-            ),
-            _ => {
-                for s in stored {
-                    let key = s.key();
-                    c.metrics.set_state(&key, s.fuse.state);
-                    c.routes.insert(
-                        key,
-                        RouteEntry {
-                            fuse: s.fuse,
-                            applied: s.applied,
-                            retry: HashMap::new(),
-                        },
-                    );
-                }
-            }
+        for s in restored {
+            let (key, e) = entry(s);
+            c.metrics.set_state(&key, e.fuse.state);
+            c.routes.insert(key, e);
         }
         if !c.routes.is_empty() {
             tracing::info!(routes = c.routes.len(), "fuse state restored");
@@ -150,6 +190,11 @@ impl FuseController {
         c.dispatch_due();
         c.persist();
         Ok(c)
+    }
+
+    /// Routes still being closed at the gateway after a switch to `dry_run`.
+    pub fn releasing(&self) -> Vec<RouteKey> {
+        self.releasing.keys().cloned().collect()
     }
 
     pub fn mode(&self) -> FuseMode {
@@ -525,6 +570,7 @@ impl FuseController {
                     idempotency_key: "sloguard-sync".into(),
                     snapshot: snapshot.clone(),
                     covers: Vec::new(),
+                    release: false,
                 },
             );
         }
@@ -536,35 +582,41 @@ impl FuseController {
 
     /// Sends every due (route, action) whose applied seq lags the route's.
     fn dispatch_due(&mut self) {
+        self.dispatch_release();
         if self.cfg.mode != FuseMode::Enforce {
             return;
         }
         let now = self.clock.now();
         self.dispatch_resync(now);
-        let mut snapshot: Option<Arc<Vec<SnapshotEntry>>> = None;
-        for i in 0..self.actions.len() {
-            if self.actions[i].tx.is_none() {
-                continue;
-            }
-            let action = self.actions[i].action.clone();
-            let name = action.name();
-            let mut covers = Vec::new();
-            for (k, e) in self.routes.iter_mut() {
-                let seq = e.fuse.seq;
-                if !action.wants(k) || e.applied.get(name).copied().unwrap_or(0) >= seq {
-                    continue;
-                }
-                let r = e.retry.entry(i).or_default();
-                if r.in_flight == Some(seq) || r.next_try.is_some_and(|t| now < t) {
-                    continue;
-                }
-                r.in_flight = Some(seq);
-                covers.push((k.clone(), seq, e.fuse.state));
-            }
-            if covers.is_empty() {
-                continue;
-            }
-            let snap = snapshot.get_or_insert_with(|| self.snapshot()).clone();
+        let due = collect_due(&self.actions, &mut self.routes, now);
+        if due.is_empty() {
+            return;
+        }
+        let snapshot = self.snapshot();
+        self.send_due(due, snapshot, false);
+    }
+
+    /// Closes, through every action, the routes `enforce` left fused; the
+    /// snapshot actions write a file with nothing fused.
+    fn dispatch_release(&mut self) {
+        if self.releasing.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let due = collect_due(&self.actions, &mut self.releasing, now);
+        if !due.is_empty() {
+            self.send_due(due, Arc::new(Vec::new()), true);
+        }
+    }
+
+    /// One job per route, or one per snapshot action covering all its routes.
+    fn send_due(
+        &mut self,
+        due: Vec<(usize, Vec<Due>)>,
+        snap: Arc<Vec<SnapshotEntry>>,
+        release: bool,
+    ) {
+        for (i, covers) in due {
             let job = |k: RouteKey, seq, state, covers| ActionJob {
                 idempotency_key: idempotency_key(&k, seq),
                 route: Some(k),
@@ -572,8 +624,9 @@ impl FuseController {
                 seq,
                 snapshot: snap.clone(),
                 covers,
+                release,
             };
-            let jobs: Vec<ActionJob> = if action.is_snapshot() {
+            let jobs: Vec<ActionJob> = if self.actions[i].action.is_snapshot() {
                 // One rewrite of the whole file covers every pending route.
                 let (k, seq, state) = covers[0].clone();
                 let all = covers.iter().map(|(k, s, _)| (k.clone(), *s)).collect();
@@ -641,8 +694,13 @@ impl FuseController {
                     },
                 );
             }
+            let map = if res.release {
+                &mut self.releasing
+            } else {
+                &mut self.routes
+            };
             for (k, seq) in res.covers {
-                let Some(e) = self.routes.get_mut(&k) else {
+                let Some(e) = map.get_mut(&k) else {
                     continue;
                 };
                 let r = e.retry.entry(res.action).or_default();
@@ -665,6 +723,26 @@ impl FuseController {
                     }
                 }
             }
+        }
+        self.settle_releases();
+    }
+
+    /// Drops released routes every action has closed.
+    fn settle_releases(&mut self) {
+        let actions = &self.actions;
+        let before = self.releasing.len();
+        self.releasing.retain(|k, e| {
+            let done = actions.iter().all(|a| {
+                !a.action.wants(k)
+                    || e.applied.get(a.action.name()).copied().unwrap_or(0) >= e.fuse.seq
+            });
+            if done {
+                tracing::info!(route = %k, "route closed at the gateway after the switch to dry_run");
+            }
+            !done
+        });
+        if self.releasing.len() != before {
+            self.dirty = true;
         }
     }
 
@@ -706,23 +784,86 @@ impl FuseController {
         if !self.dirty {
             return;
         }
-        let routes = self
-            .routes
-            .iter()
-            .map(|(k, e)| StoredRoute {
-                service: k.service.to_string(),
-                method: k.method.to_string(),
-                route: k.route.to_string(),
-                fuse: e.fuse.clone(),
-                applied: e.applied.clone(),
-            })
-            .collect();
-        match self.store.save(self.cfg.mode.as_str(), routes) {
+        let stored = |(k, e): (&RouteKey, &RouteEntry)| StoredRoute {
+            service: k.service.to_string(),
+            method: k.method.to_string(),
+            route: k.route.to_string(),
+            fuse: e.fuse.clone(),
+            applied: e.applied.clone(),
+        };
+        let routes = self.routes.iter().map(stored).collect();
+        let releasing = self.releasing.iter().map(stored).collect();
+        match self.store.save(self.cfg.mode.as_str(), routes, releasing) {
             Ok(()) => self.dirty = false,
             // Kept dirty: the next call or tick writes it again.
             Err(e) => tracing::error!(error = %e, "cannot save fuse state"),
         }
     }
+}
+
+/// A (route, seq, state) an action still owes.
+type Due = (RouteKey, u64, FuseState);
+
+/// Per action with a worker: the routes whose applied seq lags, that are
+/// neither in flight nor waiting out a backoff (marked in flight here).
+fn collect_due(
+    actions: &[ActionSlot],
+    routes: &mut BTreeMap<RouteKey, RouteEntry>,
+    now: SystemTime,
+) -> Vec<(usize, Vec<Due>)> {
+    let mut out = Vec::new();
+    for (i, slot) in actions.iter().enumerate() {
+        if slot.tx.is_none() {
+            continue;
+        }
+        let name = slot.action.name();
+        let mut covers = Vec::new();
+        for (k, e) in routes.iter_mut() {
+            let seq = e.fuse.seq;
+            if !slot.action.wants(k) || e.applied.get(name).copied().unwrap_or(0) >= seq {
+                continue;
+            }
+            let r = e.retry.entry(i).or_default();
+            if r.in_flight == Some(seq) || r.next_try.is_some_and(|t| now < t) {
+                continue;
+            }
+            r.in_flight = Some(seq);
+            covers.push((k.clone(), seq, e.fuse.state));
+        }
+        if !covers.is_empty() {
+            out.push((i, covers));
+        }
+    }
+    out
+}
+
+/// A route `enforce` stored, as a closing transition to send when the agent
+/// now runs in `dry_run`; None when every action already has it closed.
+fn release_entry(
+    s: StoredRoute,
+    actions: &[Arc<dyn FuseAction>],
+) -> Option<(RouteKey, RouteEntry)> {
+    let key = s.key();
+    let owed = actions
+        .iter()
+        .any(|a| a.wants(&key) && s.applied.get(a.name()).copied().unwrap_or(0) < s.fuse.seq);
+    if !s.fuse.state.is_fused() && !owed {
+        return None;
+    }
+    let fuse = RouteFuse {
+        state: FuseState::Closed,
+        seq: s.fuse.seq + 1,
+        escalation: 0,
+        ..Default::default()
+    };
+    Some((
+        key,
+        RouteEntry {
+            fuse,
+            applied: s.applied,
+            retry: HashMap::new(),
+        },
+    ))
 }
 
 /// `retry_min · 2^(failures-1)`, capped at `retry_max`.

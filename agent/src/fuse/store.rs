@@ -49,6 +49,20 @@ struct StateDoc {
     /// Mode that wrote the file: dry-run state must not turn into real fuses.
     mode: String,
     routes: Vec<StoredRoute>,
+    /// Routes `enforce` left fused at the gateway that are being closed
+    /// through the actions after a switch to `dry_run` (state `closed`,
+    /// `applied` per action); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    releasing: Vec<StoredRoute>,
+}
+
+/// What a state file holds.
+#[derive(Debug, Default, PartialEq)]
+pub struct Loaded {
+    /// The mode that wrote the file; None: no file.
+    pub mode: Option<String>,
+    pub routes: Vec<StoredRoute>,
+    pub releasing: Vec<StoredRoute>,
 }
 
 pub struct StateStore {
@@ -66,11 +80,10 @@ impl StateStore {
 
     /// Missing file: nothing fused yet. A file that does not parse is an
     /// error: silently forgetting fused routes would be worse than not starting.
-    /// Returns the mode that wrote the file (None: no file) and the routes.
-    pub fn load(&self) -> Result<(Option<String>, Vec<StoredRoute>), StoreError> {
+    pub fn load(&self) -> Result<Loaded, StoreError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, Vec::new())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
             Err(source) => {
                 return Err(StoreError::Io {
                     path: self.path.display().to_string(),
@@ -88,14 +101,24 @@ impl StateStore {
                 message: format!("version {} (expected {VERSION})", doc.version),
             });
         }
-        Ok((Some(doc.mode), doc.routes))
+        Ok(Loaded {
+            mode: Some(doc.mode),
+            routes: doc.routes,
+            releasing: doc.releasing,
+        })
     }
 
-    pub fn save(&self, mode: &str, routes: Vec<StoredRoute>) -> Result<(), StoreError> {
+    pub fn save(
+        &self,
+        mode: &str,
+        routes: Vec<StoredRoute>,
+        releasing: Vec<StoredRoute>,
+    ) -> Result<(), StoreError> {
         let doc = StateDoc {
             version: VERSION,
             mode: mode.to_string(),
             routes,
+            releasing,
         };
         let mut text = serde_json::to_vec_pretty(&doc).map_err(|e| StoreError::Invalid {
             path: self.path.display().to_string(),
@@ -185,7 +208,7 @@ mod tests {
     fn round_trip_and_missing_file() {
         let dir = tempfile::tempdir().unwrap();
         let s = StateStore::new(dir.path().join("sub/state.json"));
-        assert_eq!(s.load().unwrap(), (None, vec![]));
+        assert_eq!(s.load().unwrap(), Loaded::default());
         let r = StoredRoute {
             service: "shop".into(),
             method: "GET".into(),
@@ -201,8 +224,19 @@ mod tests {
             },
             applied: [("nginx".to_string(), 3)].into_iter().collect(),
         };
-        s.save("enforce", vec![r.clone()]).unwrap();
-        assert_eq!(s.load().unwrap(), (Some("enforce".to_string()), vec![r]));
+        s.save("enforce", vec![r.clone()], vec![]).unwrap();
+        let text = std::fs::read_to_string(s.path()).unwrap();
+        assert!(!text.contains("releasing"), "{text}");
+        assert_eq!(
+            s.load().unwrap(),
+            Loaded {
+                mode: Some("enforce".to_string()),
+                routes: vec![r.clone()],
+                releasing: vec![],
+            }
+        );
+        s.save("dry_run", vec![], vec![r.clone()]).unwrap();
+        assert_eq!(s.load().unwrap().releasing, vec![r]);
         // No temp file left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
         assert_eq!(names.len(), 1);

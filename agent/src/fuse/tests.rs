@@ -460,6 +460,54 @@ async fn dry_run_state_never_becomes_a_real_fuse_after_a_mode_change() {
 }
 
 #[tokio::test]
+async fn switch_to_dry_run_first_closes_what_enforce_fused() {
+    let mut f = fixture(FuseMode::Enforce);
+    let (a, b) = (route("/a"), route("/b"));
+    let mut c = f.controller();
+    c.on_verdicts(&[verdict(&a, &f.clock, true), verdict(&b, &f.clock, true)]);
+    c.on_alert(&l2(&a, 100));
+    wait_for(&mut c, |c| c.status(&a).unwrap().pending_actions.is_empty()).await;
+    drop(c);
+
+    // The switch; the gateway fails at first, and the agent restarts.
+    f.cfg.mode = FuseMode::DryRun;
+    f.rec.fail.store(true, Ordering::SeqCst);
+    let mut c = f.controller();
+    assert_eq!(c.releasing(), vec![a.clone()]);
+    assert!(c.states().is_empty(), "dry run starts with nothing fused");
+    let closing = |rec: &Recorder| {
+        rec.calls()
+            .iter()
+            .filter(|k| k.route.as_ref() == Some(&a) && k.state == FuseState::Closed)
+            .count()
+    };
+    wait_for(&mut c, |_| closing(&f.rec) >= 1).await;
+    drop(c);
+    f.rec.fail.store(false, Ordering::SeqCst);
+    let mut c = f.controller();
+    assert_eq!(c.releasing(), vec![a.clone()], "kept across the restart");
+    wait_for(&mut c, |c| c.releasing().is_empty()).await;
+    let calls = f.rec.calls();
+    let last = calls.last().unwrap();
+    assert_eq!(
+        (last.route.as_ref(), last.state, last.seq),
+        (Some(&a), FuseState::Closed, 2)
+    );
+    assert_eq!(last.key, super::action::idempotency_key(&a, 2));
+    drop(c);
+    // Done: another start owes nothing, and dry run calls no action again.
+    let n = f.rec.calls().len();
+    let mut c = f.controller();
+    assert!(c.releasing().is_empty());
+    c.on_alert(&l2(&b, 100));
+    for _ in 0..10 {
+        c.tick();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(f.rec.calls().len(), n);
+}
+
+#[tokio::test]
 async fn l2_on_a_force_closed_route_is_not_a_guard_skip() {
     let f = fixture(FuseMode::Enforce);
     let mut c = f.controller();
