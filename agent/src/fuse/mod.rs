@@ -9,6 +9,7 @@ pub mod config;
 pub mod controller;
 pub mod machine;
 pub mod metrics;
+mod reload;
 pub mod status;
 pub mod store;
 
