@@ -24,6 +24,19 @@ impl FuseMode {
     }
 }
 
+/// What a fuse state file that cannot be used does to the start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadStateFile {
+    /// The agent does not start (the error names the file): forgetting fused
+    /// routes silently would be worse.
+    #[default]
+    Stop,
+    /// Move the file aside (`<state_file>.bad-<unix seconds>`), start with no
+    /// fused routes in `dry_run`, and raise `SloguardFuseStateReset`.
+    Reset,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FuseConfig {
@@ -50,6 +63,10 @@ pub struct FuseConfig {
     pub max_override_ttl: Duration,
     /// Fuse state survives restarts here (JSON, atomically rewritten).
     pub state_file: PathBuf,
+    /// A state file that is corrupt or from a newer version: `stop` the agent
+    /// (default), or `reset`: move it aside, run in `dry_run`, raise
+    /// `SloguardFuseStateReset`.
+    pub on_bad_state_file: BadStateFile,
     /// Every state change is appended here as a JSON line; empty: log only.
     pub audit_file: Option<PathBuf>,
     /// First retry delay of a failed action; doubles per failure.
@@ -74,6 +91,7 @@ impl Default for FuseConfig {
             override_ttl: Duration::from_secs(3600),
             max_override_ttl: Duration::from_secs(7 * 24 * 3600),
             state_file: "/var/lib/sloguard/fuse-state.json".into(),
+            on_bad_state_file: BadStateFile::Stop,
             audit_file: Some("/var/lib/sloguard/fuse-audit.jsonl".into()),
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),

@@ -2,6 +2,7 @@
 //! route's state machine, applies the guards, persists and audits every
 //! change, and hands actions to their worker tasks (retrying failures).
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -13,13 +14,14 @@ use super::action::{
     ActionJob, ActionResult, FuseAction, SnapshotEntry, build_actions, spawn_worker,
 };
 use super::audit::{AuditLog, AuditRecord};
+use super::config::BadStateFile;
 use super::config::{FuseConfig, FuseMode};
 use super::machine::{Cause, Change, FuseState, Override, OverrideKind, RouteFuse, Timing};
 use super::metrics::{ActionLabels, FuseMetrics, KindLabels, ReasonLabels, ToLabels};
 pub use super::status::{
     FuseTransition, OverrideAction, OverrideRequest, PendingAction, RouteFuseStatus,
 };
-use super::store::{StateStore, StoredRoute};
+use super::store::{Loaded, StateStore, StoreError, StoredRoute};
 use crate::alert::model::{AlertEvent, AlertKind, AlertStatus, RouteVerdict};
 use crate::clock::Clock;
 use crate::route::RouteKey;
@@ -71,6 +73,8 @@ pub struct FuseController {
     /// Routes `enforce` left fused at the gateway, being closed through the
     /// actions after a switch to `dry_run` (state closed, seq bumped).
     releasing: BTreeMap<RouteKey, RouteEntry>,
+    /// `SloguardFuseStateReset`, until the caller takes it to deliver it.
+    reset_alert: Option<AlertEvent>,
     results: mpsc::UnboundedReceiver<ActionResult>,
     results_tx: mpsc::UnboundedSender<ActionResult>,
     store: StateStore,
@@ -89,16 +93,31 @@ impl FuseController {
 
     /// Like `new` with actions built by the caller (custom gateways, tests).
     pub fn with_actions(
-        cfg: FuseConfig,
+        mut cfg: FuseConfig,
         clock: Arc<dyn Clock>,
         actions: Vec<Arc<dyn FuseAction>>,
     ) -> Result<Self, FuseError> {
         cfg.validate()
             .map_err(|e| FuseError::Config(e.to_string()))?;
         let (results_tx, results) = mpsc::unbounded_channel();
-        let enforce = cfg.mode == FuseMode::Enforce;
         let store = StateStore::new(cfg.state_file.clone());
-        let loaded = store.load()?;
+        let mut reset_alert = None;
+        let loaded = match store.load() {
+            Ok(l) => l,
+            Err(StoreError::Invalid { path, message })
+                if cfg.on_bad_state_file == BadStateFile::Reset =>
+            {
+                let now = clock.now();
+                let aside = store.move_aside(now)?;
+                tracing::error!(state_file = %path, moved_to = %aside.display(), error = %message,
+                    "fuse state file is unusable: moved aside; fusing runs in dry_run with no fused routes");
+                cfg.mode = FuseMode::DryRun;
+                reset_alert = Some(state_reset_alert(&path, &aside, &message, now));
+                Loaded::default()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let enforce = cfg.mode == FuseMode::Enforce;
         let entry = |s: StoredRoute| {
             (
                 s.key(),
@@ -175,6 +194,7 @@ impl FuseController {
             actions,
             resync: HashMap::new(),
             releasing,
+            reset_alert,
             results,
             results_tx,
             store,
@@ -193,6 +213,12 @@ impl FuseController {
         c.dispatch_due();
         c.persist();
         Ok(c)
+    }
+
+    /// The `SloguardFuseStateReset` alert when the start moved a bad state
+    /// file aside (`fuse.on_bad_state_file: reset`); once.
+    pub fn take_reset_alert(&mut self) -> Option<AlertEvent> {
+        self.reset_alert.take()
     }
 
     /// Routes still being closed at the gateway after a switch to `dry_run`.
@@ -588,6 +614,28 @@ impl FuseController {
             // Kept dirty: the next call or tick writes it again.
             Err(e) => tracing::error!(error = %e, "cannot save fuse state"),
         }
+    }
+}
+
+/// The alert of a start that moved a bad state file aside: no route, the
+/// paths and the parse error in its description.
+fn state_reset_alert(path: &str, aside: &Path, error: &str, now: SystemTime) -> AlertEvent {
+    AlertEvent {
+        kind: AlertKind::FuseStateReset,
+        status: AlertStatus::Firing,
+        route: RouteKey::new("", "", ""),
+        gray_tag: String::new(),
+        starts_at: now,
+        ends_at: None,
+        figures: Default::default(),
+        evidence: Default::default(),
+        sample_trace_ids: Vec::new(),
+        diagnosis: format!(
+            "fuse state file {path} was unusable ({error}); moved to {}. Fusing runs in dry_run \
+             with no fused routes until the agent restarts with a good file: check the gateway \
+             for routes it still blocks",
+            aside.display()
+        ),
     }
 }
 

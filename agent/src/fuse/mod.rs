@@ -15,7 +15,8 @@ pub mod store;
 
 pub use action::{ActionError, ActionJob, FuseAction};
 pub use config::{
-    ActionConfig, FileActionConfig, FileFormat, FuseConfig, FuseMode, HttpActionConfig,
+    ActionConfig, BadStateFile, FileActionConfig, FileFormat, FuseConfig, FuseMode,
+    HttpActionConfig,
 };
 pub use controller::{
     FuseController, FuseTransition, OverrideAction, OverrideRequest, RouteFuseStatus, SharedFuse,

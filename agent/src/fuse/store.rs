@@ -108,6 +108,23 @@ impl StateStore {
         })
     }
 
+    /// Renames the file to `<file>.bad-<unix seconds>` (kept for a post
+    /// mortem) and returns the new path.
+    pub fn move_aside(&self, now: std::time::SystemTime) -> Result<PathBuf, StoreError> {
+        let secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".bad-{secs}"));
+        let aside = PathBuf::from(name);
+        std::fs::rename(&self.path, &aside).map_err(|source| StoreError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        Ok(aside)
+    }
+
     pub fn save(
         &self,
         mode: &str,

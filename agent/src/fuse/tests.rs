@@ -508,6 +508,67 @@ async fn switch_to_dry_run_first_closes_what_enforce_fused() {
 }
 
 #[tokio::test]
+async fn bad_state_file_stops_by_default_or_resets_to_dry_run_with_an_alert() {
+    let corrupt = "{not json";
+    let newer = r#"{"version": 2, "mode": "enforce", "routes": []}"#;
+    for bad in [corrupt, newer] {
+        let mut f = fixture(FuseMode::Enforce);
+        std::fs::write(&f.cfg.state_file, bad).unwrap();
+        let start = |cfg: &FuseConfig| {
+            FuseController::with_actions(
+                cfg.clone(),
+                Arc::new(f.clock.clone()),
+                vec![Arc::new(f.rec.clone())],
+            )
+        };
+        let e = start(&f.cfg)
+            .err()
+            .expect("stop is the default")
+            .to_string();
+        assert!(e.contains("state.json"), "{e}");
+        assert_eq!(std::fs::read_to_string(&f.cfg.state_file).unwrap(), bad);
+
+        f.cfg.on_bad_state_file = BadStateFile::Reset;
+        let mut c = start(&f.cfg).unwrap();
+        assert_eq!(c.mode(), FuseMode::DryRun);
+        let ev = c.take_reset_alert().expect("an alert");
+        assert!(c.take_reset_alert().is_none(), "raised once");
+        let alert = crate::alert::labels::Alert::from_event(&ev, "node-1", "");
+        let labels: Vec<_> = alert
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "alertname=SloguardFuseStateReset",
+                "node=node-1",
+                "severity=critical"
+            ]
+        );
+        assert!(
+            alert.annotations["description"].contains(".bad-"),
+            "{alert:?}"
+        );
+        let aside: Vec<_> = std::fs::read_dir(f._dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("state.json.bad-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), bad);
+        // Dry run: an L2 calls no action.
+        c.on_alert(&l2(&route("/a"), 100));
+        for _ in 0..10 {
+            c.tick();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(f.rec.calls().is_empty());
+    }
+}
+
+#[tokio::test]
 async fn l2_on_a_force_closed_route_is_not_a_guard_skip() {
     let f = fixture(FuseMode::Enforce);
     let mut c = f.controller();
