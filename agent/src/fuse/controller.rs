@@ -1,7 +1,7 @@
 //! The fuse controller: feeds alerts, verdicts and operator overrides to each
 //! route's state machine, applies the guards, persists and audits every
 //! change, and hands actions to their worker tasks (retrying failures).
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -30,8 +30,9 @@ mod dispatch;
 
 use dispatch::release_entry;
 
-/// The overflow bucket is many routes, never one to fuse.
-const OVERFLOW_ROUTE: &str = "/{overflow}";
+/// A route not judged for this long no longer counts as known in
+/// `max_fused_share`.
+const KNOWN_FOR: Duration = Duration::from_secs(3600);
 const SYSTEM: &str = "sloguard";
 
 /// The controller shared by the pipeline, the ticker and the admin API.
@@ -64,9 +65,11 @@ pub struct FuseController {
     timing: Timing,
     clock: Arc<dyn Clock>,
     routes: BTreeMap<RouteKey, RouteEntry>,
-    /// Routes seen in verdicts or alerts, per service (for `max_fused_share`);
-    /// bounded by the route cap upstream.
-    known: HashMap<Arc<str>, HashSet<RouteKey>>,
+    /// Routes judged in a verdict (or alerted on) within [`KNOWN_FOR`], per
+    /// service, with when: the denominator of `max_fused_share`, so routes
+    /// that never had the volume to be judged do not dilute it. Bounded by
+    /// the route cap upstream and by the expiry.
+    known: HashMap<Arc<str>, HashMap<RouteKey, SystemTime>>,
     actions: Vec<ActionSlot>,
     /// Snapshot actions whose start-up sync has not succeeded yet.
     resync: HashMap<usize, Retry>,
@@ -245,8 +248,8 @@ impl FuseController {
         {
             return out;
         }
-        self.remember(&ev.route);
         let now = self.clock.now();
+        self.remember(&ev.route, now);
         let entry = self.routes.get(&ev.route);
         if entry.is_some_and(|e| e.fuse.overridden.is_some()) {
             tracing::info!(route = %ev.route, "L2 alert on an overridden route: the override wins");
@@ -285,7 +288,8 @@ impl FuseController {
     }
 
     fn guard(&self, ev: &AlertEvent) -> Option<&'static str> {
-        if &*ev.route.route == OVERFLOW_ROUTE {
+        // The overflow and unadmitted buckets are many paths, never one route.
+        if crate::route::is_bucket_route(&ev.route.route) {
             return Some("overflow_route");
         }
         if ev.figures.requests < self.cfg.min_requests {
@@ -303,7 +307,7 @@ impl FuseController {
         None
     }
 
-    /// Closed periods' verdicts: every route becomes known; half-open routes
+    /// Closed periods' verdicts: every judged route becomes known; half-open routes
     /// close on a healthy period or re-open on an unhealthy one.
     pub fn on_verdicts(&mut self, verdicts: &[RouteVerdict]) -> Vec<FuseTransition> {
         self.drain_results();
@@ -311,12 +315,13 @@ impl FuseController {
         let timing = self.timing;
         let mut out = Vec::new();
         for v in verdicts {
-            self.remember(&v.route);
             // Under the volume gate a period proves nothing: a half-open route
-            // must not close on a handful of requests (the fault may still be there).
+            // must not close on a handful of requests (the fault may still be
+            // there), and the route does not count as known.
             if !v.judged {
                 continue;
             }
+            self.remember(&v.route, now);
             let Some(entry) = self.routes.get_mut(&v.route) else {
                 continue;
             };
@@ -359,6 +364,7 @@ impl FuseController {
             }
         }
         self.forget_rested(now);
+        self.forget_unjudged(now);
         self.finish();
         out
     }
@@ -463,11 +469,22 @@ impl FuseController {
         })
     }
 
-    fn remember(&mut self, r: &RouteKey) {
+    fn remember(&mut self, r: &RouteKey, now: SystemTime) {
         let set = self.known.entry(r.service.clone()).or_default();
-        if !set.contains(r) {
-            set.insert(r.clone());
+        match set.get_mut(r) {
+            Some(t) => *t = now,
+            None => {
+                set.insert(r.clone(), now);
+            }
         }
+    }
+
+    /// Drops known routes not judged within [`KNOWN_FOR`].
+    fn forget_unjudged(&mut self, now: SystemTime) {
+        for set in self.known.values_mut() {
+            set.retain(|_, t| now.duration_since(*t).unwrap_or_default() < KNOWN_FOR);
+        }
+        self.known.retain(|_, s| !s.is_empty());
     }
 
     /// Audit, metrics, actions for one change.
@@ -551,7 +568,7 @@ impl FuseController {
                 state: e.fuse.state,
             })
             .collect();
-        for k in self.known.values().flat_map(|s| s.iter()) {
+        for k in self.known.values().flat_map(|s| s.keys()) {
             if !self.routes.contains_key(k) {
                 v.push(SnapshotEntry {
                     route: k.clone(),

@@ -262,6 +262,39 @@ async fn max_fused_share_holds_per_service() {
 }
 
 #[tokio::test]
+async fn max_fused_share_counts_only_judged_routes() {
+    let mut f = fixture(FuseMode::Enforce);
+    f.cfg.max_fused_share = 0.5;
+    let mut c = f.controller();
+    let (a, b) = (route("/a"), route("/b"));
+    // One real route and a hundred junk routes that never had the volume.
+    let mut vs = vec![verdict(&a, &f.clock, true)];
+    for i in 0..100 {
+        let mut v = verdict(&route(&format!("/junk{i}")), &f.clock, true);
+        v.requests = 1;
+        v.judged = false;
+        vs.push(v);
+    }
+    c.on_verdicts(&vs);
+    // The service has one judged route: fusing it is fusing the service.
+    assert!(c.on_alert(&l2(&a, 100)).is_empty());
+    // A second judged route: one of two is within 0.5.
+    c.on_verdicts(&[verdict(&b, &f.clock, true)]);
+    assert_eq!(c.on_alert(&l2(&a, 100)).len(), 1);
+    // Routes not judged for an hour stop counting: with /c and /d known,
+    // a second fuse would be 2 of 4; once they went quiet, 2 of 2.
+    let (cc, d) = (route("/c"), route("/d"));
+    c.on_verdicts(&[verdict(&cc, &f.clock, true), verdict(&d, &f.clock, true)]);
+    f.clock.advance(Duration::from_secs(3601));
+    c.tick();
+    c.on_verdicts(&[verdict(&a, &f.clock, true), verdict(&b, &f.clock, true)]);
+    assert!(
+        c.on_alert(&l2(&b, 100)).is_empty(),
+        "/c and /d are forgotten"
+    );
+}
+
+#[tokio::test]
 async fn dry_run_never_calls_the_action_but_records_would_fuse() {
     let f = fixture(FuseMode::DryRun);
     let mut c = f.controller();

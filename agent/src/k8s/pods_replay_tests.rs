@@ -609,6 +609,8 @@ mod pipeline_labels {
 
             let mut cfg = Config::default();
             cfg.otlp.root_sampling_ratio = 1.0;
+            // One request per route: admit at first sight.
+            cfg.routes.admit_after = 1;
             let mut reg = Registry::default();
             let sm = SelfMetrics::default();
             sm.register(&mut reg);

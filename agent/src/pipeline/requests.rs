@@ -174,7 +174,7 @@ impl RequestStage {
 
         let route = self
             .routes
-            .route_for(&facts.service.name, &req.method, &req.target);
+            .route_at(&facts.service.name, &req.method, &req.target, wall);
         let k8s = facts.service.k8s;
         let gray = self.routes.gray_tag(&req.headers, &req.target);
         let extracted = extract(&req.headers);
@@ -247,8 +247,9 @@ impl RequestStage {
                 k8s: k8s.as_deref(),
             });
         }
-        // The SLO is the service's own promise: server side only.
-        if req.side == Side::Server {
+        // The SLO is the service's own promise: server side only. Paths not
+        // admitted as routes yet are one bucket of strangers: never judged.
+        if req.side == Side::Server && &*route.route != crate::route::UNADMITTED_ROUTE {
             self.slo.record(&SloSample {
                 route: &route,
                 gray_tag: &gray,
