@@ -723,6 +723,9 @@ fn hostile_input_leaves_the_agent_alive_with_bounded_routes() {
         "the server side saw only {web} of the 10 000 URLs"
     );
     assert_eq!(overflow, 0.0, "one-off paths never reach the cap");
+    // Server and client side each counted the 10 000 one-off URLs there.
+    let unadmitted = value(&text, "sloguard_route_unadmitted_requests_total", &[]).unwrap_or(0.0);
+    assert!(unadmitted >= 10_000.0, "unadmitted requests {unadmitted}");
     assert!(invalid > 0.0, "invalid traceparent counted");
     // Host-wide counter: at least our 3 garbage and 3 TLS connections.
     assert!(

@@ -197,7 +197,7 @@ impl Pipeline {
         self.http_metrics.sync(
             self.http.counters(),
             &self.stage.invalid,
-            self.stage.routes.counters().overflow_requests,
+            self.stage.routes.counters(),
         );
         self.self_metrics.connections.set(self.conns.len() as i64);
         let ev = self.conns.evicted();

@@ -39,6 +39,8 @@ pub struct HttpSelfMetrics {
     pub http: Family<EventLabels, Counter>,
     pub trace_invalid: Family<InvalidLabels, Counter>,
     pub route_overflow: Counter,
+    pub route_unadmitted: Counter,
+    pub route_evictions: Counter,
     pub requests_incomplete: Counter,
     reported: Reported,
 }
@@ -47,7 +49,7 @@ pub struct HttpSelfMetrics {
 struct Reported {
     http: Vec<u64>,
     invalid: Vec<u64>,
-    overflow: u64,
+    routes: crate::route::RouteCounters,
 }
 
 impl HttpSelfMetrics {
@@ -68,6 +70,16 @@ impl HttpSelfMetrics {
             self.route_overflow.clone(),
         );
         registry.register(
+            "sloguard_route_unadmitted_requests",
+            "Requests sent to http_route=\"/{unadmitted}\": their path is not a route yet (routes.admit_after)",
+            self.route_unadmitted.clone(),
+        );
+        registry.register(
+            "sloguard_route_evictions",
+            "Routes that left the route table after routes.idle_after without a request",
+            self.route_evictions.clone(),
+        );
+        registry.register(
             "sloguard_http_requests_incomplete",
             "Exchanges that ended without a complete response (connection closed or idle); not in the RED histograms",
             self.requests_incomplete.clone(),
@@ -75,7 +87,12 @@ impl HttpSelfMetrics {
     }
 
     /// Push the deltas since the last call.
-    pub fn sync(&mut self, http: &HttpCounters, invalid: &InvalidCounts, overflow: u64) {
+    pub fn sync(
+        &mut self,
+        http: &HttpCounters,
+        invalid: &InvalidCounts,
+        routes: &crate::route::RouteCounters,
+    ) {
         let now = http_counter_values(http);
         self.reported.http.resize(now.len(), 0);
         for (i, (name, v)) in now.iter().enumerate() {
@@ -96,9 +113,20 @@ impl HttpSelfMetrics {
                 .inc_by(d);
             self.reported.invalid[i] = v;
         }
-        self.route_overflow
-            .inc_by(overflow.saturating_sub(self.reported.overflow));
-        self.reported.overflow = overflow;
+        let was = &self.reported.routes;
+        self.route_overflow.inc_by(
+            routes
+                .overflow_requests
+                .saturating_sub(was.overflow_requests),
+        );
+        self.route_unadmitted.inc_by(
+            routes
+                .unadmitted_requests
+                .saturating_sub(was.unadmitted_requests),
+        );
+        self.route_evictions
+            .inc_by(routes.evicted_routes.saturating_sub(was.evicted_routes));
+        self.reported.routes = routes.clone();
     }
 }
 
