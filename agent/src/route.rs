@@ -32,5 +32,5 @@ mod template;
 
 pub use table::{
     NO_PATH_ROUTE, OTHER_GRAY_TAG, OVERFLOW_ROUTE, RouteCounters, RoutePattern, RouteTable,
-    RoutesConfig, normalize_method,
+    RoutesConfig, UNADMITTED_ROUTE, is_bucket_route, normalize_method,
 };

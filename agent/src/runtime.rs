@@ -105,7 +105,10 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     let (alerts, alerts_task) =
         crate::alert::delivery::Dispatcher::start(&cfg.alerts, node.clone())?;
     alerts.register_metrics(&mut registry);
-    let fuse_ctl = crate::fuse::FuseController::new(cfg.fuse.clone(), clock.clone())?;
+    let mut fuse_ctl = crate::fuse::FuseController::new(cfg.fuse.clone(), clock.clone())?;
+    if let Some(ev) = fuse_ctl.take_reset_alert() {
+        alerts.send(ev);
+    }
     fuse_ctl.register_metrics(&mut registry);
     let fuse: crate::fuse::SharedFuse = Arc::new(std::sync::Mutex::new(fuse_ctl));
     let fuse_ticker = crate::fuse::spawn_ticker(fuse.clone(), Duration::from_secs(1));

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::Router;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
 use sloguard::alert::model::{AlertEvent, AlertStatus, RouteVerdict};
 use sloguard::clock::{Clock, ManualClock};
 use sloguard::fuse::action::idempotency_key;
@@ -14,7 +15,7 @@ use sloguard::fuse::{
     ActionConfig, FileActionConfig, FileFormat, FuseConfig, FuseController, FuseMode, FuseState,
     HttpActionConfig,
 };
-use sloguard::route::RouteKey;
+use sloguard::route::{RouteKey, RouteTable, RoutesConfig};
 
 fn l2(r: &RouteKey) -> AlertEvent {
     let mut ev = AlertEvent::example_l2(&r.route, AlertStatus::Firing, UNIX_EPOCH);
@@ -150,18 +151,24 @@ async fn expect_status(client: &reqwest::Client, url: &str, want: u16) -> String
     }
 }
 
-#[tokio::test]
-async fn nginx_answers_fused_route_with_503_from_the_map() {
+/// nginx on loopback with the docs' map snippet in front of an upstream that
+/// answers 200 on every path, and the file action that feeds it.
+struct MapGateway {
+    _nginx: Nginx,
+    base: String,
+    map: PathBuf,
+    action: ActionConfig,
+}
+
+/// None when nginx is not installed (outside CI).
+async fn start_map_gateway(d: &Path, test: &str) -> Option<MapGateway> {
     let Some(nginx) = find_nginx() else {
         if std::env::var_os("CI").is_some() {
             panic!("nginx is missing (apt-get install -y nginx); required in CI");
         }
-        eprintln!("SKIP nginx_answers_fused_route_with_503_from_the_map: nginx not installed");
-        return;
+        eprintln!("SKIP {test}: nginx not installed");
+        return None;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-
     // Upstream: answers 200 on every path.
     let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_port = up.local_addr().unwrap().port();
@@ -192,14 +199,12 @@ async fn nginx_answers_fused_route_with_503_from_the_map() {
         "nginx -t: {}",
         String::from_utf8_lossy(&status.stderr)
     );
-    let _nginx = Nginx {
+    let nginx_proc = Nginx {
         child: cmd.spawn().unwrap(),
     };
-
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
     expect_status(&client, &format!("{base}/api/slow"), 200).await;
-
     let reload = vec![
         nginx.display().to_string(),
         "-p".into(),
@@ -211,16 +216,33 @@ async fn nginx_answers_fused_route_with_503_from_the_map() {
         "-s".into(),
         "reload".into(),
     ];
-    let cfg = fuse_cfg(
-        d,
-        vec![ActionConfig::File(FileActionConfig {
-            name: "nginx".into(),
-            path: map.clone(),
-            format: FileFormat::NginxMap,
-            reload_command: reload,
-            ..Default::default()
-        })],
-    );
+    let action = ActionConfig::File(FileActionConfig {
+        name: "nginx".into(),
+        path: map.clone(),
+        format: FileFormat::NginxMap,
+        reload_command: reload,
+        ..Default::default()
+    });
+    Some(MapGateway {
+        _nginx: nginx_proc,
+        base,
+        map,
+        action,
+    })
+}
+
+#[tokio::test]
+async fn nginx_answers_fused_route_with_503_from_the_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(gw) = start_map_gateway(d, "nginx_answers_fused_route_with_503_from_the_map").await
+    else {
+        return;
+    };
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = gw.base.clone();
+    let map = gw.map.clone();
+    let cfg = fuse_cfg(d, vec![gw.action.clone()]);
     let clock = ManualClock::default();
     let mut c = FuseController::new(cfg, Arc::new(clock.clone())).unwrap();
     let slow = RouteKey::new("shop", "GET", "/api/slow");
@@ -286,6 +308,8 @@ struct Gateway {
     seen: Seen,
     /// Answer 500 to this many requests first.
     fail_first: Arc<AtomicUsize>,
+    /// Answer every request to /fuse/... with a redirect to /elsewhere.
+    redirect: bool,
 }
 
 async fn start_gateway(g: Gateway) -> u16 {
@@ -297,12 +321,15 @@ async fn start_gateway(g: Gateway) -> u16 {
                     .lock()
                     .unwrap()
                     .push((method, uri.to_string(), headers, body));
+                if g.redirect && uri.path().starts_with("/fuse/") {
+                    return (StatusCode::FOUND, [("location", "/elsewhere")]).into_response();
+                }
                 let left = g.fail_first.load(Ordering::SeqCst);
                 if left > 0 {
                     g.fail_first.store(left - 1, Ordering::SeqCst);
-                    StatusCode::INTERNAL_SERVER_ERROR
+                    StatusCode::INTERNAL_SERVER_ERROR.into_response()
                 } else {
-                    StatusCode::OK
+                    StatusCode::OK.into_response()
                 }
             }
         },
@@ -397,4 +424,339 @@ async fn http_action_that_keeps_failing_is_retried_later_not_forgotten() {
         seen.iter()
             .all(|s| s.2["idempotency-key"] == idempotency_key(&r, 1).as_str())
     );
+}
+
+/// Ticks until the first pending action of `r` has failed at least once; bounded.
+async fn first_failure(c: &mut FuseController, r: &RouteKey) -> String {
+    for _ in 0..1000 {
+        c.tick();
+        if let Some(p) = c.status(r).and_then(|s| s.pending_actions.first().cloned())
+            && p.failures >= 1
+        {
+            return p.last_error.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no failure: {:?}", c.status(r));
+}
+
+#[tokio::test]
+async fn http_action_does_not_follow_redirects() {
+    let g = Gateway {
+        redirect: true,
+        ..Default::default()
+    };
+    let port = start_gateway(g.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = FuseController::new(
+        fuse_cfg(dir.path(), vec![http_action(port, 0)]),
+        Arc::new(ManualClock::default()),
+    )
+    .unwrap();
+    let r = RouteKey::new("shop", "GET", "/pay");
+    c.on_alert(&l2(&r));
+    let err = first_failure(&mut c, &r).await;
+    assert_eq!(err, "gateway answered HTTP 302");
+    let seen = g.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|s| !s.1.starts_with("/elsewhere")),
+        "followed the redirect: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn http_action_errors_do_not_show_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port(); // nothing listens there
+    let action = ActionConfig::Http(HttpActionConfig {
+        name: "envoy".into(),
+        url: format!(
+            "http://127.0.0.1:{closed}/runtime_modify?token=s3cret&k.{{{{route_slug}}}}={{{{fused_percent}}}}"
+        ),
+        retries: 0,
+        ..Default::default()
+    });
+    let mut c = FuseController::new(
+        fuse_cfg(dir.path(), vec![action]),
+        Arc::new(ManualClock::default()),
+    )
+    .unwrap();
+    let r = RouteKey::new("shop", "GET", "/pay");
+    c.on_alert(&l2(&r));
+    let err = first_failure(&mut c, &r).await;
+    assert!(!err.contains("s3cret") && !err.contains("pay"), "{err}");
+    assert!(err.contains("/runtime_modify?REDACTED"), "{err}");
+}
+
+/// A CA and a leaf certificate for 127.0.0.1 signed by it (openssl CLI).
+fn make_certs(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl (apt-get install -y openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sloguard test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(d.join("leaf.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    (d.join("ca.pem"), d.join("leaf.pem"), d.join("leaf.key"))
+}
+
+#[tokio::test]
+async fn http_action_trusts_its_ca_file_and_sends_secret_headers_from_files() {
+    let Some(nginx) = find_nginx() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("nginx is missing (apt-get install -y nginx); required in CI");
+        }
+        eprintln!("SKIP: nginx not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, cert, key) = make_certs(d);
+    let port = free_port();
+    let dd = d.display();
+    // 200 only with both secrets; the log shows what arrived.
+    let conf = format!(
+        r#"daemon off;
+worker_processes 1;
+pid {dd}/nginx.pid;
+error_log {dd}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dd}/body;
+    proxy_temp_path {dd}/proxy;
+    fastcgi_temp_path {dd}/fastcgi;
+    uwsgi_temp_path {dd}/uwsgi;
+    scgi_temp_path {dd}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location /fuse/ {{
+            if ($http_x_api_key != "k3y") {{ return 401; }}
+            if ($http_authorization != "Bearer t0ken") {{ return 403; }}
+            return 200 "ok";
+        }}
+    }}
+}}
+"#,
+        cert = cert.display(),
+        key = key.display()
+    );
+    let conf_path = d.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let prefix = format!("{dd}/");
+    let _nginx = Nginx {
+        child: std::process::Command::new(&nginx)
+            .args(["-p", &prefix, "-c"])
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(d.join("error.log"))
+            .spawn()
+            .unwrap(),
+    };
+    std::fs::write(d.join("api-key"), "k3y\n").unwrap();
+    std::fs::write(d.join("token"), "t0ken\n").unwrap();
+    let action = |name: &str, tls: bool| {
+        ActionConfig::Http(HttpActionConfig {
+            name: name.into(),
+            url: format!("https://127.0.0.1:{port}/fuse/{{{{service}}}}"),
+            header_files: [("X-Api-Key".to_string(), d.join("api-key"))]
+                .into_iter()
+                .collect(),
+            bearer_token_file: Some(d.join("token")),
+            tls: tls.then(|| sloguard::alert::delivery_config::TlsConfig {
+                ca_file: Some(ca.clone()),
+                insecure_skip_verify: false,
+            }),
+            retries: 0,
+            ..Default::default()
+        })
+    };
+    // Wait for nginx to listen.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = FuseController::new(
+        fuse_cfg(d, vec![action("trusting", true)]),
+        Arc::new(ManualClock::default()),
+    )
+    .unwrap();
+    let r = RouteKey::new("shop", "GET", "/pay");
+    c.on_alert(&l2(&r));
+    settle(&mut c, &r).await;
+
+    // Without the CA file the same gateway is not trusted.
+    let d2 = tempfile::tempdir().unwrap();
+    let mut c = FuseController::new(
+        fuse_cfg(d2.path(), vec![action("untrusting", false)]),
+        Arc::new(ManualClock::default()),
+    )
+    .unwrap();
+    c.on_alert(&l2(&r));
+    let err = first_failure(&mut c, &r).await;
+    assert!(err.contains("request failed"), "{err}");
+}
+
+#[tokio::test]
+async fn nginx_map_spares_literal_siblings_and_client_braces() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(gw) =
+        start_map_gateway(d, "nginx_map_spares_literal_siblings_and_client_braces").await
+    else {
+        return;
+    };
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = gw.base.clone();
+    // Routes as the route table names the raw paths clients sent.
+    let mut table = RouteTable::new(&RoutesConfig::default());
+    let mut route = |path: &str| {
+        let mut k = table.route_for("shop", "GET", path);
+        for _ in 0..10 {
+            k = table.route_for("shop", "GET", path);
+        }
+        k
+    };
+    let by_id = route("/users/42");
+    let me = route("/users/me");
+    let braces = route("/lit/{x}");
+    let plain = route("/lit/abc");
+    assert_eq!(&*by_id.route, "/users/{id}");
+    assert_eq!(&*me.route, "/users/me");
+    assert_ne!(
+        &*braces.route, "/lit/{x}",
+        "a client's braces are not a template"
+    );
+
+    let clock = ManualClock::default();
+    let mut c = FuseController::new(
+        fuse_cfg(d, vec![gw.action.clone()]),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let v = |r: &RouteKey| RouteVerdict {
+        route: r.clone(),
+        period_end: clock.now(),
+        requests: 100,
+        judged: true,
+        healthy: true,
+    };
+    c.on_verdicts(&[v(&by_id), v(&me), v(&braces), v(&plain)]);
+    c.on_alert(&l2(&by_id));
+    c.on_alert(&l2(&braces));
+    settle(&mut c, &by_id).await;
+    settle(&mut c, &braces).await;
+    let text = std::fs::read_to_string(&gw.map).unwrap();
+
+    expect_status(&client, &format!("{base}/users/42"), 503).await;
+    assert_eq!(
+        get(&client, &format!("{base}/users/me")).await.0,
+        200,
+        "the known literal sibling of a fused template is not fused:\n{text}"
+    );
+    // reqwest sends `{x}` as %7Bx%7D; nginx's $uri has it decoded.
+    expect_status(&client, &format!("{base}/lit/%7Bx%7D"), 503).await;
+    assert_eq!(
+        get(&client, &format!("{base}/lit/abc")).await.0,
+        200,
+        "a fused literal path with braces is no wildcard:\n{text}"
+    );
+    assert_eq!(get(&client, &format!("{base}/lit/y")).await.0, 200);
+}
+
+#[tokio::test]
+async fn switch_to_dry_run_reopens_the_routes_nginx_was_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(gw) =
+        start_map_gateway(d, "switch_to_dry_run_reopens_the_routes_nginx_was_blocking").await
+    else {
+        return;
+    };
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("{}/api/slow", gw.base);
+    let slow = RouteKey::new("shop", "GET", "/api/slow");
+    let clock = ManualClock::default();
+    let mut cfg = fuse_cfg(d, vec![gw.action.clone()]);
+    let mut c = FuseController::new(cfg.clone(), Arc::new(clock.clone())).unwrap();
+    c.on_alert(&l2(&slow));
+    settle(&mut c, &slow).await;
+    expect_status(&client, &url, 503).await;
+    drop(c);
+
+    // The "safe" overlay: same state file and actions, mode dry_run.
+    cfg.mode = FuseMode::DryRun;
+    let mut c = FuseController::new(cfg, Arc::new(clock.clone())).unwrap();
+    for _ in 0..1000 {
+        c.tick();
+        if c.releasing().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(c.releasing().is_empty(), "still releasing");
+    let text = std::fs::read_to_string(&gw.map).unwrap();
+    assert!(!text.contains(" 1;"), "{text}");
+    expect_status(&client, &url, 200).await;
 }

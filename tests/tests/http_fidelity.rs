@@ -709,17 +709,23 @@ fn hostile_input_leaves_the_agent_alive_with_bounded_routes() {
             routes.len()
         );
     }
-    // Both sides saw the 10 000 URLs and capped them. (The server side once
-    // went unseen now and then: a stale per-socket verdict at a reused socket
-    // address, fixed in the probe; this asserts it stays fixed.)
+    // Both sides saw the 10 000 URLs, each once: none earned a route of its
+    // own (routes.admit_after), so they all count under /{unadmitted} and the
+    // cap stays free for real routes. (The server side once went unseen now
+    // and then: a stale per-socket verdict at a reused socket address, fixed
+    // in the probe; this asserts it stays fixed.)
     for (side, routes) in [("server", &server_routes), ("client", &client_routes)] {
-        assert!(routes.contains("/{overflow}"), "{side} routes {routes:?}");
+        assert!(routes.contains("/{unadmitted}"), "{side} routes {routes:?}");
+        assert!(!routes.contains("/{overflow}"), "{side} routes {routes:?}");
     }
     assert!(
         web >= 10_000.0,
         "the server side saw only {web} of the 10 000 URLs"
     );
-    assert!(overflow > 0.0, "route overflow counted");
+    assert_eq!(overflow, 0.0, "one-off paths never reach the cap");
+    // Server and client side each counted the 10 000 one-off URLs there.
+    let unadmitted = value(&text, "sloguard_route_unadmitted_requests_total", &[]).unwrap_or(0.0);
+    assert!(unadmitted >= 10_000.0, "unadmitted requests {unadmitted}");
     assert!(invalid > 0.0, "invalid traceparent counted");
     // Host-wide counter: at least our 3 garbage and 3 TLS connections.
     assert!(

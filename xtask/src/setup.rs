@@ -52,6 +52,8 @@ pub const DEB_PACKAGES: &[(&str, Need)] = &[
     ("yamllint", Need::Test),
     ("golang-go", Need::Test),
     ("python3-pip", Need::Test),
+    // Certificates for the TLS gateway in the fuse action tests.
+    ("openssl", Need::Test),
     // nstat, ps.
     ("procps", Need::Test),
     // Lists loaded eBPF programs (the detach-on-SIGTERM test).

@@ -113,6 +113,16 @@ fn ratio(r: f64) -> String {
 }
 
 fn annotations(ev: &AlertEvent) -> BTreeMap<String, String> {
+    if ev.kind == AlertKind::FuseStateReset {
+        // No route and no figures: the diagnosis says what happened.
+        let mut a = BTreeMap::new();
+        a.insert(
+            "summary".into(),
+            "fuse state file was unusable; moved aside, fusing runs in dry_run".into(),
+        );
+        a.insert("description".into(), ev.diagnosis.clone());
+        return a;
+    }
     let f = &ev.figures;
     let k = &ev.evidence;
     let mut a = BTreeMap::new();
@@ -145,6 +155,7 @@ fn annotations(ev: &AlertEvent) -> BTreeMap<String, String> {
             f.error_ratio * 100.0,
             seconds(f.p99)
         ),
+        AlertKind::FuseStateReset => ev.diagnosis.clone(),
     };
     let mut description = format!(
         "{} requests, {} 5xx (error ratio {:.2} %, SLO {:.2} %), P99 {} (SLO {}) over {} period(s)",

@@ -13,6 +13,10 @@ pub enum AlertKind {
     P99SpikeWith5xxBurst,
     /// A gray cohort much worse than stable (warning).
     GrayRollback,
+    /// The fuse state file was corrupt or from a newer version and was moved
+    /// aside (`fuse.on_bad_state_file: reset`); fusing runs in dry run. Not
+    /// about a route: it carries no route labels.
+    FuseStateReset,
 }
 
 impl AlertKind {
@@ -21,12 +25,14 @@ impl AlertKind {
             AlertKind::P99Breach => "SloguardP99Breach",
             AlertKind::P99SpikeWith5xxBurst => "SloguardP99SpikeWith5xxBurst",
             AlertKind::GrayRollback => "SloguardGrayRollback",
+            AlertKind::FuseStateReset => "SloguardFuseStateReset",
         }
     }
 
     pub fn severity(self) -> &'static str {
         match self {
-            AlertKind::P99SpikeWith5xxBurst => "critical",
+            // The gateway may still block routes the agent no longer knows.
+            AlertKind::P99SpikeWith5xxBurst | AlertKind::FuseStateReset => "critical",
             AlertKind::P99Breach | AlertKind::GrayRollback => "warning",
         }
     }

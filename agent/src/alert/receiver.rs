@@ -59,6 +59,54 @@ impl DeliveryError {
     }
 }
 
+/// A CA file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("CA file {path}: {message}")]
+pub struct CaFileError {
+    pub path: String,
+    pub message: String,
+}
+
+/// The client of a configured endpoint (alert receivers, fuse `http`
+/// actions): timeouts, user agent, the CA file and `insecure_skip_verify`,
+/// and never a proxy picked up from the environment: requests go where
+/// they are configured to.
+pub fn endpoint_client(
+    timeout: Duration,
+    tls: Option<&TlsConfig>,
+) -> Result<reqwest::ClientBuilder, CaFileError> {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("sloguard/", env!("CARGO_PKG_VERSION")))
+        .no_proxy();
+    if let Some(t) = tls {
+        if let Some(ca) = &t.ca_file {
+            let err = |message: String| CaFileError {
+                path: ca.display().to_string(),
+                message,
+            };
+            let pem = std::fs::read(ca).map_err(|e| err(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(err("no PEM certificate in file".into()));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        b = b.danger_accept_invalid_certs(t.insecure_skip_verify);
+    }
+    Ok(b)
+}
+
+/// A secret file's content without surrounding whitespace. Read on every
+/// use, so a rotated secret is picked up without a restart.
+pub fn read_secret(path: &Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string())
+}
+
 /// Capped exponential backoff between attempts.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetryPolicy {
@@ -109,32 +157,11 @@ impl Target {
             url: url.into(),
             message: e.to_string(),
         })?;
-        let mut b = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("sloguard/", env!("CARGO_PKG_VERSION")))
-            // Alert delivery goes where it is configured to, never through
-            // a proxy picked up from the environment.
-            .no_proxy();
-        if let Some(t) = tls {
-            if let Some(ca) = &t.ca_file {
-                let tls_err = |message: String| DeliveryError::Tls {
-                    receiver: name.into(),
-                    path: ca.display().to_string(),
-                    message,
-                };
-                let pem = std::fs::read(ca).map_err(|e| tls_err(e.to_string()))?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| tls_err(e.to_string()))?;
-                if certs.is_empty() {
-                    return Err(tls_err("no PEM certificate in file".into()));
-                }
-                for c in certs {
-                    b = b.add_root_certificate(c);
-                }
-            }
-            b = b.danger_accept_invalid_certs(t.insecure_skip_verify);
-        }
+        let b = endpoint_client(timeout, tls).map_err(|e| DeliveryError::Tls {
+            receiver: name.into(),
+            path: e.path,
+            message: e.message,
+        })?;
         let client = b.build().map_err(|source| DeliveryError::Client {
             receiver: name.into(),
             source,
@@ -160,13 +187,11 @@ impl Target {
     }
 
     fn secret(&self, path: &Path) -> Result<String, DeliveryError> {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim().to_string())
-            .map_err(|source| DeliveryError::Secret {
-                receiver: self.name.clone(),
-                path: path.display().to_string(),
-                source,
-            })
+        read_secret(path).map_err(|source| DeliveryError::Secret {
+            receiver: self.name.clone(),
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// One POST of a JSON body; Ok on 2xx.

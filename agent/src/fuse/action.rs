@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::HeaderValue;
 use tokio::sync::mpsc;
 
 use super::config::{ActionConfig, FileActionConfig, FileFormat, HttpActionConfig};
@@ -30,6 +31,14 @@ pub enum ActionError {
     },
     #[error("reload command {cmd:?}: {message}")]
     Reload { cmd: String, message: String },
+    #[error(transparent)]
+    Tls(#[from] crate::alert::receiver::CaFileError),
+    #[error("cannot read secret {path}: {source}")]
+    Secret {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One route's state as a file action writes it.
@@ -51,6 +60,8 @@ pub struct ActionJob {
     pub snapshot: Arc<Vec<SnapshotEntry>>,
     /// The (route, seq) transitions this job applies when it succeeds.
     pub covers: Vec<(RouteKey, u64)>,
+    /// Closes routes `enforce` left fused, after a switch to `dry_run`.
+    pub release: bool,
 }
 
 pub type ActionFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ActionError>> + Send + 'a>>;
@@ -95,6 +106,7 @@ pub fn idempotency_key(route: &RouteKey, seq: u64) -> String {
 pub struct ActionResult {
     pub action: usize,
     pub covers: Vec<(RouteKey, u64)>,
+    pub release: bool,
     pub outcome: Result<(), String>,
 }
 
@@ -111,6 +123,7 @@ pub fn spawn_worker(
             let r = ActionResult {
                 action: index,
                 covers: job.covers,
+                release: job.release,
                 outcome,
             };
             if results.send(r).is_err() {
@@ -189,8 +202,10 @@ impl HttpAction {
     pub fn new(cfg: HttpActionConfig) -> Result<Self, ActionError> {
         let method = reqwest::Method::from_bytes(cfg.method.as_bytes())
             .map_err(|e| ActionError::Template(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
+        // A redirect would send the fuse (and its secret headers) somewhere
+        // nobody configured; a 3xx counts as a failed call instead.
+        let client = crate::alert::receiver::endpoint_client(cfg.timeout, cfg.tls.as_ref())?
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ActionError::Request(e.to_string()))?;
         Ok(Self {
@@ -200,27 +215,79 @@ impl HttpAction {
         })
     }
 
+    /// A header value read from a secret file, marked sensitive.
+    fn secret_header(path: &std::path::Path, prefix: &str) -> Result<HeaderValue, ActionError> {
+        let secret =
+            crate::alert::receiver::read_secret(path).map_err(|source| ActionError::Secret {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let mut v = HeaderValue::from_str(&format!("{prefix}{secret}")).map_err(|_| {
+            ActionError::Template(format!(
+                "secret in {} is not a valid header value",
+                path.display()
+            ))
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+
     async fn attempt(&self, job: &ActionJob) -> Result<(), ActionError> {
         let url = render(&self.cfg.url, job, percent);
         let mut req = self.client.request(self.method.clone(), &url);
         for (k, v) in &self.cfg.headers {
             let v = render(v, job, raw);
-            let v = reqwest::header::HeaderValue::from_str(&v)
+            let v = HeaderValue::from_str(&v)
                 .map_err(|e| ActionError::Template(format!("header {k}: {e}")))?;
             req = req.header(k.as_str(), v);
+        }
+        for (k, path) in &self.cfg.header_files {
+            req = req.header(k.as_str(), Self::secret_header(path, "")?);
+        }
+        if let Some(path) = &self.cfg.bearer_token_file {
+            req = req.header(
+                reqwest::header::AUTHORIZATION,
+                Self::secret_header(path, "Bearer ")?,
+            );
         }
         req = req.header("Idempotency-Key", &job.idempotency_key);
         if !self.cfg.body.is_empty() {
             req = req.body(render(&self.cfg.body, job, json_inner));
         }
         let resp = req.send().await.map_err(|e| {
-            ActionError::Request(format!("{} {url}: {}", self.method, e.without_url()))
+            ActionError::Request(format!(
+                "{} {}: {}",
+                self.method,
+                redact_url(&url),
+                e.without_url()
+            ))
         })?;
         let status = resp.status();
         if status.is_success() {
             Ok(())
         } else {
             Err(ActionError::Status(status.as_u16()))
+        }
+    }
+}
+
+/// A URL fit for errors, logs and `last_error`: the query (runtime keys,
+/// tokens) and any password replaced by `REDACTED`.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.query().is_some() {
+                u.set_query(Some("REDACTED"));
+            }
+            if u.password().is_some() {
+                let _ = u.set_password(Some("REDACTED"));
+            }
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => {
+            let end = url.find(['?', '#', '@']).unwrap_or(url.len());
+            format!("{}...", &url[..end])
         }
     }
 }
@@ -302,13 +369,24 @@ impl FileAction {
                 let mut s = String::from(
                     "# Written by sloguard; do not edit. Key: \"$request_method $uri\".\n",
                 );
+                let all: Vec<&SnapshotEntry> = snapshot
+                    .iter()
+                    .filter(|e| wants(&self.cfg.services, &e.route))
+                    .collect();
                 // Only open routes answer 503; half_open lets traffic through.
-                for e in entries.filter(|e| e.state == FuseState::Open) {
-                    s.push_str(&format!(
-                        "\"{}\" 1; # service {}\n",
-                        nginx_regex(&e.route.method, &e.route.route),
-                        slug(&e.route.service)
-                    ));
+                let open: Vec<&SnapshotEntry> = all
+                    .iter()
+                    .filter(|e| e.state == FuseState::Open)
+                    .copied()
+                    .collect();
+                for (lines, value) in [(literal_siblings(&open, &all), 0), (open, 1)] {
+                    for e in lines {
+                        s.push_str(&format!(
+                            "\"{}\" {value}; # service {}\n",
+                            nginx_regex(&e.route.method, &e.route.route),
+                            slug(&e.route.service)
+                        ));
+                    }
                 }
                 s
             }
@@ -325,16 +403,18 @@ impl FileAction {
         // runtimes live in one process (tests do), so run it blocking.
         let (prog, args) = (prog.clone(), args.to_vec());
         let timeout = self.cfg.reload_timeout;
-        let out = tokio::task::spawn_blocking(move || run_with_timeout(&prog, &args, timeout))
-            .await
-            .map_err(|e| ActionError::Reload {
-                cmd: cmd.clone(),
-                message: e.to_string(),
-            })?
-            .map_err(|message| ActionError::Reload {
-                cmd: cmd.clone(),
-                message,
-            })?;
+        let out = tokio::task::spawn_blocking(move || {
+            super::reload::run_with_timeout(&prog, &args, timeout)
+        })
+        .await
+        .map_err(|e| ActionError::Reload {
+            cmd: cmd.clone(),
+            message: e.to_string(),
+        })?
+        .map_err(|message| ActionError::Reload {
+            cmd: cmd.clone(),
+            message,
+        })?;
         if out.status.success() {
             Ok(())
         } else {
@@ -379,31 +459,54 @@ impl FuseAction for FileAction {
     }
 }
 
-/// `GET /users/{id}` → `~^GET /users/[^/]+$`. Every byte outside
-/// `[A-Za-z0-9/_-]` becomes `\xHH`, so nothing a client sent can end the
-/// quoted string or inject nginx config.
+/// `GET /users/{id}` → `~^GET /users/[^/]+$`. In a route `{...}` is always
+/// a template placeholder (the route table percent-encodes braces a client
+/// sent); the literal parts are percent-decoded, since nginx matches the
+/// decoded `$uri`. Every byte outside `[A-Za-z0-9/_-]` becomes `\xHH`, so
+/// nothing a client sent can end the quoted string or inject nginx config.
 pub fn nginx_regex(method: &str, route: &str) -> String {
     let mut s = String::from("~^");
-    push_escaped(&mut s, method);
+    push_escaped(&mut s, method.as_bytes());
     s.push(' ');
     let mut rest = route;
     while let Some(open) = rest.find('{') {
         match rest[open..].find('}') {
             Some(close) => {
-                push_escaped(&mut s, &rest[..open]);
+                push_escaped(&mut s, &percent_decode(&rest[..open]));
                 s.push_str("[^/]+");
                 rest = &rest[open + close + 1..];
             }
             None => break,
         }
     }
-    push_escaped(&mut s, rest);
+    push_escaped(&mut s, &percent_decode(rest));
     s.push('$');
     s
 }
 
-fn push_escaped(out: &mut String, s: &str) {
-    for b in s.bytes() {
+/// `%XX` → the byte; anything else (a lone `%` too) as it is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, s: &[u8]) {
+    for &b in s {
         if b.is_ascii_alphanumeric() || b"/_-".contains(&b) {
             out.push(b as char);
         } else {
@@ -412,42 +515,43 @@ fn push_escaped(out: &mut String, s: &str) {
     }
 }
 
-/// Run a command to completion, killing it after `timeout`.
-fn run_with_timeout(
-    prog: &str,
-    args: &[String],
-    timeout: std::time::Duration,
-) -> Result<std::process::Output, String> {
-    use std::io::Read;
-    let mut child = std::process::Command::new(prog)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let t0 = std::time::Instant::now();
-    loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(status) => {
-                let mut stderr = Vec::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_end(&mut stderr);
-                }
-                return Ok(std::process::Output {
-                    status,
-                    stdout: Vec::new(),
-                    stderr,
-                });
-            }
-            None if t0.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("timed out after {timeout:?}"));
-            }
-            None => std::thread::sleep(std::time::Duration::from_millis(5)),
-        }
+/// Routes of the snapshot written as `0` lines before the fused ones: known
+/// literal routes (no placeholder) that are not open but that an open
+/// template of the same method would match, e.g. `/users/me` beside a
+/// fused `/users/{id}`. nginx tries the regexes in file order, so the first
+/// (the `0`) wins for them.
+fn literal_siblings<'s>(
+    open: &[&'s SnapshotEntry],
+    all: &[&'s SnapshotEntry],
+) -> Vec<&'s SnapshotEntry> {
+    let templates: Vec<(&str, regex::bytes::Regex)> = open
+        .iter()
+        .filter(|e| e.route.route.contains('{'))
+        .filter_map(|e| {
+            let re = nginx_regex(&e.route.method, &e.route.route);
+            // nginx's PCRE and this engine agree on `^`, `$`, `[^/]+` and
+            // `\xHH` (bytes, with Unicode off).
+            let re = regex::bytes::RegexBuilder::new(&re[1..])
+                .unicode(false)
+                .build()
+                .ok()?;
+            Some((&*e.route.method, re))
+        })
+        .collect();
+    if templates.is_empty() {
+        return Vec::new();
     }
+    all.iter()
+        .filter(|e| e.state != FuseState::Open && !e.route.route.contains('{'))
+        .filter(|e| {
+            let mut key = format!("{} ", e.route.method).into_bytes();
+            key.extend(percent_decode(&e.route.route));
+            templates
+                .iter()
+                .any(|(m, re)| *m == &*e.route.method && re.is_match(&key))
+        })
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]
@@ -463,6 +567,7 @@ mod tests {
             seq: 3,
             snapshot: Arc::new(vec![]),
             covers: vec![],
+            release: false,
         }
     }
 
@@ -508,6 +613,44 @@ mod tests {
         }
         assert_eq!(evil.matches(' ').count(), 1, "{evil}");
         assert_eq!(nginx_regex("GET", "/v1.0"), "~^GET /v1\\x2e0$");
+        // nginx matches the decoded $uri; encoded braces are literal.
+        assert_eq!(nginx_regex("GET", "/a%20b"), "~^GET /a\\x20b$");
+        assert_eq!(
+            nginx_regex("GET", "/l/%7Bx%7D/{id}"),
+            "~^GET /l/\\x7bx\\x7d/[^/]+$"
+        );
+        assert_eq!(nginx_regex("GET", "/p%zz%"), "~^GET /p\\x25zz\\x25$");
+    }
+
+    #[test]
+    fn nginx_map_writes_literal_siblings_of_fused_templates_first() {
+        let f = FileAction::new(FileActionConfig {
+            path: "/tmp/x".into(),
+            format: FileFormat::NginxMap,
+            ..Default::default()
+        });
+        let e = |m: &str, r: &str, state| SnapshotEntry {
+            route: RouteKey::new("shop", m, r),
+            state,
+        };
+        let snap = vec![
+            e("GET", "/users/{id}", FuseState::Open),
+            e("GET", "/users/me", FuseState::Closed),
+            e("GET", "/users/%7Bid%7D", FuseState::HalfOpen),
+            e("POST", "/users/me", FuseState::Closed),
+            e("GET", "/users/me/x", FuseState::Closed),
+            e("GET", "/users/{id}/x", FuseState::Closed),
+        ];
+        let c = f.content(&snap);
+        let lines: Vec<_> = c.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "\"~^GET /users/me$\" 0; # service shop",
+                "\"~^GET /users/\\x7bid\\x7d$\" 0; # service shop",
+                "\"~^GET /users/[^/]+$\" 1; # service shop",
+            ]
+        );
     }
 
     #[test]
@@ -561,5 +704,15 @@ mod tests {
         assert_eq!(v["routes"].as_array().unwrap().len(), 1);
         assert_eq!(v["routes"][0]["route"], "/slow");
         assert_eq!(v["routes"][0]["fused"], true);
+    }
+
+    #[test]
+    fn urls_in_errors_lose_their_query_and_password() {
+        assert_eq!(
+            redact_url("http://u:pw@gw:9901/runtime_modify?k=v&token=s3cret#f"),
+            "http://u:REDACTED@gw:9901/runtime_modify?REDACTED"
+        );
+        assert_eq!(redact_url("http://gw/a"), "http://gw/a");
+        assert_eq!(redact_url("not a url?token=s"), "not a url...");
     }
 }

@@ -24,6 +24,19 @@ impl FuseMode {
     }
 }
 
+/// What a fuse state file that cannot be used does to the start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadStateFile {
+    /// The agent does not start (the error names the file): forgetting fused
+    /// routes silently would be worse.
+    #[default]
+    Stop,
+    /// Move the file aside (`<state_file>.bad-<unix seconds>`), start with no
+    /// fused routes in `dry_run`, and raise `SloguardFuseStateReset`.
+    Reset,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FuseConfig {
@@ -50,6 +63,10 @@ pub struct FuseConfig {
     pub max_override_ttl: Duration,
     /// Fuse state survives restarts here (JSON, atomically rewritten).
     pub state_file: PathBuf,
+    /// A state file that is corrupt or from a newer version: `stop` the agent
+    /// (default), or `reset`: move it aside, run in `dry_run`, raise
+    /// `SloguardFuseStateReset`.
+    pub on_bad_state_file: BadStateFile,
     /// Every state change is appended here as a JSON line; empty: log only.
     pub audit_file: Option<PathBuf>,
     /// First retry delay of a failed action; doubles per failure.
@@ -74,6 +91,7 @@ impl Default for FuseConfig {
             override_ttl: Duration::from_secs(3600),
             max_override_ttl: Duration::from_secs(7 * 24 * 3600),
             state_file: "/var/lib/sloguard/fuse-state.json".into(),
+            on_bad_state_file: BadStateFile::Stop,
             audit_file: Some("/var/lib/sloguard/fuse-audit.jsonl".into()),
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
@@ -113,6 +131,13 @@ pub struct HttpActionConfig {
     pub url: String,
     /// Header values; placeholders inserted as they are (CR/LF rejected).
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Secret headers: name → file holding the value (trimmed), read on
+    /// every request so rotation needs no restart; never logged.
+    pub header_files: std::collections::BTreeMap<String, PathBuf>,
+    /// `Authorization: Bearer <file content>`, read on every request.
+    pub bearer_token_file: Option<PathBuf>,
+    /// CA file and `insecure_skip_verify`, as for alert receivers.
+    pub tls: Option<crate::alert::delivery_config::TlsConfig>,
     /// Placeholders are JSON-string-escaped here (the body is meant to be JSON).
     pub body: String,
     #[serde(with = "humantime_serde")]
@@ -134,6 +159,9 @@ impl Default for HttpActionConfig {
             headers: [("Content-Type".to_string(), "application/json".to_string())]
                 .into_iter()
                 .collect(),
+            header_files: Default::default(),
+            bearer_token_file: None,
+            tls: None,
             body: r#"{"service":"{{service}}","method":"{{method}}","route":"{{route}}","state":"{{state}}"}"#
                 .into(),
             timeout: Duration::from_secs(5),
@@ -241,6 +269,39 @@ impl FuseConfig {
                             ));
                         }
                     }
+                    let mut secret_names = std::collections::HashSet::new();
+                    for name in h.header_files.keys() {
+                        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                            ConfigError::key(
+                                key("header_files"),
+                                format!("bad header name {name:?}"),
+                            )
+                        })?;
+                        secret_names.insert(name.to_ascii_lowercase());
+                    }
+                    if h.bearer_token_file.is_some() {
+                        secret_names.insert("authorization".into());
+                    }
+                    if h.header_files
+                        .keys()
+                        .any(|n| n.eq_ignore_ascii_case("authorization"))
+                        && h.bearer_token_file.is_some()
+                    {
+                        return Err(ConfigError::key(
+                            key("bearer_token_file"),
+                            "header_files already sets Authorization",
+                        ));
+                    }
+                    if let Some(n) = h
+                        .headers
+                        .keys()
+                        .find(|n| secret_names.contains(&n.to_ascii_lowercase()))
+                    {
+                        return Err(ConfigError::key(
+                            key("headers"),
+                            format!("{n} is also set from a file"),
+                        ));
+                    }
                     if h.timeout.is_zero() {
                         return Err(ConfigError::key(key("timeout"), "must be more than 0s"));
                     }
@@ -326,6 +387,14 @@ mod tests {
                 "fuse.actions[0].method",
             ),
             ("actions:\n  - type: file\n", "fuse.actions[0].path"),
+            (
+                "actions:\n  - type: http\n    url: http://x/\n    bearer_token_file: /t\n    headers: {authorization: x}\n",
+                "fuse.actions[0].headers",
+            ),
+            (
+                "actions:\n  - type: http\n    url: http://x/\n    header_files: {\"a b\": /t}\n",
+                "fuse.actions[0].header_files",
+            ),
             (
                 "actions:\n  - type: file\n    name: a\n    path: /x\n  - type: file\n    name: b\n    path: /x\n",
                 "fuse.actions[1].path",

@@ -1,7 +1,8 @@
 //! The fuse controller: feeds alerts, verdicts and operator overrides to each
 //! route's state machine, applies the guards, persists and audits every
 //! change, and hands actions to their worker tasks (retrying failures).
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -10,23 +11,28 @@ use tokio::sync::mpsc;
 
 use super::FuseError;
 use super::action::{
-    ActionJob, ActionResult, FuseAction, SnapshotEntry, build_actions, idempotency_key,
-    spawn_worker,
+    ActionJob, ActionResult, FuseAction, SnapshotEntry, build_actions, spawn_worker,
 };
 use super::audit::{AuditLog, AuditRecord};
+use super::config::BadStateFile;
 use super::config::{FuseConfig, FuseMode};
 use super::machine::{Cause, Change, FuseState, Override, OverrideKind, RouteFuse, Timing};
 use super::metrics::{ActionLabels, FuseMetrics, KindLabels, ReasonLabels, ToLabels};
 pub use super::status::{
     FuseTransition, OverrideAction, OverrideRequest, PendingAction, RouteFuseStatus,
 };
-use super::store::{StateStore, StoredRoute};
+use super::store::{Loaded, StateStore, StoreError, StoredRoute};
 use crate::alert::model::{AlertEvent, AlertKind, AlertStatus, RouteVerdict};
 use crate::clock::Clock;
 use crate::route::RouteKey;
 
-/// The overflow bucket is many routes, never one to fuse.
-const OVERFLOW_ROUTE: &str = "/{overflow}";
+mod dispatch;
+
+use dispatch::release_entry;
+
+/// A route not judged for this long no longer counts as known in
+/// `max_fused_share`.
+const KNOWN_FOR: Duration = Duration::from_secs(3600);
 const SYSTEM: &str = "sloguard";
 
 /// The controller shared by the pipeline, the ticker and the admin API.
@@ -59,12 +65,19 @@ pub struct FuseController {
     timing: Timing,
     clock: Arc<dyn Clock>,
     routes: BTreeMap<RouteKey, RouteEntry>,
-    /// Routes seen in verdicts or alerts, per service (for `max_fused_share`);
-    /// bounded by the route cap upstream.
-    known: HashMap<Arc<str>, HashSet<RouteKey>>,
+    /// Routes judged in a verdict (or alerted on) within [`KNOWN_FOR`], per
+    /// service, with when: the denominator of `max_fused_share`, so routes
+    /// that never had the volume to be judged do not dilute it. Bounded by
+    /// the route cap upstream and by the expiry.
+    known: HashMap<Arc<str>, HashMap<RouteKey, SystemTime>>,
     actions: Vec<ActionSlot>,
     /// Snapshot actions whose start-up sync has not succeeded yet.
     resync: HashMap<usize, Retry>,
+    /// Routes `enforce` left fused at the gateway, being closed through the
+    /// actions after a switch to `dry_run` (state closed, seq bumped).
+    releasing: BTreeMap<RouteKey, RouteEntry>,
+    /// `SloguardFuseStateReset`, until the caller takes it to deliver it.
+    reset_alert: Option<AlertEvent>,
     results: mpsc::UnboundedReceiver<ActionResult>,
     results_tx: mpsc::UnboundedSender<ActionResult>,
     store: StateStore,
@@ -83,27 +96,93 @@ impl FuseController {
 
     /// Like `new` with actions built by the caller (custom gateways, tests).
     pub fn with_actions(
-        cfg: FuseConfig,
+        mut cfg: FuseConfig,
         clock: Arc<dyn Clock>,
         actions: Vec<Arc<dyn FuseAction>>,
     ) -> Result<Self, FuseError> {
         cfg.validate()
             .map_err(|e| FuseError::Config(e.to_string()))?;
         let (results_tx, results) = mpsc::unbounded_channel();
+        let store = StateStore::new(cfg.state_file.clone());
+        let mut reset_alert = None;
+        let loaded = match store.load() {
+            Ok(l) => l,
+            Err(StoreError::Invalid { path, message })
+                if cfg.on_bad_state_file == BadStateFile::Reset =>
+            {
+                let now = clock.now();
+                let aside = store.move_aside(now)?;
+                tracing::error!(state_file = %path, moved_to = %aside.display(), error = %message,
+                    "fuse state file is unusable: moved aside; fusing runs in dry_run with no fused routes");
+                cfg.mode = FuseMode::DryRun;
+                reset_alert = Some(state_reset_alert(&path, &aside, &message, now));
+                Loaded::default()
+            }
+            Err(e) => return Err(e.into()),
+        };
         let enforce = cfg.mode == FuseMode::Enforce;
-        if enforce && tokio::runtime::Handle::try_current().is_err() {
+        let entry = |s: StoredRoute| {
+            (
+                s.key(),
+                RouteEntry {
+                    fuse: s.fuse,
+                    applied: s.applied,
+                    retry: HashMap::new(),
+                },
+            )
+        };
+        let mut releasing: BTreeMap<RouteKey, RouteEntry> =
+            loaded.releasing.into_iter().map(entry).collect();
+        let mut restored = Vec::new();
+        match loaded.mode.as_deref() {
+            // enforce → dry_run: dry run calls no action, so close at the
+            // gateway now what enforce fused, and only then go dry.
+            Some("enforce") if !enforce => {
+                for s in loaded.routes {
+                    if let Some((k, e)) = release_entry(s, &actions) {
+                        releasing.insert(k, e);
+                    }
+                }
+                if !releasing.is_empty() {
+                    tracing::warn!(state_file = %cfg.state_file.display(), routes = releasing.len(),
+                        "fuse mode switched from enforce to dry_run: closing the routes enforce fused through the actions");
+                }
+            }
+            Some(m) if m != cfg.mode.as_str() => tracing::warn!(
+                state_file = %cfg.state_file.display(), written_by = %m, mode = cfg.mode.as_str(),
+                "fuse state file was written in another mode; starting with no fused routes"
+            ),
+            _ => restored = loaded.routes,
+        }
+        if enforce {
+            // A release cut short by a switch back to enforce: the routes are
+            // closed transitions like any other.
+            for (k, e) in std::mem::take(&mut releasing) {
+                if !restored.iter().any(|s| s.key() == k) {
+                    restored.push(StoredRoute {
+                        service: k.service.to_string(),
+                        method: k.method.to_string(),
+                        route: k.route.to_string(),
+                        fuse: e.fuse,
+                        applied: e.applied,
+                    });
+                }
+            }
+        }
+        let workers = enforce || !releasing.is_empty();
+        // The release list must survive a restart before anything is sent.
+        let dirty = !releasing.is_empty();
+        if workers && tokio::runtime::Handle::try_current().is_err() {
             return Err(FuseError::NoRuntime);
         }
         let actions = actions
             .into_iter()
             .enumerate()
             .map(|(i, action)| ActionSlot {
-                tx: enforce.then(|| spawn_worker(i, action.clone(), results_tx.clone())),
+                tx: workers.then(|| spawn_worker(i, action.clone(), results_tx.clone())),
                 action,
             })
             .collect();
-        let store = StateStore::new(cfg.state_file.clone());
-        let (mode, stored) = store.load()?;
         let mut c = Self {
             timing: Timing {
                 open_for: cfg.open_for,
@@ -117,31 +196,18 @@ impl FuseController {
             known: HashMap::new(),
             actions,
             resync: HashMap::new(),
+            releasing,
+            reset_alert,
             results,
             results_tx,
             store,
-            dirty: false,
+            dirty,
             metrics: FuseMetrics::default(),
         };
-        match mode {
-            Some(m) if m != c.cfg.mode.as_str() => tracing::warn!(
-                state_file = %c.store.path().display(), written_by = %m, mode = c.cfg.mode.as_str(),
-                "fuse state file was written in another mode; starting with no fused routes"
-            ),
-            _ => {
-                for s in stored {
-                    let key = s.key();
-                    c.metrics.set_state(&key, s.fuse.state);
-                    c.routes.insert(
-                        key,
-                        RouteEntry {
-                            fuse: s.fuse,
-                            applied: s.applied,
-                            retry: HashMap::new(),
-                        },
-                    );
-                }
-            }
+        for s in restored {
+            let (key, e) = entry(s);
+            c.metrics.set_state(&key, e.fuse.state);
+            c.routes.insert(key, e);
         }
         if !c.routes.is_empty() {
             tracing::info!(routes = c.routes.len(), "fuse state restored");
@@ -150,6 +216,17 @@ impl FuseController {
         c.dispatch_due();
         c.persist();
         Ok(c)
+    }
+
+    /// The `SloguardFuseStateReset` alert when the start moved a bad state
+    /// file aside (`fuse.on_bad_state_file: reset`); once.
+    pub fn take_reset_alert(&mut self) -> Option<AlertEvent> {
+        self.reset_alert.take()
+    }
+
+    /// Routes still being closed at the gateway after a switch to `dry_run`.
+    pub fn releasing(&self) -> Vec<RouteKey> {
+        self.releasing.keys().cloned().collect()
     }
 
     pub fn mode(&self) -> FuseMode {
@@ -171,8 +248,8 @@ impl FuseController {
         {
             return out;
         }
-        self.remember(&ev.route);
         let now = self.clock.now();
+        self.remember(&ev.route, now);
         let entry = self.routes.get(&ev.route);
         if entry.is_some_and(|e| e.fuse.overridden.is_some()) {
             tracing::info!(route = %ev.route, "L2 alert on an overridden route: the override wins");
@@ -211,7 +288,8 @@ impl FuseController {
     }
 
     fn guard(&self, ev: &AlertEvent) -> Option<&'static str> {
-        if &*ev.route.route == OVERFLOW_ROUTE {
+        // The overflow and unadmitted buckets are many paths, never one route.
+        if crate::route::is_bucket_route(&ev.route.route) {
             return Some("overflow_route");
         }
         if ev.figures.requests < self.cfg.min_requests {
@@ -229,7 +307,7 @@ impl FuseController {
         None
     }
 
-    /// Closed periods' verdicts: every route becomes known; half-open routes
+    /// Closed periods' verdicts: every judged route becomes known; half-open routes
     /// close on a healthy period or re-open on an unhealthy one.
     pub fn on_verdicts(&mut self, verdicts: &[RouteVerdict]) -> Vec<FuseTransition> {
         self.drain_results();
@@ -237,12 +315,13 @@ impl FuseController {
         let timing = self.timing;
         let mut out = Vec::new();
         for v in verdicts {
-            self.remember(&v.route);
             // Under the volume gate a period proves nothing: a half-open route
-            // must not close on a handful of requests (the fault may still be there).
+            // must not close on a handful of requests (the fault may still be
+            // there), and the route does not count as known.
             if !v.judged {
                 continue;
             }
+            self.remember(&v.route, now);
             let Some(entry) = self.routes.get_mut(&v.route) else {
                 continue;
             };
@@ -285,6 +364,7 @@ impl FuseController {
             }
         }
         self.forget_rested(now);
+        self.forget_unjudged(now);
         self.finish();
         out
     }
@@ -365,7 +445,7 @@ impl FuseController {
             .map(|(i, a)| {
                 let r = e.retry.get(&i);
                 PendingAction {
-                    action: a.action.name().to_string(),
+                    action: a.action.name().into(),
                     failures: r.map_or(0, |r| r.failures),
                     last_error: r.and_then(|r| r.last_error.clone()),
                 }
@@ -389,11 +469,22 @@ impl FuseController {
         })
     }
 
-    fn remember(&mut self, r: &RouteKey) {
+    fn remember(&mut self, r: &RouteKey, now: SystemTime) {
         let set = self.known.entry(r.service.clone()).or_default();
-        if !set.contains(r) {
-            set.insert(r.clone());
+        match set.get_mut(r) {
+            Some(t) => *t = now,
+            None => {
+                set.insert(r.clone(), now);
+            }
         }
+    }
+
+    /// Drops known routes not judged within [`KNOWN_FOR`].
+    fn forget_unjudged(&mut self, now: SystemTime) {
+        for set in self.known.values_mut() {
+            set.retain(|_, t| now.duration_since(*t).unwrap_or_default() < KNOWN_FOR);
+        }
+        self.known.retain(|_, s| !s.is_empty());
     }
 
     /// Audit, metrics, actions for one change.
@@ -466,196 +557,26 @@ impl FuseController {
         self.persist();
     }
 
+    /// Every tracked route with its state, and the other known routes as
+    /// closed (the nginx map writes literal siblings of a fused template).
     fn snapshot(&self) -> Arc<Vec<SnapshotEntry>> {
-        Arc::new(
-            self.routes
-                .iter()
-                .map(|(k, e)| SnapshotEntry {
-                    route: k.clone(),
-                    state: e.fuse.state,
-                })
-                .collect(),
-        )
-    }
-
-    /// At start, snapshot actions rewrite their file once, so the gateway's
-    /// file exists and matches the restored state; a failed sync is retried.
-    fn sync_snapshot_actions(&mut self) {
-        if self.cfg.mode != FuseMode::Enforce {
-            return;
-        }
-        for (i, slot) in self.actions.iter().enumerate() {
-            if slot.action.is_snapshot() && slot.tx.is_some() {
-                self.resync.insert(i, Retry::default());
-            }
-        }
-    }
-
-    fn dispatch_resync(&mut self, now: SystemTime) {
-        let due: Vec<usize> = self
-            .resync
+        let mut v: Vec<SnapshotEntry> = self
+            .routes
             .iter()
-            .filter(|(_, r)| r.in_flight.is_none() && r.next_try.is_none_or(|t| now >= t))
-            .map(|(i, _)| *i)
+            .map(|(k, e)| SnapshotEntry {
+                route: k.clone(),
+                state: e.fuse.state,
+            })
             .collect();
-        if due.is_empty() {
-            return;
-        }
-        let snapshot = self.snapshot();
-        for i in due {
-            if let Some(r) = self.resync.get_mut(&i) {
-                r.in_flight = Some(0);
-            }
-            self.send(
-                i,
-                ActionJob {
-                    route: None,
+        for k in self.known.values().flat_map(|s| s.keys()) {
+            if !self.routes.contains_key(k) {
+                v.push(SnapshotEntry {
+                    route: k.clone(),
                     state: FuseState::Closed,
-                    seq: 0,
-                    idempotency_key: "sloguard-sync".into(),
-                    snapshot: snapshot.clone(),
-                    covers: Vec::new(),
-                },
-            );
-        }
-    }
-
-    fn backoff(&self, failures: u32) -> Duration {
-        backoff(&self.cfg, failures)
-    }
-
-    /// Sends every due (route, action) whose applied seq lags the route's.
-    fn dispatch_due(&mut self) {
-        if self.cfg.mode != FuseMode::Enforce {
-            return;
-        }
-        let now = self.clock.now();
-        self.dispatch_resync(now);
-        let mut snapshot: Option<Arc<Vec<SnapshotEntry>>> = None;
-        for i in 0..self.actions.len() {
-            if self.actions[i].tx.is_none() {
-                continue;
-            }
-            let action = self.actions[i].action.clone();
-            let name = action.name();
-            let mut covers = Vec::new();
-            for (k, e) in self.routes.iter_mut() {
-                let seq = e.fuse.seq;
-                if !action.wants(k) || e.applied.get(name).copied().unwrap_or(0) >= seq {
-                    continue;
-                }
-                let r = e.retry.entry(i).or_default();
-                if r.in_flight == Some(seq) || r.next_try.is_some_and(|t| now < t) {
-                    continue;
-                }
-                r.in_flight = Some(seq);
-                covers.push((k.clone(), seq, e.fuse.state));
-            }
-            if covers.is_empty() {
-                continue;
-            }
-            let snap = snapshot.get_or_insert_with(|| self.snapshot()).clone();
-            let job = |k: RouteKey, seq, state, covers| ActionJob {
-                idempotency_key: idempotency_key(&k, seq),
-                route: Some(k),
-                state,
-                seq,
-                snapshot: snap.clone(),
-                covers,
-            };
-            let jobs: Vec<ActionJob> = if action.is_snapshot() {
-                // One rewrite of the whole file covers every pending route.
-                let (k, seq, state) = covers[0].clone();
-                let all = covers.iter().map(|(k, s, _)| (k.clone(), *s)).collect();
-                vec![job(k, seq, state, all)]
-            } else {
-                covers
-                    .into_iter()
-                    .map(|(k, seq, state)| job(k.clone(), seq, state, vec![(k, seq)]))
-                    .collect()
-            };
-            for j in jobs {
-                self.send(i, j);
+                });
             }
         }
-    }
-
-    /// Hands a job to the action's worker, restarting a worker that died.
-    fn send(&mut self, i: usize, job: ActionJob) {
-        let slot = &mut self.actions[i];
-        let Some(tx) = &slot.tx else { return };
-        if let Err(mpsc::error::SendError(job)) = tx.send(job) {
-            tracing::error!(
-                action = slot.action.name(),
-                "fuse action worker is gone; restarting it"
-            );
-            let tx = spawn_worker(i, slot.action.clone(), self.results_tx.clone());
-            let _ = tx.send(job);
-            slot.tx = Some(tx);
-        }
-    }
-
-    /// Applies finished action results (non-blocking).
-    fn drain_results(&mut self) {
-        let now = self.clock.now();
-        while let Ok(res) = self.results.try_recv() {
-            let Some(slot) = self.actions.get(res.action) else {
-                continue;
-            };
-            let name = slot.action.name().to_string();
-            let result = if res.outcome.is_ok() { "ok" } else { "error" };
-            self.metrics
-                .actions
-                .get_or_create(&ActionLabels {
-                    action: name.as_str().into(),
-                    result,
-                })
-                .inc();
-            if let Err(err) = &res.outcome {
-                tracing::warn!(action = %name, error = %err, routes = res.covers.len(),
-                    "fuse action failed; will retry");
-            }
-            // Any whole-file write, or a failed start-up sync, settles the sync.
-            if res.outcome.is_ok() {
-                self.resync.remove(&res.action);
-            } else if res.covers.is_empty() {
-                let failures = self.resync.get(&res.action).map_or(0, |r| r.failures) + 1;
-                let next_try = Some(now + self.backoff(failures));
-                self.resync.insert(
-                    res.action,
-                    Retry {
-                        in_flight: None,
-                        failures,
-                        next_try,
-                        last_error: res.outcome.clone().err(),
-                    },
-                );
-            }
-            for (k, seq) in res.covers {
-                let Some(e) = self.routes.get_mut(&k) else {
-                    continue;
-                };
-                let r = e.retry.entry(res.action).or_default();
-                if r.in_flight.is_some_and(|f| f <= seq) {
-                    r.in_flight = None;
-                }
-                match &res.outcome {
-                    Ok(()) => {
-                        let applied = e.applied.entry(name.clone()).or_insert(0);
-                        *applied = (*applied).max(seq);
-                        if *applied >= e.fuse.seq {
-                            e.retry.remove(&res.action);
-                        }
-                        self.dirty = true;
-                    }
-                    Err(err) => {
-                        r.failures = r.failures.saturating_add(1);
-                        r.next_try = Some(now + backoff(&self.cfg, r.failures));
-                        r.last_error = Some(err.clone());
-                    }
-                }
-            }
-        }
+        Arc::new(v)
     }
 
     /// Closed, un-overridden routes that rested past `reset_after` with all
@@ -696,18 +617,16 @@ impl FuseController {
         if !self.dirty {
             return;
         }
-        let routes = self
-            .routes
-            .iter()
-            .map(|(k, e)| StoredRoute {
-                service: k.service.to_string(),
-                method: k.method.to_string(),
-                route: k.route.to_string(),
-                fuse: e.fuse.clone(),
-                applied: e.applied.clone(),
-            })
-            .collect();
-        match self.store.save(self.cfg.mode.as_str(), routes) {
+        let stored = |(k, e): (&RouteKey, &RouteEntry)| StoredRoute {
+            service: k.service.to_string(),
+            method: k.method.to_string(),
+            route: k.route.to_string(),
+            fuse: e.fuse.clone(),
+            applied: e.applied.clone(),
+        };
+        let routes = self.routes.iter().map(stored).collect();
+        let releasing = self.releasing.iter().map(stored).collect();
+        match self.store.save(self.cfg.mode.as_str(), routes, releasing) {
             Ok(()) => self.dirty = false,
             // Kept dirty: the next call or tick writes it again.
             Err(e) => tracing::error!(error = %e, "cannot save fuse state"),
@@ -715,12 +634,26 @@ impl FuseController {
     }
 }
 
-/// `retry_min · 2^(failures-1)`, capped at `retry_max`.
-fn backoff(cfg: &FuseConfig, failures: u32) -> Duration {
-    cfg.retry_min
-        .checked_mul(1u32 << failures.saturating_sub(1).min(20))
-        .unwrap_or(cfg.retry_max)
-        .min(cfg.retry_max)
+/// The alert of a start that moved a bad state file aside: no route, the
+/// paths and the parse error in its description.
+fn state_reset_alert(path: &str, aside: &Path, error: &str, now: SystemTime) -> AlertEvent {
+    AlertEvent {
+        kind: AlertKind::FuseStateReset,
+        status: AlertStatus::Firing,
+        route: RouteKey::new("", "", ""),
+        gray_tag: String::new(),
+        starts_at: now,
+        ends_at: None,
+        figures: Default::default(),
+        evidence: Default::default(),
+        sample_trace_ids: Vec::new(),
+        diagnosis: format!(
+            "fuse state file {path} was unusable ({error}); moved to {}. Fusing runs in dry_run \
+             with no fused routes until the agent restarts with a good file: check the gateway \
+             for routes it still blocks",
+            aside.display()
+        ),
+    }
 }
 
 /// Route fields from an operator: bounded, printable, route starts with `/`.

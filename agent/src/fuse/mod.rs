@@ -9,12 +9,14 @@ pub mod config;
 pub mod controller;
 pub mod machine;
 pub mod metrics;
+mod reload;
 pub mod status;
 pub mod store;
 
 pub use action::{ActionError, ActionJob, FuseAction};
 pub use config::{
-    ActionConfig, FileActionConfig, FileFormat, FuseConfig, FuseMode, HttpActionConfig,
+    ActionConfig, BadStateFile, FileActionConfig, FileFormat, FuseConfig, FuseMode,
+    HttpActionConfig,
 };
 pub use controller::{
     FuseController, FuseTransition, OverrideAction, OverrideRequest, RouteFuseStatus, SharedFuse,

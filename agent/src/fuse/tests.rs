@@ -262,6 +262,39 @@ async fn max_fused_share_holds_per_service() {
 }
 
 #[tokio::test]
+async fn max_fused_share_counts_only_judged_routes() {
+    let mut f = fixture(FuseMode::Enforce);
+    f.cfg.max_fused_share = 0.5;
+    let mut c = f.controller();
+    let (a, b) = (route("/a"), route("/b"));
+    // One real route and a hundred junk routes that never had the volume.
+    let mut vs = vec![verdict(&a, &f.clock, true)];
+    for i in 0..100 {
+        let mut v = verdict(&route(&format!("/junk{i}")), &f.clock, true);
+        v.requests = 1;
+        v.judged = false;
+        vs.push(v);
+    }
+    c.on_verdicts(&vs);
+    // The service has one judged route: fusing it is fusing the service.
+    assert!(c.on_alert(&l2(&a, 100)).is_empty());
+    // A second judged route: one of two is within 0.5.
+    c.on_verdicts(&[verdict(&b, &f.clock, true)]);
+    assert_eq!(c.on_alert(&l2(&a, 100)).len(), 1);
+    // Routes not judged for an hour stop counting: with /c and /d known,
+    // a second fuse would be 2 of 4; once they went quiet, 2 of 2.
+    let (cc, d) = (route("/c"), route("/d"));
+    c.on_verdicts(&[verdict(&cc, &f.clock, true), verdict(&d, &f.clock, true)]);
+    f.clock.advance(Duration::from_secs(3601));
+    c.tick();
+    c.on_verdicts(&[verdict(&a, &f.clock, true), verdict(&b, &f.clock, true)]);
+    assert!(
+        c.on_alert(&l2(&b, 100)).is_empty(),
+        "/c and /d are forgotten"
+    );
+}
+
+#[tokio::test]
 async fn dry_run_never_calls_the_action_but_records_would_fuse() {
     let f = fixture(FuseMode::DryRun);
     let mut c = f.controller();
@@ -457,6 +490,115 @@ async fn dry_run_state_never_becomes_a_real_fuse_after_a_mode_change() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(f.rec.calls().is_empty());
+}
+
+#[tokio::test]
+async fn switch_to_dry_run_first_closes_what_enforce_fused() {
+    let mut f = fixture(FuseMode::Enforce);
+    let (a, b) = (route("/a"), route("/b"));
+    let mut c = f.controller();
+    c.on_verdicts(&[verdict(&a, &f.clock, true), verdict(&b, &f.clock, true)]);
+    c.on_alert(&l2(&a, 100));
+    wait_for(&mut c, |c| c.status(&a).unwrap().pending_actions.is_empty()).await;
+    drop(c);
+
+    // The switch; the gateway fails at first, and the agent restarts.
+    f.cfg.mode = FuseMode::DryRun;
+    f.rec.fail.store(true, Ordering::SeqCst);
+    let mut c = f.controller();
+    assert_eq!(c.releasing(), vec![a.clone()]);
+    assert!(c.states().is_empty(), "dry run starts with nothing fused");
+    let closing = |rec: &Recorder| {
+        rec.calls()
+            .iter()
+            .filter(|k| k.route.as_ref() == Some(&a) && k.state == FuseState::Closed)
+            .count()
+    };
+    wait_for(&mut c, |_| closing(&f.rec) >= 1).await;
+    drop(c);
+    f.rec.fail.store(false, Ordering::SeqCst);
+    let mut c = f.controller();
+    assert_eq!(c.releasing(), vec![a.clone()], "kept across the restart");
+    wait_for(&mut c, |c| c.releasing().is_empty()).await;
+    let calls = f.rec.calls();
+    let last = calls.last().unwrap();
+    assert_eq!(
+        (last.route.as_ref(), last.state, last.seq),
+        (Some(&a), FuseState::Closed, 2)
+    );
+    assert_eq!(last.key, super::action::idempotency_key(&a, 2));
+    drop(c);
+    // Done: another start owes nothing, and dry run calls no action again.
+    let n = f.rec.calls().len();
+    let mut c = f.controller();
+    assert!(c.releasing().is_empty());
+    c.on_alert(&l2(&b, 100));
+    for _ in 0..10 {
+        c.tick();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(f.rec.calls().len(), n);
+}
+
+#[tokio::test]
+async fn bad_state_file_stops_by_default_or_resets_to_dry_run_with_an_alert() {
+    let corrupt = "{not json";
+    let newer = r#"{"version": 2, "mode": "enforce", "routes": []}"#;
+    for bad in [corrupt, newer] {
+        let mut f = fixture(FuseMode::Enforce);
+        std::fs::write(&f.cfg.state_file, bad).unwrap();
+        let start = |cfg: &FuseConfig| {
+            FuseController::with_actions(
+                cfg.clone(),
+                Arc::new(f.clock.clone()),
+                vec![Arc::new(f.rec.clone())],
+            )
+        };
+        let e = start(&f.cfg)
+            .err()
+            .expect("stop is the default")
+            .to_string();
+        assert!(e.contains("state.json"), "{e}");
+        assert_eq!(std::fs::read_to_string(&f.cfg.state_file).unwrap(), bad);
+
+        f.cfg.on_bad_state_file = BadStateFile::Reset;
+        let mut c = start(&f.cfg).unwrap();
+        assert_eq!(c.mode(), FuseMode::DryRun);
+        let ev = c.take_reset_alert().expect("an alert");
+        assert!(c.take_reset_alert().is_none(), "raised once");
+        let alert = crate::alert::labels::Alert::from_event(&ev, "node-1", "");
+        let labels: Vec<_> = alert
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "alertname=SloguardFuseStateReset",
+                "node=node-1",
+                "severity=critical"
+            ]
+        );
+        assert!(
+            alert.annotations["description"].contains(".bad-"),
+            "{alert:?}"
+        );
+        let aside: Vec<_> = std::fs::read_dir(f._dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("state.json.bad-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read_to_string(&aside[0]).unwrap(), bad);
+        // Dry run: an L2 calls no action.
+        c.on_alert(&l2(&route("/a"), 100));
+        for _ in 0..10 {
+            c.tick();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(f.rec.calls().is_empty());
+    }
 }
 
 #[tokio::test]

@@ -104,6 +104,8 @@ async fn metrics_and_spans_carry_the_pod_of_the_process() {
 
         let mut cfg = Config::default();
         cfg.otlp.root_sampling_ratio = 1.0;
+        // One request per route: admit at first sight.
+        cfg.routes.admit_after = 1;
         let mut reg = Registry::default();
         let sm = SelfMetrics::default();
         sm.register(&mut reg);
@@ -290,6 +292,8 @@ async fn series_of_a_thousand_deleted_pods_go_back_to_the_baseline() {
         let mut cfg = Config::default();
         // No SLO period closes during the test: its gauges stay out.
         cfg.slo.period = Duration::from_secs(3600);
+        // One request per route: admit at first sight.
+        cfg.routes.admit_after = 1;
         let mut reg = Registry::default();
         let sm = SelfMetrics::default();
         sm.register(&mut reg);

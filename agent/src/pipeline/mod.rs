@@ -203,7 +203,7 @@ impl Pipeline {
         self.http_metrics.sync(
             self.http.counters(),
             &self.stage.invalid,
-            self.stage.routes.counters().overflow_requests,
+            self.stage.routes.counters(),
             self.stage.routes.gray_counters(),
         );
         self.forget_gone_pods();

@@ -41,6 +41,8 @@ pub struct HttpSelfMetrics {
     pub trace_invalid: Family<InvalidLabels, Counter>,
     pub route_overflow: Counter,
     pub gray_other: Family<InvalidLabels, Counter>,
+    pub route_unadmitted: Counter,
+    pub route_evictions: Counter,
     pub requests_incomplete: Counter,
     reported: Reported,
 }
@@ -49,7 +51,7 @@ pub struct HttpSelfMetrics {
 struct Reported {
     http: Vec<u64>,
     invalid: Vec<u64>,
-    overflow: u64,
+    routes: crate::route::RouteCounters,
     gray_other: GrayCounters,
 }
 
@@ -69,6 +71,16 @@ impl HttpSelfMetrics {
             "sloguard_route_overflow_requests",
             "Requests sent to http_route=\"/{overflow}\" because their service reached its route cap",
             self.route_overflow.clone(),
+        );
+        registry.register(
+            "sloguard_route_unadmitted_requests",
+            "Requests sent to http_route=\"/{unadmitted}\": their path is not a route yet (routes.admit_after)",
+            self.route_unadmitted.clone(),
+        );
+        registry.register(
+            "sloguard_route_evictions",
+            "Routes that left the route table after routes.idle_after without a request",
+            self.route_evictions.clone(),
         );
         registry.register(
             "sloguard_route_gray_other_requests",
@@ -92,7 +104,7 @@ impl HttpSelfMetrics {
         &mut self,
         http: &HttpCounters,
         invalid: &InvalidCounts,
-        overflow: u64,
+        routes: &crate::route::RouteCounters,
         gray: &GrayCounters,
     ) {
         let now = http_counter_values(http);
@@ -115,9 +127,20 @@ impl HttpSelfMetrics {
                 .inc_by(d);
             self.reported.invalid[i] = v;
         }
-        self.route_overflow
-            .inc_by(overflow.saturating_sub(self.reported.overflow));
-        self.reported.overflow = overflow;
+        let was = &self.reported.routes;
+        self.route_overflow.inc_by(
+            routes
+                .overflow_requests
+                .saturating_sub(was.overflow_requests),
+        );
+        self.route_unadmitted.inc_by(
+            routes
+                .unadmitted_requests
+                .saturating_sub(was.unadmitted_requests),
+        );
+        self.route_evictions
+            .inc_by(routes.evicted_routes.saturating_sub(was.evicted_routes));
+        self.reported.routes = routes.clone();
         for r in OtherReason::ALL {
             let d = gray.get(r).saturating_sub(self.reported.gray_other.get(r));
             if d > 0 {
@@ -202,7 +225,7 @@ impl RequestStage {
 
         let route = self
             .routes
-            .route_for(&facts.service.name, &req.method, &req.target);
+            .route_at(&facts.service.name, &req.method, &req.target, wall);
         let k8s = facts.service.k8s;
         let gray = self.routes.gray_tag(&route, &req.headers, &req.target);
         let extracted = extract(&req.headers);
@@ -276,8 +299,9 @@ impl RequestStage {
                 k8s: k8s.as_deref(),
             });
         }
-        // The SLO is the service's own promise: server side only.
-        if req.side == Side::Server {
+        // The SLO is the service's own promise: server side only. Paths not
+        // admitted as routes yet are one bucket of strangers: never judged.
+        if req.side == Side::Server && &*route.route != crate::route::UNADMITTED_ROUTE {
             self.slo.record(&SloSample {
                 route: &route,
                 gray_tag: &gray,

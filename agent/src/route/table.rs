@@ -3,6 +3,8 @@
 //! route costs no allocation.
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
@@ -15,6 +17,15 @@ use crate::request::RequestHeaders;
 
 /// Route of requests beyond a service's cap.
 pub const OVERFLOW_ROUTE: &str = "/{overflow}";
+/// Route of requests whose path is not a route yet: it matches no configured
+/// pattern and has not been seen `routes.admit_after` times within
+/// `routes.admit_window`. Counted in the RED metrics, never judged or fused.
+pub const UNADMITTED_ROUTE: &str = "/{unadmitted}";
+
+/// The buckets that collect many paths: never one route to fuse.
+pub fn is_bucket_route(route: &str) -> bool {
+    route == OVERFLOW_ROUTE || route == UNADMITTED_ROUTE
+}
 /// Route of targets without a path (`*`, authority form of CONNECT).
 pub const NO_PATH_ROUTE: &str = "{no_path}";
 /// Gray tag of tagged requests outside the tracked cohorts.
@@ -28,6 +39,17 @@ pub struct RoutesConfig {
     pub patterns: Vec<RoutePattern>,
     /// Distinct (method, route) pairs per service; the rest go to `/{overflow}`.
     pub max_per_service: usize,
+    /// A path that matches no configured pattern becomes a route of its own
+    /// (its id-heuristic template) only after this many requests within
+    /// `admit_window`; until then its requests go to `/{unadmitted}`.
+    /// 1 admits at first sight.
+    pub admit_after: u32,
+    #[serde(with = "humantime_serde")]
+    pub admit_window: Duration,
+    /// A route with no request for this long leaves the table, freeing its
+    /// room under the cap; it is admitted again like a new one.
+    #[serde(with = "humantime_serde")]
+    pub idle_after: Duration,
     /// Request headers carrying gray tags (`key:value` pairs, comma-separated);
     /// a key the header gives wins over the same key in the query parameter.
     pub gray_headers: Vec<String>,
@@ -49,6 +71,9 @@ impl Default for RoutesConfig {
         Self {
             patterns: Vec::new(),
             max_per_service: 500,
+            admit_after: 3,
+            admit_window: Duration::from_secs(600),
+            idle_after: Duration::from_secs(3600),
             gray_headers: vec!["X-Gray-Tag".into()],
             gray_query_param: "gray".into(),
             gray_dimensions: Vec::new(),
@@ -92,6 +117,21 @@ impl RoutesConfig {
                 "routes.max_per_service",
                 "must be at least 1",
             ));
+        }
+        if self.admit_after == 0 || self.admit_after > 1000 {
+            return Err(ConfigError::key(
+                "routes.admit_after",
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.admit_window < Duration::from_secs(1) {
+            return Err(ConfigError::key(
+                "routes.admit_window",
+                "must be at least 1s",
+            ));
+        }
+        if self.idle_after < Duration::from_secs(1) {
+            return Err(ConfigError::key("routes.idle_after", "must be at least 1s"));
         }
         for (i, t) in self.gray_tags.iter().enumerate() {
             if t.trim().is_empty() || t == OTHER_GRAY_TAG {
@@ -165,8 +205,35 @@ pub fn normalize_method(method: &str) -> &'static str {
 pub struct RouteCounters {
     /// Requests sent to `/{overflow}` because their service was at its cap.
     pub overflow_requests: u64,
-    /// Distinct route keys admitted so far (all services).
+    /// Route keys admitted so far (all services; a route evicted and admitted
+    /// again counts twice).
     pub routes: u64,
+    /// Requests sent to `/{unadmitted}`.
+    pub unadmitted_requests: u64,
+    /// Routes that left the table after `idle_after` without a request.
+    pub evicted_routes: u64,
+}
+
+/// An admitted route and when it last had a request (Unix seconds; shared
+/// with the path cache, so a cached hit keeps it fresh).
+struct Admitted {
+    key: RouteKey,
+    last_seen: Arc<AtomicU64>,
+}
+
+/// A path template on its way to admission.
+struct Candidate {
+    hits: u32,
+    /// Start of its admission window (Unix seconds).
+    since: u64,
+    last: u64,
+}
+
+/// What the path cache remembers about a resolved path.
+#[derive(Clone)]
+enum Cached {
+    Route(Arc<AtomicU64>),
+    Overflow,
 }
 
 struct CompiledPattern {
@@ -179,15 +246,25 @@ struct CompiledPattern {
 struct ServiceRoutes {
     name: Arc<str>,
     /// "METHOD route" → key.
-    keys: HashMap<Box<str>, RouteKey>,
+    keys: HashMap<Box<str>, Admitted>,
+    /// "METHOD route" → hits of a route not admitted yet; bounded.
+    pending: HashMap<Box<str>, Candidate>,
     /// Per configured pattern: does it apply to this service?
     patterns: Vec<bool>,
     overflow: HashMap<&'static str, RouteKey>,
+    unadmitted: HashMap<&'static str, RouteKey>,
 }
 
 pub struct RouteTable {
     patterns: Vec<CompiledPattern>,
     max_per_service: usize,
+    admit_after: u32,
+    admit_window: u64,
+    idle_after: u64,
+    /// Candidates kept per service (see [`pending_cap`]).
+    pending_cap: usize,
+    /// When the next idle sweep is due (Unix seconds).
+    next_sweep: u64,
     services: HashMap<Box<str>, ServiceRoutes>,
     methods: HashMap<&'static str, Arc<str>>,
     gray: GrayCohorts,
@@ -195,16 +272,28 @@ pub struct RouteTable {
     template: String,
     lookup: String,
     /// Recent (service, method, path) → key, so a repeated path skips the
-    /// patterns and the id heuristic (they showed in profiles). Entries never
-    /// go stale: admitted keys are never removed and a service at its cap
-    /// stays there. Bounded; cleared wholesale when full.
-    /// The flag: the key is its service's overflow route (counted per hit).
-    cache: hashbrown::HashMap<Box<str>, (RouteKey, bool)>,
+    /// patterns and the id heuristic (they showed in profiles). Only admitted
+    /// and overflow keys are cached (a pending path must be counted); the
+    /// cache is cleared whenever routes are evicted, so it never holds a
+    /// stale key. Bounded; cleared wholesale when full.
+    cache: hashbrown::HashMap<Box<str>, (RouteKey, Cached)>,
     cache_key: String,
 }
 
 /// Entries of [`RouteTable`]'s path cache (about 100 bytes each).
 const PATH_CACHE_CAP: usize = 4096;
+
+/// Paths on their way to admission kept per service: twice the route cap,
+/// within [64, 2048] (about 100 bytes each).
+fn pending_cap(max_per_service: usize) -> usize {
+    max_per_service.saturating_mul(2).clamp(64, 2048)
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
 
 impl RouteTable {
     /// Build from a validated config (invalid patterns are skipped).
@@ -232,6 +321,11 @@ impl RouteTable {
         Self {
             patterns,
             max_per_service: cfg.max_per_service.max(1),
+            admit_after: cfg.admit_after.max(1),
+            admit_window: cfg.admit_window.as_secs().max(1),
+            idle_after: cfg.idle_after.as_secs().max(1),
+            pending_cap: pending_cap(cfg.max_per_service),
+            next_sweep: 0,
             services: HashMap::new(),
             methods,
             gray: GrayCohorts::new(&GraySettings {
@@ -253,40 +347,87 @@ impl RouteTable {
         &self.counters
     }
 
-    /// Distinct route keys currently known for `service` (overflow excluded).
+    /// Route keys currently admitted for `service` (buckets excluded).
     pub fn routes_of(&self, service: &str) -> usize {
         self.services.get(service).map_or(0, |s| s.keys.len())
     }
 
-    /// The route key of a request. Allocates only the first time a key is seen.
+    /// The route key of a request now; see [`Self::route_at`].
     pub fn route_for(&mut self, service: &str, method: &str, target: &str) -> RouteKey {
+        self.route_at(service, method, target, SystemTime::now())
+    }
+
+    /// The route key of a request seen at `now`. Allocates only the first
+    /// time a key is seen.
+    pub fn route_at(
+        &mut self,
+        service: &str,
+        method: &str,
+        target: &str,
+        now: SystemTime,
+    ) -> RouteKey {
+        let now = unix_secs(now);
+        if now >= self.next_sweep {
+            self.sweep(now);
+        }
         let method = normalize_method(method);
         let Some(path) = path_of(target) else {
-            return self.resolve(service, method, target);
+            return self.resolve(service, method, target, now).0;
         };
         self.cache_key.clear();
         for part in [service, "\0", method, "\0", path] {
             self.cache_key.push_str(part);
         }
-        if let Some((k, overflow)) = self.cache.get(self.cache_key.as_str()) {
-            if *overflow {
-                self.counters.overflow_requests += 1;
+        if let Some((k, cached)) = self.cache.get(self.cache_key.as_str()) {
+            match cached {
+                Cached::Overflow => self.counters.overflow_requests += 1,
+                Cached::Route(last) => last.store(now, Ordering::Relaxed),
             }
             return k.clone();
         }
-        let before = self.counters.overflow_requests;
-        let key = self.resolve(service, method, target);
-        let overflow = self.counters.overflow_requests != before;
-        if self.cache.len() >= PATH_CACHE_CAP {
-            self.cache.clear();
+        let (key, cached) = self.resolve(service, method, target, now);
+        if let Some(cached) = cached {
+            if self.cache.len() >= PATH_CACHE_CAP {
+                self.cache.clear();
+            }
+            self.cache
+                .insert(self.cache_key.as_str().into(), (key.clone(), cached));
         }
-        self.cache
-            .insert(self.cache_key.as_str().into(), (key.clone(), overflow));
         key
     }
 
-    /// [`Self::route_for`] without the cache; `method` is normalised.
-    fn resolve(&mut self, service: &str, method: &'static str, target: &str) -> RouteKey {
+    /// Drops routes idle for `idle_after` and candidates whose window is
+    /// over; runs every eighth of `idle_after` (at most once a second).
+    fn sweep(&mut self, now: u64) {
+        self.next_sweep = now + (self.idle_after / 8).max(1);
+        let (idle, window) = (self.idle_after, self.admit_window);
+        let mut evicted = 0;
+        for svc in self.services.values_mut() {
+            let before = svc.keys.len();
+            svc.keys
+                .retain(|_, a| now.saturating_sub(a.last_seen.load(Ordering::Relaxed)) < idle);
+            evicted += before - svc.keys.len();
+            svc.pending
+                .retain(|_, c| now.saturating_sub(c.since) < window);
+        }
+        self.services
+            .retain(|_, s| !s.keys.is_empty() || !s.pending.is_empty());
+        if evicted > 0 {
+            self.counters.evicted_routes += evicted as u64;
+            self.cache.clear();
+        }
+    }
+
+    /// [`Self::route_at`] without the cache; `method` is normalised. The
+    /// second value says how the path cache may remember the answer (None:
+    /// not at all, the path is still pending).
+    fn resolve(
+        &mut self,
+        service: &str,
+        method: &'static str,
+        target: &str,
+        now: u64,
+    ) -> (RouteKey, Option<Cached>) {
         if !self.services.contains_key(service) {
             let applies = self
                 .patterns
@@ -298,8 +439,10 @@ impl RouteTable {
                 ServiceRoutes {
                     name: service.into(),
                     keys: HashMap::new(),
+                    pending: HashMap::new(),
                     patterns: applies,
                     overflow: HashMap::new(),
+                    unadmitted: HashMap::new(),
                 },
             );
         }
@@ -336,13 +479,15 @@ impl RouteTable {
         self.lookup.push_str(method);
         self.lookup.push(' ');
         self.lookup.push_str(route);
-        if let Some(k) = svc.keys.get(self.lookup.as_str()) {
-            return k.clone();
+        if let Some(a) = svc.keys.get(self.lookup.as_str()) {
+            a.last_seen.store(now, Ordering::Relaxed);
+            return (a.key.clone(), Some(Cached::Route(a.last_seen.clone())));
         }
+        // At the cap every new route is overflow, pending or not.
         if svc.keys.len() >= self.max_per_service {
             self.counters.overflow_requests += 1;
             let name = svc.name.clone();
-            return svc
+            let key = svc
                 .overflow
                 .entry(method)
                 .or_insert_with(|| RouteKey {
@@ -351,6 +496,32 @@ impl RouteTable {
                     route: OVERFLOW_ROUTE.into(),
                 })
                 .clone();
+            return (key, Some(Cached::Overflow));
+        }
+        // A configured pattern is a route by decision; anything else must
+        // earn it, so a flood of one-off paths cannot fill the cap.
+        if configured.is_none()
+            && !admit(
+                &mut svc.pending,
+                &self.lookup,
+                now,
+                self.admit_after,
+                self.admit_window,
+                self.pending_cap,
+            )
+        {
+            self.counters.unadmitted_requests += 1;
+            let name = svc.name.clone();
+            let key = svc
+                .unadmitted
+                .entry(method)
+                .or_insert_with(|| RouteKey {
+                    service: name,
+                    method: method_arc.clone(),
+                    route: UNADMITTED_ROUTE.into(),
+                })
+                .clone();
+            return (key, None);
         }
         let key = RouteKey {
             service: svc.name.clone(),
@@ -358,8 +529,15 @@ impl RouteTable {
             route: configured.clone().unwrap_or_else(|| route.into()),
         };
         self.counters.routes += 1;
-        svc.keys.insert(self.lookup.as_str().into(), key.clone());
-        key
+        let last_seen = Arc::new(AtomicU64::new(now));
+        svc.keys.insert(
+            self.lookup.as_str().into(),
+            Admitted {
+                key: key.clone(),
+                last_seen: last_seen.clone(),
+            },
+        );
+        (key, Some(Cached::Route(last_seen)))
     }
 
     /// The gray cohort of a request on `route` (see [`GrayCohorts::cohort`]).
@@ -377,6 +555,63 @@ impl RouteTable {
     }
 }
 
+/// Counts one request of a not-yet-admitted route; true when it has now
+/// been seen `after` times within `window` seconds (and leaves `pending`).
+/// A full `pending` first drops candidates whose window is over, then the
+/// half with the fewest hits, oldest first: one-off paths go, a path seen
+/// again stays.
+fn admit(
+    pending: &mut HashMap<Box<str>, Candidate>,
+    lookup: &str,
+    now: u64,
+    after: u32,
+    window: u64,
+    cap: usize,
+) -> bool {
+    if after <= 1 {
+        return true;
+    }
+    if let Some(c) = pending.get_mut(lookup) {
+        if now.saturating_sub(c.since) >= window {
+            *c = Candidate {
+                hits: 0,
+                since: now,
+                last: now,
+            };
+        }
+        c.hits += 1;
+        c.last = now;
+        if c.hits >= after {
+            pending.remove(lookup);
+            return true;
+        }
+        return false;
+    }
+    if pending.len() >= cap {
+        pending.retain(|_, c| now.saturating_sub(c.since) < window);
+    }
+    if pending.len() >= cap {
+        let mut order: Vec<(u32, u64)> = pending.values().map(|c| (c.hits, c.last)).collect();
+        order.sort_unstable();
+        // Keep the better half: more hits, then more recent.
+        let cut = order[order.len() / 2];
+        pending.retain(|_, c| (c.hits, c.last) > cut);
+    }
+    pending.insert(
+        lookup.into(),
+        Candidate {
+            hits: 1,
+            since: now,
+            last: now,
+        },
+    );
+    false
+}
+
+#[cfg(test)]
+#[path = "admission_tests.rs"]
+mod admission_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,7 +625,8 @@ mod tests {
     #[test]
     fn configured_patterns_win_then_heuristic() {
         let mut t = table(
-            "patterns:\n  - {service: 'shop*', pattern: '/static/*'}\n  - {method: GET, pattern: '/users/{name}'}\n",
+            // Naming only: admit at first sight.
+            "admit_after: 1\npatterns:\n  - {service: 'shop*', pattern: '/static/*'}\n  - {method: GET, pattern: '/users/{name}'}\n",
         );
         let k = t.route_for("shop-api", "GET", "/static/css/a.css?v=3");
         assert_eq!(&*k.route, "/static/*");
@@ -418,7 +654,9 @@ mod tests {
         let mut t = table("{}");
         for i in 0..100 {
             let k = t.route_for("s", "GET", &format!("/search?q=term{i}&page={i}"));
-            assert_eq!(&*k.route, "/search");
+            // Admitted at its third request (admit_after: 3).
+            let want = if i < 2 { UNADMITTED_ROUTE } else { "/search" };
+            assert_eq!(&*k.route, want);
         }
         assert_eq!(t.routes_of("s"), 1);
     }
@@ -434,7 +672,9 @@ mod tests {
 
     #[test]
     fn ten_thousand_distinct_urls_stay_at_the_cap() {
-        let mut t = table("max_per_service: 500\n");
+        // The cap itself: admit at first sight (flooding with admission is
+        // `junk_paths_do_not_take_the_room_of_real_routes`).
+        let mut t = table("max_per_service: 500\nadmit_after: 1\n");
         let words = ["alpha", "beta", "gamma", "delta", "omega", "kappa", "zeta"];
         let mut overflow = 0;
         for i in 0..10_000usize {

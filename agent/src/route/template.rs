@@ -149,7 +149,20 @@ pub(crate) fn heuristic(path: &str, out: &mut String) {
             out.push_str("{id}");
             continue;
         }
-        out.push_str(seg);
+        push_literal(out, seg);
+    }
+}
+
+/// A segment of a raw path as route text. Braces are percent-encoded, so in
+/// a route `{...}` always means a template placeholder and never something
+/// a client sent (gateways such as nginx decode `%7B` back to `{`).
+fn push_literal(out: &mut String, seg: &str) {
+    for c in seg.chars() {
+        match c {
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
     }
 }
 
@@ -205,6 +218,9 @@ mod tests {
             ("/", "/"),
             ("/a/", "/a/"),
             ("/m/a@b.c", "/m/{id}"),
+            // A client's braces are not a template.
+            ("/a/{x}/b}", "/a/%7Bx%7D/b%7D"),
+            ("/{overflow}", "/%7Boverflow%7D"),
         ];
         let mut out = String::new();
         for (path, want) in cases {

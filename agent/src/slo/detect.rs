@@ -225,6 +225,8 @@ fn diagnose(
             pct(f.error_ratio),
             fmt_duration(f.p99)
         ),
+        // Raised by the fuse controller, never by the detectors.
+        AlertKind::FuseStateReset => "fuse state reset".to_string(),
     };
     let mut tcp = Vec::new();
     let retrans_share = ratio(ev.requests_with_retransmits, f.requests);
