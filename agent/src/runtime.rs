@@ -33,6 +33,8 @@ pub enum RunError {
     Fuse(#[from] crate::fuse::FuseError),
     #[error("kubernetes: {0}")]
     K8s(#[from] crate::k8s::pods::K8sError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsBind {
         addr: std::net::SocketAddr,
@@ -155,13 +157,17 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     let mut admin_stop = stop_rx.clone();
     let figures: crate::admin::RouteFigures =
         Arc::new(move || slo_figures_json(&slo_metrics.snapshot()));
-    let admin_cfg = cfg.admin.clone();
+    // Bound here so a short token, a taken port or an unapproved
+    // non-loopback address stops the agent at start, naming the key.
+    let admin_server = crate::admin::AdminServer::bind(&cfg.admin).await?;
     let admin_fuse = fuse.clone();
     let admin = tokio::spawn(async move {
         let stop = async move {
             let _ = admin_stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = crate::admin::serve(&admin_cfg, admin_fuse, Some(figures), stop).await {
+        if let Some(server) = admin_server
+            && let Err(e) = server.run(admin_fuse, Some(figures), stop).await
+        {
             tracing::error!("admin API: {e}");
         }
     });

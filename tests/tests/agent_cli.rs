@@ -125,3 +125,52 @@ fn missing_privileges_give_one_clear_line() {
         "{err}"
     );
 }
+
+/// A short admin token, or a non-loopback admin address nobody approved,
+/// stops the agent at start with one line naming the key (before any probe
+/// is loaded), instead of running with a guessable or exposed admin API.
+#[test]
+fn short_admin_token_and_unapproved_admin_address_stop_the_agent() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state.json");
+    let base = format!(
+        "fuse:\n  state_file: {}\n  audit_file: null\n",
+        state.display()
+    );
+    let token_file = write(&d, "token", "too-short\n");
+    let cases = [
+        (
+            format!("{base}admin:\n  token_file: {token_file}\n"),
+            None,
+            "admin.token_file",
+        ),
+        (base.clone(), Some("0123456789"), "admin.token_env"),
+        (
+            format!("{base}admin:\n  listen: 0.0.0.0:0\n"),
+            Some("0123456789abcdef0123456789abcdef"),
+            "admin.allow_non_loopback",
+        ),
+    ];
+    for (i, (yaml, env_token, needle)) in cases.into_iter().enumerate() {
+        let cfg = write(&d, &format!("c{i}.yaml"), &yaml);
+        let mut cmd = std::process::Command::new(sloguard_bin());
+        cmd.args(["--config", &cfg])
+            .env(
+                "SLOGUARD_METRICS__LISTEN",
+                format!("127.0.0.1:{}", tests::env::free_port()),
+            )
+            .env_remove("SLOGUARD_ADMIN_TOKEN");
+        if let Some(t) = env_token {
+            cmd.env("SLOGUARD_ADMIN_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.trim().lines().last().unwrap_or_default();
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)) && last.contains(needle),
+            "{needle}: {:?}: {err}",
+            out.status
+        );
+        assert!(!err.contains("probes attached"), "{needle}: {err}");
+    }
+}

@@ -69,6 +69,9 @@ fn requirements_doc_says_what_host_pid_and_ptrace_expose() {
     let section = &doc[start..];
     let section = &section[..section[4..].find("\n#").map_or(section.len(), |i| i + 4)];
     for exposed in ["`environ`", "`mem`", "`root/`", "`fd/`", "`kill`", "uid 0"] {
-        assert!(section.contains(exposed), "section does not cover {exposed}");
+        assert!(
+            section.contains(exposed),
+            "section does not cover {exposed}"
+        );
     }
 }
