@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod events;
+pub mod fault;
 pub mod fuse;
 pub mod http;
 pub mod k8s;

@@ -218,6 +218,8 @@ pub fn read_proc_self() -> Option<ProcSelf> {
 pub struct MetricsState {
     pub registry: Arc<Registry>,
     pub ready: Arc<AtomicBool>,
+    /// False once a hot-path thread has died: `/healthz` answers 503.
+    pub healthy: Arc<AtomicBool>,
 }
 
 /// Serve `/metrics`, `/healthz`, `/readyz` until `shutdown` resolves.
@@ -237,12 +239,20 @@ pub async fn serve_on(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health_handler))
         .route("/readyz", get(ready_handler))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+async fn health_handler(State(s): State<MetricsState>) -> Response {
+    if s.healthy.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "event pipeline died\n").into_response()
+    }
 }
 
 async fn ready_handler(State(s): State<MetricsState>) -> Response {

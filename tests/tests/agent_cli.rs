@@ -163,7 +163,7 @@ fn short_admin_token_and_unapproved_admin_address_stop_the_agent() {
         if let Some(t) = env_token {
             cmd.env("SLOGUARD_ADMIN_TOKEN", t);
         }
-        let out = cmd.output().unwrap();
+        let out = output_within(cmd, std::time::Duration::from_secs(60));
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.trim().lines().last().unwrap_or_default();
         assert!(
@@ -173,4 +173,24 @@ fn short_admin_token_and_unapproved_admin_address_stop_the_agent() {
         );
         assert!(!err.contains("probes attached"), "{needle}: {err}");
     }
+}
+
+/// Run to completion, or SIGKILL after `limit` (an agent that starts when it
+/// should have refused would otherwise run forever).
+fn output_within(
+    mut cmd: std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() && t0.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
 }
