@@ -18,6 +18,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod probes;
 pub mod red;
+pub mod redact;
 pub mod reqlog;
 pub mod request;
 pub mod route;
