@@ -102,7 +102,7 @@ impl HttpSelfMetrics {
     }
 }
 
-fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 14] {
+fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 15] {
     [
         ("chunks", c.chunks),
         ("exchanges", c.exchanges),
@@ -118,6 +118,7 @@ fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 14] {
         ("expired_connections", c.expired_connections),
         ("desynced_connections", c.desynced_connections),
         ("stale_closes", c.stale_closes),
+        ("head_budget_exhausted", c.head_budget_exhausted),
     ]
 }
 
