@@ -225,6 +225,8 @@ pub fn read_proc_self() -> Option<ProcSelf> {
 pub struct MetricsState {
     pub registry: Arc<Registry>,
     pub ready: Arc<AtomicBool>,
+    /// False once a hot-path thread has died: `/healthz` answers 503.
+    pub healthy: Arc<AtomicBool>,
 }
 
 /// Serve `/metrics`, `/healthz`, `/readyz` until `shutdown` resolves.
@@ -245,10 +247,11 @@ pub async fn serve_on(
     let served = Served {
         scrapes: Scrapes::new(state.registry),
         ready: state.ready,
+        healthy: state.healthy,
     };
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health_handler))
         .route("/readyz", get(ready_handler))
         .with_state(served);
     axum::serve(listener, app)
@@ -261,6 +264,15 @@ pub async fn serve_on(
 struct Served {
     scrapes: Scrapes,
     ready: Arc<AtomicBool>,
+    healthy: Arc<AtomicBool>,
+}
+
+async fn health_handler(State(s): State<Served>) -> Response {
+    if s.healthy.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "event pipeline died\n").into_response()
+    }
 }
 
 async fn ready_handler(State(s): State<Served>) -> Response {

@@ -62,7 +62,16 @@ pub struct OtlpConfig {
     /// OTLP resources at most, one per service (per service and pod on
     /// Kubernetes); the rest share one named `other`.
     pub max_services: usize,
+    /// Query parameters whose values are exported in `url.query`; every
+    /// other value becomes `REDACTED` (keys are kept).
+    pub query_allowlist: Vec<String>,
+    /// Every string attribute (and the span name) is cut to this many bytes:
+    /// they come from other people's requests (`X-Request-Id`, paths).
+    pub max_attribute_bytes: usize,
 }
+
+/// Shortest `otlp.max_attribute_bytes`: room for a route template and an id.
+pub const MIN_ATTRIBUTE_BYTES: usize = 32;
 
 impl Default for OtlpConfig {
     fn default() -> Self {
@@ -75,6 +84,8 @@ impl Default for OtlpConfig {
             keep_errors: true,
             slow_threshold: Duration::from_secs(1),
             max_services: 64,
+            query_allowlist: Vec::new(),
+            max_attribute_bytes: 256,
         }
     }
 }
@@ -101,6 +112,12 @@ impl OtlpConfig {
         }
         if self.max_services == 0 {
             return Err(ConfigError::key("otlp.max_services", "must be at least 1"));
+        }
+        if self.max_attribute_bytes < MIN_ATTRIBUTE_BYTES {
+            return Err(ConfigError::key(
+                "otlp.max_attribute_bytes",
+                format!("must be at least {MIN_ATTRIBUTE_BYTES}"),
+            ));
         }
         if !self.endpoint.is_empty()
             && !self.endpoint.starts_with("http://")

@@ -2,7 +2,16 @@
 //! json`), carrying the ids that join it to its trace. Errors are kept
 //! always by default, slow requests often, the rest rarely: logs explain
 //! incidents without costing what full access logs cost.
-use std::time::Duration;
+//!
+//! Whatever the shares say, at most `max_per_second` lines are written (a
+//! token bucket, bursts of one second's worth): a client that aborts every
+//! request makes every request an "error", and the agent must not turn
+//! that into a log flood. Lines beyond are counted, not written. Fields
+//! copied from requests (path, X-Request-Id) are cut to [`MAX_FIELD_BYTES`].
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +29,13 @@ pub struct RequestLogConfig {
     pub slow_threshold: Duration,
     /// Share of all other requests logged.
     pub rest: f64,
+    /// Lines written per second at most (errors included); beyond, dropped
+    /// and counted in `sloguard_request_logs_dropped_total`.
+    pub max_per_second: u32,
 }
+
+/// Request fields copied into a log line are cut to this many bytes.
+pub const MAX_FIELD_BYTES: usize = 256;
 
 impl Default for RequestLogConfig {
     fn default() -> Self {
@@ -30,6 +45,7 @@ impl Default for RequestLogConfig {
             slow: 0.05,
             slow_threshold: Duration::from_secs(1),
             rest: 0.001,
+            max_per_second: 100,
         }
     }
 }
@@ -48,7 +64,44 @@ impl RequestLogConfig {
                 ));
             }
         }
+        if self.max_per_second == 0 {
+            return Err(ConfigError::key(
+                "request_logs.max_per_second",
+                "must be at least 1 (enabled: false turns request logs off)",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// A token bucket: `rate` tokens a second, holding at most `rate`.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: None,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + refill).min(self.rate);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -78,6 +131,9 @@ pub struct RequestLogLine<'a> {
 pub struct RequestLogger {
     cfg: RequestLogConfig,
     rng: u64,
+    limit: RateLimit,
+    /// Lines sampled but not written because of `max_per_second`.
+    pub dropped: Counter,
     pub logged: u64,
 }
 
@@ -85,10 +141,20 @@ impl RequestLogger {
     pub fn new(cfg: RequestLogConfig) -> Self {
         let seed = rand::random::<u64>() | 1;
         Self {
+            limit: RateLimit::new(cfg.max_per_second),
             cfg,
             rng: seed,
+            dropped: Counter::default(),
             logged: 0,
         }
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "sloguard_request_logs_dropped",
+            "Request log lines sampled but not written: request_logs.max_per_second reached",
+            self.dropped.clone(),
+        );
     }
 
     fn coin(&mut self, p: f64) -> bool {
@@ -106,6 +172,10 @@ impl RequestLogger {
 
     /// Whether to log a request with these properties.
     pub fn keep(&mut self, error: bool, duration: Duration) -> bool {
+        self.keep_at(error, duration, Instant::now())
+    }
+
+    fn keep_at(&mut self, error: bool, duration: Duration, now: Instant) -> bool {
         if !self.cfg.enabled {
             return false;
         }
@@ -116,7 +186,14 @@ impl RequestLogger {
         } else {
             self.cfg.rest
         };
-        self.coin(p)
+        if !self.coin(p) {
+            return false;
+        }
+        if !self.limit.take(now) {
+            self.dropped.inc();
+            return false;
+        }
+        true
     }
 
     pub fn log(&mut self, l: &RequestLogLine<'_>) {
@@ -126,11 +203,11 @@ impl RequestLogger {
             side = l.side,
             trace_id = l.trace_id,
             span_id = l.span_id,
-            request_id = l.request_id.unwrap_or(""),
+            request_id = crate::redact::cap(l.request_id.unwrap_or(""), MAX_FIELD_BYTES),
             service_name = l.service,
             http_request_method = l.method,
             http_route = l.route,
-            url_path = l.path,
+            url_path = crate::redact::cap(l.path, MAX_FIELD_BYTES),
             http_response_status_code = l.status,
             duration_ms = l.duration.as_secs_f64() * 1e3,
             error = l.error,
@@ -157,6 +234,7 @@ mod tests {
         let mut l = RequestLogger::new(RequestLogConfig {
             rest: 0.1,
             slow: 0.5,
+            max_per_second: u32::MAX,
             ..Default::default()
         });
         let n = 20_000;
@@ -174,6 +252,38 @@ mod tests {
             ..Default::default()
         });
         assert!(!off.keep(true, fast));
+    }
+
+    /// Every request an error (an aborting client): at most
+    /// `max_per_second` lines a second, the rest counted.
+    #[test]
+    fn lines_are_rate_limited_and_drops_counted() {
+        let mut l = RequestLogger::new(RequestLogConfig {
+            max_per_second: 50,
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        let fast = Duration::from_millis(1);
+        let first = (0..10_000).filter(|_| l.keep_at(true, fast, t0)).count();
+        assert_eq!(first, 50, "one second's burst");
+        assert_eq!(l.dropped.get(), 10_000 - 50);
+        // Half a second later: half a second's worth more.
+        let t1 = t0 + Duration::from_millis(500);
+        let later = (0..10_000).filter(|_| l.keep_at(true, fast, t1)).count();
+        assert_eq!(later, 25);
+        assert_eq!(l.dropped.get(), 20_000 - 75);
+        // Long idle refills to the burst, not beyond.
+        let t2 = t1 + Duration::from_secs(3600);
+        let burst = (0..10_000).filter(|_| l.keep_at(true, fast, t2)).count();
+        assert_eq!(burst, 50);
+        let e = RequestLogConfig {
+            max_per_second: 0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("request_logs.max_per_second"), "{e}");
     }
 
     #[test]

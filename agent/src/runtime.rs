@@ -4,6 +4,11 @@
 //! Threads, not tasks, for the hot path: the reader only copies records into
 //! batches and never blocks on the pipeline (a full channel drops the batch
 //! and counts it); the pipeline is CPU-bound synchronous work.
+//!
+//! If either thread ends while the agent is not stopping (a panic), every
+//! event from then on would be dropped while the endpoints kept answering
+//! 200. Instead `/healthz` and `/readyz` answer 503 at once and the agent
+//! shuts down and exits non-zero, so the kubelet (or systemd) restarts it.
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +38,8 @@ pub enum RunError {
     Fuse(#[from] crate::fuse::FuseError),
     #[error("kubernetes: {0}")]
     K8s(#[from] crate::k8s::pods::K8sError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsBind {
         addr: std::net::SocketAddr,
@@ -40,6 +47,58 @@ pub enum RunError {
     },
     #[error("runtime: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the {0} thread died (see the panic above); exiting so the agent is restarted")]
+    ThreadDied(&'static str),
+}
+
+/// The agent's health, shared by the endpoints and the hot-path threads.
+#[derive(Clone)]
+struct Health {
+    healthy: Arc<AtomicBool>,
+    ready: Arc<AtomicBool>,
+    /// First thread that died; wakes the main loop.
+    died: Arc<std::sync::OnceLock<&'static str>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Health {
+    fn new() -> Self {
+        Self {
+            healthy: Arc::new(AtomicBool::new(true)),
+            ready: Arc::new(AtomicBool::new(false)),
+            died: Arc::default(),
+            wake: Arc::default(),
+        }
+    }
+
+    fn thread_died(&self, thread: &'static str) {
+        self.healthy.store(false, Ordering::SeqCst);
+        self.ready.store(false, Ordering::SeqCst);
+        let _ = self.died.set(thread);
+        // Stores a permit when the main loop is not waiting yet.
+        self.wake.notify_one();
+    }
+}
+
+/// Lives on a hot-path thread's stack: dropped when the thread ends, also
+/// while unwinding from a panic; unless the agent is stopping, that is a death.
+struct ThreadGuard {
+    thread: &'static str,
+    health: Health,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for ThreadGuard {
+    fn drop(&mut self) {
+        if !self.stop.load(Ordering::SeqCst) {
+            tracing::error!(
+                thread = self.thread,
+                panicked = std::thread::panicking(),
+                "hot-path thread ended while the agent runs: marking the agent unhealthy"
+            );
+            self.health.thread_died(self.thread);
+        }
+    }
 }
 
 /// Records per batch handed from the reader to the pipeline.
@@ -144,10 +203,12 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
             addr: cfg.metrics.listen,
             source,
         })?;
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health::new();
+    let ready = health.ready.clone();
     let state = MetricsState {
         registry: Arc::new(registry),
         ready: ready.clone(),
+        healthy: health.healthy.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
@@ -159,13 +220,17 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     let mut admin_stop = stop_rx.clone();
     let figures: crate::admin::RouteFigures =
         Arc::new(move || slo_figures_json(&slo_metrics.snapshot()));
-    let admin_cfg = cfg.admin.clone();
+    // Bound here so a short token, a taken port or an unapproved
+    // non-loopback address stops the agent at start, naming the key.
+    let admin_server = crate::admin::AdminServer::bind(&cfg.admin).await?;
     let admin_fuse = fuse.clone();
     let admin = tokio::spawn(async move {
         let stop = async move {
             let _ = admin_stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = crate::admin::serve(&admin_cfg, admin_fuse, Some(figures), stop).await {
+        if let Some(server) = admin_server
+            && let Err(e) = server.run(admin_fuse, Some(figures), stop).await
+        {
             tracing::error!("admin API: {e}");
         }
     });
@@ -195,26 +260,49 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
             reason: lost::CHANNEL_FULL,
         })
         .clone();
+    let guard = |thread| ThreadGuard {
+        thread,
+        health: health.clone(),
+        stop: stop.clone(),
+    };
     let reader = {
         let stop = stop.clone();
+        let guard = guard("reader");
         std::thread::Builder::new()
             .name("sloguard-reader".into())
-            .spawn(move || read_loop(ring, tx, recycle_rx, channel_lost, stop))?
+            .spawn(move || {
+                let _guard = guard;
+                read_loop(ring, tx, recycle_rx, channel_lost, stop)
+            })?
     };
-    let worker = std::thread::Builder::new()
-        .name("sloguard-pipeline".into())
-        .spawn(move || pipeline_loop(pipeline, rx, recycle_tx))?;
-    ready.store(true, Ordering::Relaxed);
+    let worker = {
+        let guard = guard("pipeline");
+        std::thread::Builder::new()
+            .name("sloguard-pipeline".into())
+            .spawn(move || {
+                let _guard = guard;
+                pipeline_loop(pipeline, rx, recycle_tx)
+            })?
+    };
+    if health.healthy.load(Ordering::SeqCst) {
+        ready.store(true, Ordering::Relaxed);
+    }
 
     // Kernel-side counts are read from the probes' counter map each second.
     let mut kernel = KernelCounterMirror::new(&self_metrics, cfg.probes.run_time_stats);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut outcome = Ok(());
     loop {
         tokio::select! {
             _ = ticker.tick() => kernel.sync(&probes, &non_http_conns),
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = health.wake.notified() => {
+                let thread = health.died.get().copied().unwrap_or("hot-path");
+                outcome = Err(RunError::ThreadDied(thread));
+                break;
+            }
         }
     }
 
@@ -236,7 +324,7 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     }
     drop(k8s);
     tracing::info!("stopped");
-    Ok(())
+    outcome
 }
 
 /// Mirrors the probes' cumulative counters into Prometheus counters.
@@ -396,6 +484,12 @@ fn send_batch(
 fn pipeline_loop(mut pipeline: Pipeline, rx: Receiver<Batch>, recycle: SyncSender<Batch>) {
     let mut last_tick = std::time::Instant::now();
     loop {
+        if crate::fault::triggered(crate::fault::PIPELINE_PANIC_ENV) {
+            panic!(
+                "fault injection: {} triggered",
+                crate::fault::PIPELINE_PANIC_ENV
+            );
+        }
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(mut batch) => {
                 for r in batch.records() {

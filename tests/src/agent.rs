@@ -131,6 +131,14 @@ impl Agent {
         }
     }
 
+    /// The exit status if the agent has exited by itself (it is then not
+    /// signalled on drop).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        let st = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(st)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }

@@ -143,3 +143,72 @@ fn executable_by_anyone() -> (tempfile::TempDir, std::path::PathBuf) {
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     (dir, bin)
 }
+
+/// A short admin token, or a non-loopback admin address nobody approved,
+/// stops the agent at start with one line naming the key (before any probe
+/// is loaded), instead of running with a guessable or exposed admin API.
+#[test]
+fn short_admin_token_and_unapproved_admin_address_stop_the_agent() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state.json");
+    let base = format!(
+        "fuse:\n  state_file: {}\n  audit_file: null\n",
+        state.display()
+    );
+    let token_file = write(&d, "token", "too-short\n");
+    let cases = [
+        (
+            format!("{base}admin:\n  token_file: {token_file}\n"),
+            None,
+            "admin.token_file",
+        ),
+        (base.clone(), Some("0123456789"), "admin.token_env"),
+        (
+            format!("{base}admin:\n  listen: 0.0.0.0:0\n"),
+            Some("0123456789abcdef0123456789abcdef"),
+            "admin.allow_non_loopback",
+        ),
+    ];
+    for (i, (yaml, env_token, needle)) in cases.into_iter().enumerate() {
+        let cfg = write(&d, &format!("c{i}.yaml"), &yaml);
+        let mut cmd = std::process::Command::new(sloguard_bin());
+        cmd.args(["--config", &cfg])
+            .env(
+                "SLOGUARD_METRICS__LISTEN",
+                format!("127.0.0.1:{}", tests::env::free_port()),
+            )
+            .env_remove("SLOGUARD_ADMIN_TOKEN");
+        if let Some(t) = env_token {
+            cmd.env("SLOGUARD_ADMIN_TOKEN", t);
+        }
+        let out = output_within(cmd, std::time::Duration::from_secs(60));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.trim().lines().last().unwrap_or_default();
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)) && last.contains(needle),
+            "{needle}: {:?}: {err}",
+            out.status
+        );
+        assert!(!err.contains("probes attached"), "{needle}: {err}");
+    }
+}
+
+/// Run to completion, or SIGKILL after `limit` (an agent that starts when it
+/// should have refused would otherwise run forever).
+fn output_within(
+    mut cmd: std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() && t0.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}

@@ -265,3 +265,43 @@ fn spans_over_http_protobuf_from_the_standard_variables() {
     assert_eq!(s.parent_span_id, span);
     assert_server_attributes(&s, srv.port);
 }
+
+/// Spans leave the node: query values are withheld unless allowlisted and a
+/// long X-Request-Id is cut, as the collector receives them.
+#[test]
+fn exported_spans_redact_query_values_and_cap_attributes() {
+    if !ready_or_skip() {
+        return;
+    }
+    let rx = OtlpReceiver::start();
+    let srv = PyServer::start(&["private.txt"]);
+    let agent = Agent::start(&config(
+        srv.port,
+        &format!(
+            "otlp:\n  endpoint: {}\n  root_sampling_ratio: 1.0\n  query_allowlist: [page]\n  max_attribute_bytes: 64\n",
+            rx.endpoint()
+        ),
+    ))
+    .expect("agent starts");
+    let request_id = "r".repeat(500);
+    curl(
+        &srv.url("/private.txt?email=alice%40example.com&token=s3cret&page=2"),
+        &[&format!("X-Request-Id: {request_id}")],
+    );
+    let s = server_span(&rx, "/private.txt", &agent);
+    assert_eq!(
+        s.attributes.get("url.query").map(String::as_str),
+        Some("email=REDACTED&token=REDACTED&page=2"),
+        "{s:#?}"
+    );
+    assert_eq!(
+        s.attributes
+            .get("http.request.header.x-request-id")
+            .map(String::len),
+        Some(64),
+        "{s:#?}"
+    );
+    for (k, v) in &s.attributes {
+        assert!(v.len() <= 64, "{k} is {} bytes", v.len());
+    }
+}

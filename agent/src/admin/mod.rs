@@ -1,7 +1,12 @@
 //! The admin API (`127.0.0.1:9465` by default): routes with their SLO figures
 //! and fuse state, and manual fuse overrides. Every endpoint needs the bearer
-//! token (from a file or an env variable, compared in constant time); with no
-//! token configured the API is off.
+//! token (from a file, reread when it changes, or an env variable; at least
+//! 32 bytes; compared in constant time); with no token configured the API is
+//! off. It listens beyond loopback only when `admin.allow_non_loopback` says so.
+//!
+//! The fuse controller persists its state (write + fsync) under its lock, so
+//! every handler takes that lock on tokio's blocking pool, never on an async
+//! worker: a slow disk must not stall the metrics endpoint or other requests.
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +28,9 @@ use crate::config::ConfigError;
 use crate::fuse::{FuseError, OverrideAction, OverrideRequest, SharedFuse};
 use crate::route::RouteKey;
 
+mod token;
+pub use token::{MIN_TOKEN_BYTES, TOKEN_POLL, TokenCell, TokenWatch, load_token};
+
 pub const DEFAULT_TOKEN_ENV: &str = "SLOGUARD_ADMIN_TOKEN";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,6 +42,9 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
     /// Environment variable holding the token when no file is given.
     pub token_env: String,
+    /// `listen` may be a non-loopback address only when this is true: the
+    /// API can take routes out of service, so exposing it is a decision.
+    pub allow_non_loopback: bool,
 }
 
 impl Default for AdminConfig {
@@ -42,6 +53,7 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:9465".parse().expect("valid default"),
             token_file: None,
             token_env: DEFAULT_TOKEN_ENV.into(),
+            allow_non_loopback: false,
         }
     }
 }
@@ -64,6 +76,15 @@ impl AdminConfig {
                 ),
             ));
         }
+        if !self.listen.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(ConfigError::key(
+                "admin.listen",
+                format!(
+                    "{} is not a loopback address; set admin.allow_non_loopback: true to listen there",
+                    self.listen
+                ),
+            ));
+        }
         if matches!(&self.token_file, Some(p) if p.as_os_str().is_empty()) {
             return Err(ConfigError::key("admin.token_file", "must not be empty"));
         }
@@ -73,14 +94,24 @@ impl AdminConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("admin token file {path}: {source}")]
+    #[error("admin.token_file {path}: {source}")]
     TokenFile {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("admin token from {0} is empty")]
-    EmptyToken(String),
+    #[error("{key} ({origin}): the admin token is empty")]
+    EmptyToken { key: &'static str, origin: String },
+    #[error(
+        "{key} ({origin}): the admin token is {len} bytes, at least {MIN_TOKEN_BYTES} are required (e.g. `head -c 32 /dev/urandom | base64`)"
+    )]
+    ShortToken {
+        key: &'static str,
+        origin: String,
+        len: usize,
+    },
+    #[error("admin.listen {0} is not a loopback address and admin.allow_non_loopback is false")]
+    NotLoopback(SocketAddr),
     #[error("admin API cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -89,28 +120,6 @@ pub enum AdminError {
     },
     #[error("admin API: {0}")]
     Serve(#[source] std::io::Error),
-}
-
-/// The token, if one is configured: the file (must exist and be non-empty),
-/// else the env variable (unset or empty: none).
-pub fn load_token(
-    cfg: &AdminConfig,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Option<String>, AdminError> {
-    if let Some(path) = &cfg.token_file {
-        let text = std::fs::read_to_string(path).map_err(|source| AdminError::TokenFile {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let token = text.lines().next().unwrap_or("").trim().to_string();
-        if token.is_empty() {
-            return Err(AdminError::EmptyToken(path.display().to_string()));
-        }
-        return Ok(Some(token));
-    }
-    Ok(env(&cfg.token_env)
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty()))
 }
 
 /// SLO figures per route for `GET /api/v1/routes`: a JSON array of objects
@@ -122,15 +131,22 @@ pub type RouteFigures = Arc<dyn Fn() -> Value + Send + Sync>;
 struct AdminState {
     fuse: SharedFuse,
     figures: Option<RouteFigures>,
-    token: Arc<str>,
+    token: TokenCell,
 }
 
-/// The API's router (tests and custom servers); `serve` is the usual entry.
+/// The API's router with a fixed token (tests and custom servers); `serve`
+/// is the usual entry.
 pub fn router(fuse: SharedFuse, figures: Option<RouteFigures>, token: String) -> Router {
+    let cell: TokenCell = Arc::new(std::sync::RwLock::new(Some(token.into())));
+    router_with(fuse, figures, cell)
+}
+
+/// The API's router checking requests against whatever `token` holds.
+pub fn router_with(fuse: SharedFuse, figures: Option<RouteFigures>, token: TokenCell) -> Router {
     let state = AdminState {
         fuse,
         figures,
-        token: token.into(),
+        token,
     };
     Router::new()
         .route("/api/v1/routes", get(routes))
@@ -143,35 +159,80 @@ pub fn router(fuse: SharedFuse, figures: Option<RouteFigures>, token: String) ->
         .with_state(state)
 }
 
-/// Runs the API until `shutdown` resolves. No token configured: logs that the
-/// API is off and returns at once.
+/// The admin API bound and its token loaded, not yet serving. Binding at
+/// start lets the agent refuse to run with a bad token, a taken port or a
+/// non-loopback address it was not told to accept.
+pub struct AdminServer {
+    listener: tokio::net::TcpListener,
+    token: TokenCell,
+    watch: Option<TokenWatch>,
+}
+
+impl AdminServer {
+    /// `Ok(None)`: no token configured, the API is off (logged).
+    pub async fn bind(cfg: &AdminConfig) -> Result<Option<Self>, AdminError> {
+        if !cfg.listen.ip().is_loopback() && !cfg.allow_non_loopback {
+            return Err(AdminError::NotLoopback(cfg.listen));
+        }
+        let Some((token, watch)) = token::start(cfg, |k| std::env::var(k).ok())? else {
+            tracing::info!(
+                token_env = %cfg.token_env,
+                "admin API off: no token configured (admin.token_file or the token env variable)"
+            );
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| AdminError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        if !cfg.listen.ip().is_loopback() {
+            tracing::warn!(listen = %cfg.listen, "admin API listens beyond loopback (admin.allow_non_loopback)");
+        }
+        tracing::info!(listen = %cfg.listen, "admin API listening");
+        Ok(Some(Self {
+            listener,
+            token,
+            watch,
+        }))
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` resolves, rereading the token file meanwhile.
+    pub async fn run(
+        self,
+        fuse: SharedFuse,
+        figures: Option<RouteFigures>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AdminError> {
+        let watcher = self.watch.map(|w| tokio::spawn(w.run()));
+        let result = axum::serve(self.listener, router_with(fuse, figures, self.token))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(AdminError::Serve);
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        result
+    }
+}
+
+/// Bind and serve until `shutdown` resolves. No token configured: logs that
+/// the API is off and returns at once.
 pub async fn serve(
     cfg: &AdminConfig,
     fuse: SharedFuse,
     figures: Option<RouteFigures>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AdminError> {
-    let Some(token) = load_token(cfg, |k| std::env::var(k).ok())? else {
-        tracing::info!(
-            token_env = %cfg.token_env,
-            "admin API off: no token configured (admin.token_file or the token env variable)"
-        );
-        return Ok(());
-    };
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| AdminError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    if !cfg.listen.ip().is_loopback() {
-        tracing::warn!(listen = %cfg.listen, "admin API listens beyond loopback");
+    match AdminServer::bind(cfg).await? {
+        Some(server) => server.run(fuse, figures, shutdown).await,
+        None => Ok(()),
     }
-    tracing::info!(listen = %cfg.listen, "admin API listening");
-    axum::serve(listener, router(fuse, figures, token))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(AdminError::Serve)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -185,7 +246,11 @@ async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let ok = given.is_some_and(|t| bool::from(t.as_bytes().ct_eq(s.token.as_bytes())));
+    let current = s.token.read().ok().and_then(|t| t.clone());
+    let ok = match (given, current) {
+        (Some(g), Some(want)) => bool::from(g.as_bytes().ct_eq(want.as_bytes())),
+        _ => false,
+    };
     if !ok {
         tracing::warn!(path = %req.uri().path(), token_given = given.is_some(),
             "admin API request refused: missing or wrong bearer token");
@@ -210,14 +275,37 @@ fn poisoned() -> Response {
     )
 }
 
+/// Run `f` on the blocking pool: it takes the fuse lock, which the pipeline,
+/// the fuse ticker or another request may hold across a state-file fsync.
+async fn blocking(
+    s: AdminState,
+    f: impl FnOnce(AdminState) -> Response + Send + 'static,
+) -> Response {
+    tokio::task::spawn_blocking(move || f(s))
+        .await
+        .unwrap_or_else(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("admin handler failed: {e}"),
+            )
+        })
+}
+
 async fn fuses(State(s): State<AdminState>) -> Response {
-    let Some(f) = lock(&s) else {
-        return poisoned();
-    };
-    Json(json!({ "mode": f.mode().as_str(), "fuses": f.states() })).into_response()
+    blocking(s, |s| {
+        let Some(f) = lock(&s) else {
+            return poisoned();
+        };
+        Json(json!({ "mode": f.mode().as_str(), "fuses": f.states() })).into_response()
+    })
+    .await
 }
 
 async fn routes(State(s): State<AdminState>) -> Response {
+    blocking(s, routes_blocking).await
+}
+
+fn routes_blocking(s: AdminState) -> Response {
     let slo = s
         .figures
         .as_ref()
@@ -288,28 +376,29 @@ struct OverrideBody {
 }
 
 async fn force_open(
-    s: State<AdminState>,
+    State(s): State<AdminState>,
     body: Result<Json<OverrideBody>, JsonRejection>,
 ) -> Response {
-    apply(s, OverrideAction::ForceOpen, body)
+    blocking(s, |s| apply(s, OverrideAction::ForceOpen, body)).await
 }
 
 async fn force_closed(
-    s: State<AdminState>,
+    State(s): State<AdminState>,
     body: Result<Json<OverrideBody>, JsonRejection>,
 ) -> Response {
-    apply(s, OverrideAction::ForceClosed, body)
+    blocking(s, |s| apply(s, OverrideAction::ForceClosed, body)).await
 }
 
 async fn release(
-    s: State<AdminState>,
+    State(s): State<AdminState>,
     body: Result<Json<OverrideBody>, JsonRejection>,
 ) -> Response {
-    apply(s, OverrideAction::Release, body)
+    blocking(s, |s| apply(s, OverrideAction::Release, body)).await
 }
 
+/// Runs on the blocking pool: `override_route` persists (fsync) and audits.
 fn apply(
-    State(s): State<AdminState>,
+    s: AdminState,
     action: OverrideAction,
     body: Result<Json<OverrideBody>, JsonRejection>,
 ) -> Response {

@@ -8,7 +8,7 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::fuse::{FuseConfig, FuseController, FuseMode, FuseState};
 
-const TOKEN: &str = "s3cret-token";
+const TOKEN: &str = "s3cret-token-of-32-bytes-or-more";
 
 struct Api {
     base: String,
@@ -87,7 +87,7 @@ async fn missing_or_wrong_token_is_401_and_changes_nothing() {
     for token in [
         None,
         Some("wrong"),
-        Some("s3cret-token-but-longer"),
+        Some("s3cret-token-of-32-bytes-or-more-but-longer"),
         Some(""),
     ] {
         let (status, body) = api.post("/api/v1/fuses/force-open", token, OPEN_SLOW).await;
@@ -273,9 +273,11 @@ async fn routes_merge_slo_figures_with_fuse_state() {
 fn token_from_file_wins_then_env() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
-    let env = |k: &str| (k == DEFAULT_TOKEN_ENV).then(|| " from-env \n".to_string());
+    let from_env = "from-env-0123456789abcdef0123456789";
+    let from_file = "from-file-0123456789abcdef0123456789";
+    let env = |k: &str| (k == DEFAULT_TOKEN_ENV).then(|| format!(" {from_env} \n"));
     let mut cfg = AdminConfig::default();
-    assert_eq!(load_token(&cfg, env).unwrap().as_deref(), Some("from-env"));
+    assert_eq!(load_token(&cfg, env).unwrap().as_deref(), Some(from_env));
     assert_eq!(load_token(&cfg, |_| None).unwrap(), None);
     assert_eq!(load_token(&cfg, |_| Some("  ".into())).unwrap(), None);
     cfg.token_file = Some(file.clone());
@@ -286,10 +288,10 @@ fn token_from_file_wins_then_env() {
     std::fs::write(&file, "\n").unwrap();
     assert!(matches!(
         load_token(&cfg, env),
-        Err(AdminError::EmptyToken(_))
+        Err(AdminError::EmptyToken { .. })
     ));
-    std::fs::write(&file, "from-file\n").unwrap();
-    assert_eq!(load_token(&cfg, env).unwrap().as_deref(), Some("from-file"));
+    std::fs::write(&file, format!("{from_file}\nignored\n")).unwrap();
+    assert_eq!(load_token(&cfg, env).unwrap().as_deref(), Some(from_file));
 }
 
 #[tokio::test]
@@ -298,6 +300,7 @@ async fn no_token_means_the_api_is_off() {
         listen: "127.0.0.1:0".parse().unwrap(),
         token_file: None,
         token_env: "SG_TEST_TOKEN_THAT_IS_NEVER_SET".into(),
+        allow_non_loopback: false,
     };
     let fuse: SharedFuse = Arc::new(Mutex::new(
         FuseController::with_actions(
@@ -339,4 +342,166 @@ fn config_checks_token_env() {
             .to_string()
             .contains("admin.token_env")
     );
+}
+
+#[test]
+fn short_tokens_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    let short = "a".repeat(MIN_TOKEN_BYTES - 1);
+    let enough = "a".repeat(MIN_TOKEN_BYTES);
+    let cfg = AdminConfig::default();
+    let e = load_token(&cfg, |_| Some(short.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("admin.token_env") && e.contains(DEFAULT_TOKEN_ENV) && e.contains("31 bytes"),
+        "{e}"
+    );
+    assert_eq!(
+        load_token(&cfg, |_| Some(enough.clone()))
+            .unwrap()
+            .as_deref(),
+        Some(enough.as_str())
+    );
+    let cfg = AdminConfig {
+        token_file: Some(file.clone()),
+        ..Default::default()
+    };
+    // Surrounding blanks do not count.
+    std::fs::write(&file, format!("  {short}  \n")).unwrap();
+    let e = load_token(&cfg, |_| None).unwrap_err().to_string();
+    assert!(
+        e.contains("admin.token_file") && e.contains("at least 32"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn non_loopback_listen_needs_the_explicit_key() {
+    let mut c = AdminConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("admin.listen") && e.contains("admin.allow_non_loopback"),
+        "{e}"
+    );
+    // Also when the config did not go through validate (library users).
+    assert!(matches!(
+        AdminServer::bind(&c).await,
+        Err(AdminError::NotLoopback(_))
+    ));
+    c.allow_non_loopback = true;
+    c.validate().unwrap();
+    c.listen = "[::1]:9465".parse().unwrap();
+    c.allow_non_loopback = false;
+    c.validate().unwrap();
+}
+
+/// Wait (bounded) until `GET /api/v1/fuses` with `token` answers `want`.
+async fn wait_status(base: &str, token: &str, want: u16) -> u16 {
+    let http = reqwest::Client::new();
+    let mut got = 0;
+    for _ in 0..100 {
+        got = http
+            .get(format!("{base}/api/v1/fuses"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    got
+}
+
+#[tokio::test]
+async fn token_file_is_reread_when_it_changes() {
+    let api = start().await;
+    let file = api.dir.path().join("token");
+    let (a, b) = ("a".repeat(40), "b".repeat(40));
+    let cfg = AdminConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token_file: Some(file.clone()),
+        ..Default::default()
+    };
+    // Missing at start (an optional Secret not created yet): listens, refuses.
+    let server = AdminServer::bind(&cfg).await.unwrap().expect("listening");
+    let base = format!("http://{}", server.local_addr().unwrap());
+    tokio::spawn(server.run(api.fuse.clone(), None, std::future::pending()));
+    assert_eq!(wait_status(&base, &a, 401).await, 401);
+    std::fs::write(&file, &a).unwrap();
+    assert_eq!(wait_status(&base, &a, 200).await, 200, "file appeared");
+    // Rotation the way Kubernetes does it: a new file renamed over the old.
+    let tmp = api.dir.path().join("token.new");
+    std::fs::write(&tmp, &b).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    assert_eq!(wait_status(&base, &b, 200).await, 200, "rotated token");
+    assert_eq!(
+        wait_status(&base, &a, 401).await,
+        401,
+        "old token still works"
+    );
+    // A short new token is not taken, and the old one stops working too.
+    std::fs::write(&file, "short").unwrap();
+    assert_eq!(wait_status(&base, &b, 401).await, 401);
+    assert_eq!(wait_status(&base, "short", 401).await, 401);
+}
+
+/// The fuse controller fsyncs its state file under its lock. While another
+/// thread holds that lock (as the pipeline or the ticker does during a slow
+/// fsync), an override request must wait on the blocking pool, not on the
+/// async worker: on a single-threaded runtime, this test's own timer can
+/// only fire if the worker is free.
+#[tokio::test(flavor = "current_thread")]
+async fn fuse_lock_waits_happen_off_the_async_worker() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let api = start().await;
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let worker_ran = Arc::new(AtomicBool::new(false));
+    let holder = {
+        let fuse = api.fuse.clone();
+        let worker_ran = worker_ran.clone();
+        std::thread::spawn(move || {
+            let _guard = fuse.lock().unwrap();
+            held_tx.send(()).unwrap();
+            // Hold until the runtime shows it is alive, at most 5 s.
+            for _ in 0..500 {
+                if worker_ran.load(Ordering::SeqCst) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            false
+        })
+    };
+    held_rx.recv().unwrap();
+    let base = api.base.clone();
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{base}/api/v1/fuses/force-open"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(OPEN_SLOW)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    // Long enough for the request to reach the handler and wait on the lock.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker_ran.store(true, Ordering::SeqCst);
+    assert!(
+        holder.join().unwrap(),
+        "the async worker was blocked while the fuse lock was held"
+    );
+    assert_eq!(request.await.unwrap(), 200);
+    assert!(api.audit().contains("db failover"));
 }

@@ -687,8 +687,16 @@ pub fn spawn_ticker(fuse: SharedFuse, every: Duration) -> tokio::task::JoinHandl
         iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             iv.tick().await;
-            let Ok(mut f) = fuse.lock() else { break };
-            f.tick();
+            // tick() may persist (fsync): off the async workers.
+            let fuse = fuse.clone();
+            let ticked = tokio::task::spawn_blocking(move || {
+                let Ok(mut f) = fuse.lock() else { return false };
+                f.tick();
+                true
+            });
+            if !matches!(ticked.await, Ok(true)) {
+                break;
+            }
         }
     })
 }

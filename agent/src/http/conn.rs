@@ -309,12 +309,16 @@ impl Sink for ConnSink<'_, '_, '_> {
 }
 
 impl Conn {
-    pub(crate) fn new(conn_id: u64, ts: u64) -> Self {
+    pub(crate) fn new(
+        conn_id: u64,
+        ts: u64,
+        budget: std::sync::Arc<super::budget::HeadBudget>,
+    ) -> Self {
         Self {
             last_ts: ts,
             first_ts: ts,
-            ingress: DirParser::new(),
-            egress: DirParser::new(),
+            ingress: DirParser::new(budget.clone()),
+            egress: DirParser::new(budget),
             pairing: Pairing {
                 conn_id,
                 role: None,
@@ -358,7 +362,7 @@ impl Conn {
                 if payload.is_empty() || !is_definite_start(payload, MsgKind::Request) {
                     return;
                 }
-                *self = Conn::new(self.pairing.conn_id, ts);
+                *self = Conn::new(self.pairing.conn_id, ts, limits.budget.clone());
                 ctx.counters.revived_connections += 1;
             }
         }

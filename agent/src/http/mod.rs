@@ -2,6 +2,7 @@
 //! response heads, body framing (length, chunked, close, sendfile lengths),
 //! and pairing into [`HttpRequest`](crate::request::HttpRequest) records on
 //! the server and the client side. Pure library code: fed with [`DataChunk`]s.
+mod budget;
 mod chunked;
 mod conn;
 mod head;
@@ -45,6 +46,9 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Head bytes buffered per message; longer heads are parsed as truncated.
     pub max_head_bytes: usize,
+    /// Head bytes buffered across all connections; beyond, new partial
+    /// heads are parsed as truncated and counted (`head_budget_exhausted`).
+    pub max_head_buffer_bytes: usize,
     /// A connection silent this long is forgotten; its open exchanges are
     /// emitted (complete when only the end of an unframed response was unknown).
     #[serde(with = "humantime_serde")]
@@ -58,6 +62,7 @@ impl Default for HttpConfig {
         Self {
             max_connections: 65_536,
             max_head_bytes: 16 * 1024,
+            max_head_buffer_bytes: 64 << 20,
             idle_timeout: Duration::from_secs(30),
             max_pipelined: 64,
         }
@@ -76,6 +81,12 @@ impl HttpConfig {
             return Err(ConfigError::key(
                 "http.max_head_bytes",
                 "must be between 256 and 1048576",
+            ));
+        }
+        if self.max_head_buffer_bytes < self.max_head_bytes {
+            return Err(ConfigError::key(
+                "http.max_head_buffer_bytes",
+                "must be at least http.max_head_bytes",
             ));
         }
         if self.idle_timeout.is_zero() {
@@ -131,4 +142,6 @@ pub struct HttpCounters {
     /// CLOSE events older than the connection they named (a reused socket
     /// address, events of two CPUs out of order): ignored.
     pub stale_closes: u64,
+    /// Heads parsed as truncated because `http.max_head_buffer_bytes` was spent.
+    pub head_budget_exhausted: u64,
 }

@@ -109,6 +109,8 @@ proptest! {
         let cfg = HttpConfig {
             max_connections: 2,
             max_head_bytes: 256,
+            // Less than 2 connections × 2 directions × 256: the budget binds.
+            max_head_buffer_bytes: 300,
             max_pipelined: 3,
             idle_timeout: std::time::Duration::from_nanos(50),
         };
@@ -131,6 +133,7 @@ proptest! {
                 Op::Expire { now } => t.expire(*now, &mut out),
             }
             prop_assert!(t.connections() <= 2);
+            prop_assert!(t.head_buffer_bytes() <= 300, "{}", t.head_buffer_bytes());
         }
         for r in &out {
             prop_assert!(r.end_ns >= r.start_ns);

@@ -1,6 +1,9 @@
 //! One direction of a connection as a sequence of HTTP/1.x messages: heads
 //! reassembled across syscalls, bodies delimited by length, chunked framing,
 //! close, or (when framing is lost) by the next message start.
+use std::sync::Arc;
+
+use super::budget::{HeadBudget, HeadBuf};
 use super::chunked::{ChunkedDecoder, Feed, Skip, ends_with_last_chunk};
 use super::head::{
     Classify, Head, HeadEndScan, HeadParse, MsgKind, classify, is_definite_start, parse_head,
@@ -71,7 +74,7 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct DirParser {
     state: State,
-    head_buf: Vec<u8>,
+    head_buf: HeadBuf,
     scan: HeadEndScan,
     /// The kind of message this direction carries, once known.
     pub(crate) expect: Option<MsgKind>,
@@ -84,13 +87,15 @@ pub(crate) struct DirParser {
 
 pub(crate) struct Limits {
     pub max_head_bytes: usize,
+    /// Shared by every head buffer of the tracker (`http.max_head_buffer_bytes`).
+    pub budget: Arc<HeadBudget>,
 }
 
 impl DirParser {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(budget: Arc<HeadBudget>) -> Self {
         Self {
             state: State::Idle,
-            head_buf: Vec::new(),
+            head_buf: HeadBuf::new(budget),
             scan: HeadEndScan::default(),
             expect: None,
             cur: MsgKind::Request,
@@ -102,7 +107,7 @@ impl DirParser {
     /// Bytes of a head not yet complete (used when the connection closes).
     pub(crate) fn pending_head(&self) -> Option<(&[u8], u64)> {
         (self.state == State::Head && !self.head_buf.is_empty())
-            .then_some((&self.head_buf[..], self.msg_start_ts))
+            .then_some((self.head_buf.bytes(), self.msg_start_ts))
     }
 
     /// The message in progress has an end that only close or the next
@@ -116,7 +121,7 @@ impl DirParser {
 
     /// Drop buffers (the connection is dead or idle).
     pub(crate) fn release(&mut self) {
-        self.head_buf = Vec::new();
+        self.head_buf.clear();
     }
 
     fn fail(&mut self, sink: &mut impl Sink) {
@@ -171,7 +176,7 @@ impl DirParser {
         sink: &mut impl Sink,
     ) {
         let head_bytes = self.head_buf.len() as u64 + unseen;
-        match parse_truncated(&self.head_buf, scratch) {
+        match parse_truncated(self.head_buf.bytes(), scratch) {
             Some(head) => self.on_head(head, ts, head_bytes, true, sink),
             None => self.fail(sink),
         }
@@ -238,7 +243,17 @@ impl DirParser {
                         HeadParse::Partial => {
                             self.state = State::Head;
                             let take = p.len().min(limits.max_head_bytes);
-                            self.head_buf.extend_from_slice(&p[..take]);
+                            if self.head_buf.room(take) < take {
+                                // Budget spent: parse the part of the head in
+                                // hand now rather than wait for the rest.
+                                self.head_buf.note_exhausted();
+                                let head_bytes = p.len() as u64 + unseen;
+                                return match parse_truncated(&p[..take], scratch) {
+                                    Some(head) => self.on_head(head, ts, head_bytes, true, sink),
+                                    None => self.fail(sink),
+                                };
+                            }
+                            self.head_buf.extend(&p[..take]);
                             let _ = self.scan.find(&p[..take]);
                             if mid_chunk
                                 && unseen > 0
@@ -265,14 +280,20 @@ impl DirParser {
                         }
                         return;
                     }
-                    let room = limits.max_head_bytes.saturating_sub(self.head_buf.len());
-                    let window = &p[..p.len().min(room)];
+                    let want = p
+                        .len()
+                        .min(limits.max_head_bytes.saturating_sub(self.head_buf.len()));
+                    let room = self.head_buf.room(want);
+                    if room < want {
+                        self.head_buf.note_exhausted();
+                    }
+                    let window = &p[..room];
                     match self.scan.find(window) {
                         Some(end) => {
-                            self.head_buf.extend_from_slice(&window[..=end]);
+                            self.head_buf.extend(&window[..=end]);
                             p = &p[end + 1..];
                             let head_bytes = self.head_buf.len() as u64;
-                            match parse_head(&self.head_buf) {
+                            match parse_head(self.head_buf.bytes()) {
                                 HeadParse::Complete { head, .. } => {
                                     self.on_head(head, ts, head_bytes, false, sink)
                                 }
@@ -280,14 +301,18 @@ impl DirParser {
                             }
                         }
                         None => {
-                            self.head_buf.extend_from_slice(window);
+                            self.head_buf.extend(window);
                             let extra = (p.len() - window.len()) as u64 + unseen;
                             if self.expect.is_none()
-                                && classify(skip_empty_lines(&self.head_buf)) == Classify::NotHttp
+                                && classify(skip_empty_lines(self.head_buf.bytes()))
+                                    == Classify::NotHttp
                             {
                                 return self.fail(sink);
                             }
-                            if extra > 0 || self.head_buf.len() >= limits.max_head_bytes {
+                            if extra > 0
+                                || self.head_buf.len() >= limits.max_head_bytes
+                                || room < want
+                            {
                                 return self.truncated_head(ts, extra, scratch, sink);
                             }
                             return;

@@ -693,3 +693,43 @@ fn late_close_of_a_reused_address_does_not_end_the_new_connection() {
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].status, out[0].incomplete), (200, false));
 }
+
+/// 5,000 slow clients each send half a head and stop. Per-connection limits
+/// alone would buffer all of it; the global budget holds the buffers to
+/// `max_head_buffer_bytes`, parses the heads that do not fit as truncated
+/// (still measured), counts them, and gives the bytes back on close.
+#[test]
+fn head_buffers_share_one_budget() {
+    let half = b"GET /slow/path HTTP/1.1\r\nHost: example\r\nUser-Agent: slow";
+    let budget = 100 * half.len();
+    let mut h = Harness::with(HttpConfig {
+        max_head_buffer_bytes: budget,
+        ..Default::default()
+    });
+    for i in 0..5_000u64 {
+        h.io(10_000 + i, Direction::Ingress, i, half);
+        assert!(
+            h.t.head_buffer_bytes() <= budget,
+            "{}",
+            h.t.head_buffer_bytes()
+        );
+    }
+    assert_eq!(
+        h.t.head_buffer_bytes(),
+        budget,
+        "the first 100 are buffered"
+    );
+    assert_eq!(h.c().head_budget_exhausted, 4_900);
+    // The rest were parsed from what arrived: each still becomes an exchange.
+    assert_eq!(h.c().truncated_heads, 4_900);
+    for i in 0..5_000u64 {
+        h.t.on_close(10_000 + i, 10_000 + i, &mut h.out);
+    }
+    let r = h.take();
+    assert_eq!(r.len(), 5_000);
+    assert!(
+        r.iter()
+            .all(|r| r.method == "GET" && r.target == "/slow/path")
+    );
+    assert_eq!(h.t.head_buffer_bytes(), 0, "closing returns every byte");
+}

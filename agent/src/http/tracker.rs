@@ -45,6 +45,7 @@ impl HttpTracker {
         Self {
             limits: Limits {
                 max_head_bytes: cfg.max_head_bytes,
+                budget: super::budget::HeadBudget::new(cfg.max_head_buffer_bytes),
             },
             max_connections: cfg.max_connections.max(1),
             max_pipelined: cfg.max_pipelined.max(1),
@@ -58,6 +59,11 @@ impl HttpTracker {
 
     pub fn counters(&self) -> &HttpCounters {
         &self.counters
+    }
+
+    /// Bytes the head reassembly buffers hold now (charged capacity).
+    pub fn head_buffer_bytes(&self) -> usize {
+        self.limits.budget.used()
     }
 
     /// Connections currently tracked (including ones judged not HTTP).
@@ -88,6 +94,7 @@ impl HttpTracker {
                 &mut self.scratch,
                 &mut ctx,
             );
+            self.counters.head_budget_exhausted = self.limits.budget.exhausted();
             return;
         }
         if chunk.payload.is_empty() {
@@ -105,7 +112,7 @@ impl HttpTracker {
         };
         self.conns
             .entry(chunk.conn_id)
-            .or_insert_with(|| Conn::new(chunk.conn_id, chunk.ts_ns))
+            .or_insert_with(|| Conn::new(chunk.conn_id, chunk.ts_ns, self.limits.budget.clone()))
             .on_data(
                 chunk.direction,
                 chunk.ts_ns,
@@ -115,6 +122,7 @@ impl HttpTracker {
                 &mut self.scratch,
                 &mut ctx,
             );
+        self.counters.head_budget_exhausted = self.limits.budget.exhausted();
     }
 
     /// The socket was closed at `ts_ns`: emit what it holds and forget it.

@@ -357,6 +357,7 @@ mod tests {
         let state = crate::metrics::MetricsState {
             registry: Arc::new(sample_registry()),
             ready: Default::default(),
+            healthy: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(crate::metrics::serve_on(listener, state, async {

@@ -95,13 +95,15 @@ impl Pipeline {
         slo.register_metrics(registry);
         let http_metrics = HttpSelfMetrics::default();
         http_metrics.register(registry);
+        let reqlog = crate::reqlog::RequestLogger::new(cfg.request_logs.clone());
+        reqlog.register(registry);
         let stage = RequestStage {
             routes: crate::route::RouteTable::new(&cfg.routes),
             red,
             spans: out.spans,
             otlp: cfg.otlp.clone(),
             not_sampled: out.span_counters.counter("not_sampled"),
-            reqlog: crate::reqlog::RequestLogger::new(cfg.request_logs.clone()),
+            reqlog,
             ids: requests::id_generator(),
             slo,
             invalid: Default::default(),

@@ -153,7 +153,7 @@ impl HttpSelfMetrics {
     }
 }
 
-fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 14] {
+fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 15] {
     [
         ("chunks", c.chunks),
         ("exchanges", c.exchanges),
@@ -169,6 +169,7 @@ fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 14] {
         ("expired_connections", c.expired_connections),
         ("desynced_connections", c.desynced_connections),
         ("stale_closes", c.stale_closes),
+        ("head_budget_exhausted", c.head_budget_exhausted),
     ]
 }
 
@@ -248,6 +249,7 @@ impl RequestStage {
                 let parent_sampled = ctx.as_ref().and_then(|c| c.sampled);
                 if should_export(&self.otlp, parent_sampled, error, duration, &trace_id) {
                     sink.offer(span_record(
+                        &self.otlp,
                         &req,
                         &route,
                         &gray,
@@ -318,8 +320,11 @@ impl RequestStage {
 
 /// The span for a request: OTel HTTP semantic conventions plus what the
 /// kernel saw on the connection. The pod goes to the span's resource.
+/// String attributes are capped at `otlp.max_attribute_bytes` and query values
+/// redacted outside `otlp.query_allowlist`: they are other people's data.
 #[allow(clippy::too_many_arguments)]
 fn span_record(
+    otlp: &OtlpConfig,
     req: &HttpRequest,
     route: &crate::route::RouteKey,
     gray: &str,
@@ -341,7 +346,10 @@ fn span_record(
     a.push(KeyValue::new("http.route", route.route.to_string()));
     a.push(KeyValue::new("url.path", path.to_string()));
     if let Some(q) = query {
-        a.push(KeyValue::new("url.query", q.to_string()));
+        a.push(KeyValue::new(
+            "url.query",
+            crate::redact::redact_query(q, &otlp.query_allowlist),
+        ));
     }
     if req.status != 0 {
         a.push(KeyValue::new(
@@ -399,11 +407,21 @@ fn span_record(
         a.push(KeyValue::new("client.address", c.ip.to_string()));
         a.push(KeyValue::new("client.port", i64::from(c.port)));
     }
+    let max = otlp.max_attribute_bytes;
+    for kv in &mut a {
+        if let opentelemetry::Value::String(s) = &kv.value
+            && s.as_str().len() > max
+        {
+            kv.value = crate::redact::cap(s.as_str(), max).to_string().into();
+        }
+    }
+    let mut name = format!("{} {}", route.method, route.route);
+    name.truncate(crate::redact::cap(&name, max).len());
     let end = req.start_time + Duration::from_nanos(req.duration_ns());
     SpanRecord {
         service: route.service.clone(),
         k8s: k8s.cloned(),
-        name: format!("{} {}", route.method, route.route),
+        name,
         kind,
         trace_id,
         span_id,
@@ -413,5 +431,55 @@ fn span_record(
         end,
         error,
         attributes: a,
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::*;
+    use crate::request::Header;
+
+    fn attr<'a>(r: &'a SpanRecord, key: &str) -> Option<String> {
+        r.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.as_str().into_owned())
+    }
+
+    /// Values copied from the request are bounded and query values withheld:
+    /// a 16 KiB X-Request-Id or path must not become a 16 KiB attribute.
+    #[test]
+    fn span_attributes_are_capped_and_query_values_redacted() {
+        let long = "p".repeat(16 * 1024);
+        let target = format!("/a/{long}?user=alice&token=s3cret&page=2");
+        let mut req = HttpRequest::synthetic(Side::Server, "GET", &target, 200, 0, 1_000);
+        req.headers.set(Header::XRequestId, &"r".repeat(16 * 1024));
+        req.headers.set(Header::UserAgent, &"u".repeat(16 * 1024));
+        let route = crate::route::RouteKey::new("shop", "GET", &format!("/a/{long}"));
+        let otlp = OtlpConfig {
+            query_allowlist: vec!["page".into()],
+            ..Default::default()
+        };
+        let r = span_record(&otlp, &req, &route, "", None, [1; 16], [2; 8], None, false);
+        assert_eq!(
+            attr(&r, "url.query").as_deref(),
+            Some("user=REDACTED&token=REDACTED&page=2")
+        );
+        for key in [
+            "url.path",
+            "http.route",
+            "http.request.header.x-request-id",
+            "user_agent.original",
+        ] {
+            let v = attr(&r, key).unwrap_or_else(|| panic!("{key} missing"));
+            assert_eq!(v.len(), otlp.max_attribute_bytes, "{key}");
+        }
+        assert!(r.name.len() <= otlp.max_attribute_bytes);
+        for kv in &r.attributes {
+            assert!(
+                kv.value.as_str().len() <= otlp.max_attribute_bytes,
+                "{kv:?}"
+            );
+        }
     }
 }

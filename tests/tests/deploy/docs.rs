@@ -56,3 +56,22 @@ fn metrics_doc_names_every_exported_family() {
     });
     assert!(families.is_empty(), "docs/metrics.md lacks {families:?}");
 }
+
+/// The DaemonSet grants `hostPID` and `SYS_PTRACE`; docs/requirements.md must
+/// say what else that exposes (not only what the agent reads), so an operator
+/// can weigh it.
+#[test]
+fn requirements_doc_says_what_host_pid_and_ptrace_expose() {
+    let doc = std::fs::read_to_string(tools::repo_root().join("docs/requirements.md")).unwrap();
+    let start = doc
+        .find("### What `hostPID` and `CAP_SYS_PTRACE` let the agent see")
+        .expect("a section on what hostPID and SYS_PTRACE expose");
+    let section = &doc[start..];
+    let section = &section[..section[4..].find("\n#").map_or(section.len(), |i| i + 4)];
+    for exposed in ["`environ`", "`mem`", "`root/`", "`fd/`", "`kill`", "uid 0"] {
+        assert!(
+            section.contains(exposed),
+            "section does not cover {exposed}"
+        );
+    }
+}

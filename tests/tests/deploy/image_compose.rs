@@ -44,6 +44,15 @@ fn dockerfile_builds_like_xtask_setup_and_passes_hadolint() {
         "{}",
         froms[1]
     );
+    // Every base image pinned by digest: a tag moves, a digest does not.
+    for from in &froms {
+        let image = from.split_whitespace().nth(1).unwrap_or_default();
+        let digest = image.split_once("@sha256:").map(|(_, d)| d);
+        assert!(
+            digest.is_some_and(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())),
+            "base image not pinned by digest: {from}"
+        );
+    }
     for step in [
         "llvm-22-dev",
         "libpolly-22-dev",
