@@ -9,6 +9,7 @@ pub mod config;
 pub mod conn;
 pub mod events;
 pub mod fuse;
+pub mod fuzz;
 pub mod http;
 pub mod k8s;
 pub mod malloc;

@@ -4,6 +4,9 @@
 //! the server and the client side. Pure library code: fed with [`DataChunk`]s.
 mod chunked;
 mod conn;
+/// Fuzz harnesses (see `crate::fuzz`); not an API.
+#[doc(hidden)]
+pub mod fuzz;
 mod head;
 mod stream;
 mod tracker;
