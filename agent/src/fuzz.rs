@@ -198,6 +198,10 @@ fn check_exposition(text: &str) {
             value.parse::<f64>().is_ok() || matches!(value, "+Inf" | "-Inf" | "NaN"),
             "value {value:?} in {line:?}"
         );
+        // An exemplar (trace id of a request) is a label set of its own.
+        if let Some((_, exemplar)) = rest.split_once(" # {") {
+            assert!(skip_labels(exemplar).is_some(), "bad exemplar: {line:?}");
+        }
     }
 }
 

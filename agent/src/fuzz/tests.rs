@@ -58,18 +58,19 @@ fn every_target_has_a_fuzz_binary() {
     }
 }
 
-/// The harnesses check something: inputs that break their invariants on
-/// purpose-built wrong behaviour would be caught. Here: the exposition check
-/// refuses what an unescaped label value would produce.
+/// The exposition check is not vacuous: it refuses what an unescaped label
+/// value, a bad escape or a broken exemplar would produce.
 #[test]
 fn exposition_check_refuses_raw_label_values() {
     check_exposition("# HELP x y\nx_total{a=\"b\\\"c\",d=\"e\"} 1\ny 2.5\n");
+    check_exposition("x_bucket{le=\"0.5\"} 1 # {trace_id=\"ab\"} 0.3 1.5\n");
     for bad in [
         "x_total{a=\"b\"c\"} 1\n",
         "x_total{a=\"b\nc\"} 1\n",
         "x_total{a=\"b\\qc\"} 1\n",
         "x_total{a=b} 1\n",
         "x_total 1x\n",
+        "x_bucket{le=\"0.5\"} 1 # {trace_id=\"a\"b\"} 0.3\n",
     ] {
         let r = std::panic::catch_unwind(|| check_exposition(bad));
         assert!(r.is_err(), "accepted {bad:?}");
