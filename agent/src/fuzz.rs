@@ -205,8 +205,9 @@ fn check_exposition(text: &str) {
     }
 }
 
-/// Past `name="value",...}`; `None` when a quote or escape is unbalanced or
-/// a raw control character sits inside a value.
+/// Past `name="value",...}`; `None` when a quote or escape is unbalanced.
+/// The format escapes only `\\`, `"` and line feeds (which the line split
+/// catches): other control bytes, e.g. from a process name, may stay raw.
 fn skip_labels(s: &str) -> Option<&str> {
     let b = s.as_bytes();
     let mut i = 0;
@@ -234,7 +235,6 @@ fn skip_labels(s: &str) -> Option<&str> {
                     i += 2;
                 }
                 b'"' => break,
-                c if c < 0x20 => return None,
                 _ => i += 1,
             }
         }

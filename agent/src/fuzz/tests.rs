@@ -64,6 +64,7 @@ fn every_target_has_a_fuzz_binary() {
 fn exposition_check_refuses_raw_label_values() {
     check_exposition("# HELP x y\nx_total{a=\"b\\\"c\",d=\"e\"} 1\ny 2.5\n");
     check_exposition("x_bucket{le=\"0.5\"} 1 # {trace_id=\"ab\"} 0.3 1.5\n");
+    check_exposition("x_total{service_name=\"\u{1}\"} 2\n");
     for bad in [
         "x_total{a=\"b\"c\"} 1\n",
         "x_total{a=\"b\nc\"} 1\n",
