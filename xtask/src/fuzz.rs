@@ -3,7 +3,7 @@
 //! from the seeds kept in the repository. Prints executions per second per
 //! target and fails when one found a crash, leaving the input where libFuzzer
 //! put it (`agent/fuzz/artifacts/<target>/`) and the whole log beside it.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -110,12 +110,31 @@ fn cargo_fuzz() -> Command {
     let mut cmd = Command::new("rustup");
     cmd.args(["run", "nightly", "cargo", "fuzz"])
         .current_dir(util::repo_root().join("agent"))
-        // Set by the stable cargo that runs xtask; nightly must pick its own.
-        .env_remove("CARGO")
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("RUSTC")
         .stdin(Stdio::null());
+    // `cargo run` hands xtask its own package's variables; nightly must pick its
+    // own cargo, and build scripts that watch e.g. CARGO_MANIFEST_DIR (ring)
+    // would otherwise rebuild half the dependency tree when it changes.
+    for (name, _) in std::env::vars_os() {
+        if is_cargo_run_var(&name.to_string_lossy()) {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env_remove("RUSTUP_TOOLCHAIN").env_remove("RUSTC");
     cmd
+}
+
+/// Variables `cargo run` sets for the program it runs (not user configuration
+/// such as CARGO_HOME or CARGO_TARGET_DIR).
+pub fn is_cargo_run_var(name: &str) -> bool {
+    matches!(
+        name,
+        "CARGO"
+            | "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+    ) || name.starts_with("CARGO_PKG_")
 }
 
 /// The `cargo fuzz run` of one target: work corpus first (libFuzzer adds new
@@ -243,19 +262,29 @@ pub fn table(runs: &[FuzzRun]) -> String {
     out
 }
 
-/// Where a target's seeds live (tests check every target has some).
-pub fn seeds_dir(target: &str) -> PathBuf {
-    fuzz_dir().join("seeds").join(target)
-}
-
-/// True when `path` holds at least one file.
-pub fn has_files(path: &Path) -> bool {
-    std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    fn has_files(path: &Path) -> bool {
+        std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some())
+    }
+
+    #[test]
+    fn cargo_run_variables_are_not_passed_to_the_fuzz_build() {
+        for v in [
+            "CARGO",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_BIN_NAME",
+        ] {
+            assert!(is_cargo_run_var(v), "{v}");
+        }
+        for v in ["CARGO_HOME", "CARGO_TARGET_DIR", "RUSTFLAGS", "PATH"] {
+            assert!(!is_cargo_run_var(v), "{v}");
+        }
+    }
 
     const LOG: &str = "INFO: Running with entropic power schedule (0xFF, 100).
 #2\tINITED cov: 1186 ft: 1187 corp: 1/1b exec/s: 0 rss: 40Mb
@@ -303,7 +332,10 @@ stat::peak_rss_mb:              463
         );
         for t in TARGETS {
             assert!(manifest.contains(&format!("name = \"{t}\"")), "{t}");
-            assert!(has_files(&seeds_dir(t)), "no seeds for {t}");
+            assert!(
+                has_files(&fuzz_dir().join("seeds").join(t)),
+                "no seeds for {t}"
+            );
         }
     }
 
