@@ -97,11 +97,18 @@ impl Event<'_> {
 }
 
 /// Process name from a NUL-padded `comm`. The kernel cuts names at 15
-/// bytes, possibly inside a UTF-8 character, and a process may name itself
-/// with any bytes: invalid UTF-8 becomes U+FFFD (the rest of the name stays).
+/// bytes, possibly inside a UTF-8 character, and a task names itself
+/// (`prctl(PR_SET_NAME)`) with any bytes; the name ends up in labels and
+/// logs, so invalid UTF-8 becomes U+FFFD and control characters `?` (the
+/// rest of the name stays).
 pub fn comm_str(comm: &[u8; 16]) -> std::borrow::Cow<'_, str> {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end])
+    let name = String::from_utf8_lossy(&comm[..end]);
+    if name.chars().any(char::is_control) {
+        name.replace(char::is_control, "?").into()
+    } else {
+        name
+    }
 }
 
 /// Local and remote socket addresses of a tuple (IPv4 shown unmapped).
@@ -242,6 +249,21 @@ mod tests {
                 .collect();
             let _ = decode(&buf);
         }
+    }
+
+    /// Found by fuzzing: a task may name itself anything (`prctl(PR_SET_NAME)`),
+    /// and the name becomes a `service_name` label; a raw line break there
+    /// split a `/metrics` line and let a process forge samples.
+    #[test]
+    fn comm_control_characters_are_replaced() {
+        let mut comm = [0u8; 16];
+        comm[..14].copy_from_slice(b"shop\r\nx\"} 1\n\x7fz");
+        assert_eq!(comm_str(&comm), "shop??x\"} 1??z");
+        assert_eq!(comm_str(b"nginx\0\0\0\0\0\0\0\0\0\0\0"), "nginx");
+        assert_eq!(
+            comm_str(b"\xff\xfe\0\0\0\0\0\0\0\0\0\0\0\0\0\0"),
+            "\u{fffd}\u{fffd}"
+        );
     }
 
     #[test]

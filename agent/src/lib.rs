@@ -10,6 +10,7 @@ pub mod conn;
 pub mod events;
 pub mod fault;
 pub mod fuse;
+pub mod fuzz;
 pub mod http;
 pub mod k8s;
 pub mod malloc;

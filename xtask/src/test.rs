@@ -13,9 +13,15 @@ use crate::util::{self, fmt_duration, run_timed};
 /// Env var naming the agent binary the integration tests start.
 pub const AGENT_BIN_ENV: &str = "SG_AGENT_BIN";
 
+/// Seconds each fuzz target runs in `cargo xtask test` (CI): long enough to
+/// shake out shallow bugs, short enough for six targets in about a minute.
+pub const FUZZ_SECS: u64 = 10;
+
 pub struct TestOpts {
     /// Skip `setup` (for quick reruns on a machine already set up).
     pub no_setup: bool,
+    /// Seconds per fuzz target; 0 skips the fuzz step.
+    pub fuzz_secs: u64,
     /// Passed to every test harness after `--` (e.g. a test name filter).
     pub harness_args: Vec<OsString>,
 }
@@ -113,6 +119,10 @@ pub fn test(opts: &TestOpts) -> Result<()> {
         step(name, &mut [integration])?
     });
 
+    if opts.fuzz_secs > 0 {
+        results.push(fuzz_step(opts.fuzz_secs));
+    }
+
     print!("{}", summary(&results, start.elapsed()));
     let failed = results.iter().filter(|r| r.failed()).count();
     if failed > 0 {
@@ -147,6 +157,38 @@ fn step(name: &'static str, cmds: &mut [Command]) -> Result<StepResult> {
         verdict,
         took,
     })
+}
+
+/// Every fuzz target for `secs` seconds (its own nightly build; see
+/// docs/fuzzing.md). A crash fails the step; the input stays in
+/// `agent/fuzz/artifacts/<target>/`.
+fn fuzz_step(secs: u64) -> StepResult {
+    let name = "fuzz targets (cargo-fuzz, a few seconds each)";
+    println!("\n== {name}");
+    let start = Instant::now();
+    let opts = crate::fuzz::FuzzOpts {
+        secs,
+        targets: Vec::new(),
+    };
+    let passed = match crate::fuzz::run_targets(&opts) {
+        Ok(runs) => {
+            print!("{}", crate::fuzz::table(&runs));
+            runs.iter().all(|r| r.ok)
+        }
+        Err(e) => {
+            println!("test: fuzz step failed: {e:#}");
+            false
+        }
+    };
+    StepResult {
+        name,
+        verdict: if passed {
+            Verdict::Passed
+        } else {
+            Verdict::Failed
+        },
+        took: start.elapsed(),
+    }
 }
 
 fn not_run(name: &'static str) -> StepResult {

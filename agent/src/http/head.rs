@@ -276,19 +276,13 @@ fn parse_response(buf: &[u8]) -> HeadParse {
     let mut slots: HeaderSlots<'_> = [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     match parser_config().parse_response_with_uninit_headers(&mut resp, buf, &mut slots) {
-        Ok(httparse::Status::Complete(len)) => HeadParse::Complete {
-            head: response_head(&resp),
-            len,
-        },
+        Ok(httparse::Status::Complete(len)) => complete_response(&resp, len),
         Ok(httparse::Status::Partial) => HeadParse::Partial,
         Err(httparse::Error::TooManyHeaders) => {
             let mut heap = vec![httparse::EMPTY_HEADER; header_lines(buf)];
             let mut resp = httparse::Response::new(&mut heap);
             match parser_config().parse_response(&mut resp, buf) {
-                Ok(httparse::Status::Complete(len)) => HeadParse::Complete {
-                    head: response_head(&resp),
-                    len,
-                },
+                Ok(httparse::Status::Complete(len)) => complete_response(&resp, len),
                 Ok(httparse::Status::Partial) => HeadParse::Partial,
                 Err(_) => HeadParse::Invalid,
             }
@@ -310,6 +304,20 @@ fn request_head(req: &httparse::Request<'_, '_>) -> Head {
         headers,
         framing,
     })
+}
+
+/// Lowest status code: httparse takes any three digits, but below 100 there
+/// is no HTTP status, and 0 means "no response" in a record.
+const MIN_STATUS: u16 = 100;
+
+fn complete_response(resp: &httparse::Response<'_, '_>, len: usize) -> HeadParse {
+    if resp.code.unwrap_or(0) < MIN_STATUS {
+        return HeadParse::Invalid;
+    }
+    HeadParse::Complete {
+        head: response_head(resp),
+        len,
+    }
 }
 
 fn response_head(resp: &httparse::Response<'_, '_>) -> Head {
@@ -441,6 +449,9 @@ pub(crate) fn parse_truncated(buf: &[u8], scratch: &mut Vec<u8>) -> Option<Head>
             }
             let code = &line[9..12];
             let status = parse_decimal(code).filter(|_| code.len() == 3)? as u16;
+            if status < MIN_STATUS {
+                return None;
+            }
             Some(Head::Response(ResponseHead {
                 status,
                 version_minor: line[7] - b'0',
@@ -589,6 +600,26 @@ mod tests {
         assert_eq!(r.status, 503);
         assert!(parse_truncated(b"HTTP/1.1 5", &mut s).is_none());
         assert!(parse_truncated(b"\x16\x03\x01", &mut s).is_none());
+    }
+
+    /// Found by fuzzing: httparse takes any three digits, so `HTTP/1.1 000`
+    /// made a complete exchange with status 0, the value that means "no
+    /// response" (and a `http_response_status_code="0"` series).
+    #[test]
+    fn status_below_100_is_not_a_response() {
+        for head in [
+            &b"HTTP/1.1 000 OK\r\n\r\n"[..],
+            b"HTTP/1.0 042 X\r\nA: b\r\n\r\n",
+        ] {
+            assert_eq!(parse_head(head), HeadParse::Invalid, "{head:?}");
+        }
+        let mut s = Vec::new();
+        assert!(parse_truncated(b"HTTP/1.1 099 Cut", &mut s).is_none());
+        assert!(parse_truncated(b"HTTP/1.1 000 OK\r\nServer: x\r\nCont", &mut s).is_none());
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 100 Continue\r\n\r\n"),
+            HeadParse::Complete { .. }
+        ));
     }
 
     #[test]

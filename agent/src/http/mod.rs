@@ -5,6 +5,9 @@
 mod budget;
 mod chunked;
 mod conn;
+/// Fuzz harnesses (see `crate::fuzz`); not an API.
+#[doc(hidden)]
+pub mod fuzz;
 mod head;
 mod stream;
 mod tracker;

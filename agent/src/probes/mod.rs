@@ -36,6 +36,10 @@ pub enum ProbeError {
     Tracefs { path: String, reason: String },
     #[error("loading the eBPF object failed: {0}")]
     Load(String),
+    #[error(
+        "this binary was built without its eBPF programs (a fuzz build or SLOGUARD_NO_EBPF=1): build it with `cargo xtask build`"
+    )]
+    NoObject,
     #[error("attaching {program} to tracepoint {category}:{name} failed: {reason}")]
     Attach {
         program: &'static str,
@@ -81,6 +85,9 @@ impl Probes {
     pub fn load(cfg: &ProbesConfig) -> Result<Self, ProbeError> {
         if !Path::new("/sys/kernel/btf/vmlinux").exists() {
             return Err(ProbeError::NoBtf);
+        }
+        if EBPF_OBJECT.is_empty() {
+            return Err(ProbeError::NoObject);
         }
         ensure_tracefs(&cfg.tracefs)?;
         let offsets = kernel_offsets()?;
