@@ -25,7 +25,7 @@ fn ready(tools: &[&str]) -> bool {
 /// would still show in `sloguard_events_lost_total`, printed by `losses`).
 fn config(rules: &str, extra: &str) -> String {
     format!(
-        "log:\n  format: json\nrequest_logs:\n  rest: 1.0\n  slow: 1.0\n  errors: 1.0\nprobes:\n  channel_capacity: 1048576\nservices:\n  rules:\n{rules}{extra}"
+        "log:\n  format: json\nrequest_logs:\n  rest: 1.0\n  slow: 1.0\n  errors: 1.0\n  max_per_second: 1000000\nprobes:\n  channel_capacity: 1048576\nservices:\n  rules:\n{rules}{extra}"
     )
 }
 
