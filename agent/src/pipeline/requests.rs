@@ -482,4 +482,31 @@ mod span_tests {
             );
         }
     }
+
+    /// The cohort goes into the span whole and one attribute per dimension,
+    /// so a trace backend can filter on `sloguard.gray.version`.
+    #[test]
+    fn span_carries_the_gray_cohort_and_its_dimensions() {
+        let req = HttpRequest::synthetic(Side::Server, "GET", "/a?gray=x", 200, 0, 1_000);
+        let route = crate::route::RouteKey::new("shop", "GET", "/a");
+        let otlp = OtlpConfig::default();
+        let cohort = "canary,version:v2,zone:bj";
+        let r = span_record(
+            &otlp, &req, &route, cohort, None, [1; 16], [2; 8], None, false,
+        );
+        assert_eq!(attr(&r, "sloguard.gray_tag").as_deref(), Some(cohort));
+        assert_eq!(attr(&r, "sloguard.gray.version").as_deref(), Some("v2"));
+        assert_eq!(attr(&r, "sloguard.gray.zone").as_deref(), Some("bj"));
+        assert!(
+            attr(&r, "sloguard.gray.").is_none(),
+            "a key-less tag has no dimension"
+        );
+        let untagged = span_record(&otlp, &req, &route, "", None, [1; 16], [2; 8], None, false);
+        assert!(
+            untagged
+                .attributes
+                .iter()
+                .all(|kv| !kv.key.as_str().starts_with("sloguard.gray"))
+        );
+    }
 }
