@@ -45,7 +45,10 @@ fn raise_nofile(need: u64) -> Result<()> {
         bail!("getrlimit: {}", std::io::Error::last_os_error());
     }
     if r.rlim_max < need {
-        r.rlim_max = need; // root may raise the hard limit
+        bail!(
+            "RLIMIT_NOFILE hard limit {} < {need} (both ends of {CLIENTS} connections): raise it (ulimit -Hn)",
+            r.rlim_max
+        );
     }
     r.rlim_cur = r.rlim_max;
     // SAFETY: valid rlimit.
@@ -158,7 +161,7 @@ pub fn run() -> Result<()> {
     if !util::is_root() {
         bail!("the slow-clients bench loads eBPF programs: run as root");
     }
-    raise_nofile(4 * CLIENTS as u64 + 1024)?;
+    raise_nofile(2 * CLIENTS as u64 + 256)?;
     let bin = agent_bin()?;
     let tmp = tempfile::tempdir()?;
     let default = measure(&bin, None, tmp.path())?;
