@@ -96,9 +96,14 @@ pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
             print!("{}", table(&read_results_since(&bench_dir(), start)?));
             return Ok(());
         }
+        Some("slowclients") => {
+            crate::bench_slowclients::run()?;
+            print!("{}", table(&read_results_since(&bench_dir(), start)?));
+            return Ok(());
+        }
         Some(other) => {
             anyhow::bail!(
-                "--only {other}: known parts are `overhead`, `stages`, `memory`, `latency`"
+                "--only {other}: known parts are `overhead`, `stages`, `memory`, `slowclients`, `latency`"
             )
         }
     }

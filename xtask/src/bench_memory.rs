@@ -102,7 +102,7 @@ pub fn parse_status(status: &str) -> Option<Mem> {
     })
 }
 
-fn mem_of(pid: u32) -> Result<Mem> {
+pub(crate) fn mem_of(pid: u32) -> Result<Mem> {
     let mut s = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     // Pss only; absent on kernels without smaps_rollup (then 0).
@@ -116,11 +116,11 @@ fn mem_of(pid: u32) -> Result<Mem> {
     parse_status(&s).context("no VmRSS/VmHWM in /proc/<agent>/status")
 }
 
-fn mib(kib: u64) -> f64 {
+pub(crate) fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn mem_json(m: Mem) -> serde_json::Value {
+pub(crate) fn mem_json(m: Mem) -> serde_json::Value {
     json!({"rss_mib": mib(m.rss_kib), "hwm_mib": mib(m.hwm_kib),
         "rss_anon_mib": mib(m.anon_kib), "rss_file_mib": mib(m.file_kib),
         "pss_mib": mib(m.pss_kib)})

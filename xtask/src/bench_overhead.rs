@@ -234,7 +234,7 @@ impl AgentProc {
     }
 
     /// The agent's /metrics (Prometheus text).
-    fn scrape(&self) -> Result<String> {
+    pub(crate) fn scrape(&self) -> Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
@@ -348,7 +348,7 @@ pub(crate) fn wrk_for(port: u16, secs: u32) -> Result<WrkFigures> {
 }
 
 /// Sum of every sample of `name` (any labels) in Prometheus text.
-fn sum_samples(text: &str, name: &str) -> f64 {
+pub(crate) fn sum_samples(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| {
             l.strip_prefix(name)

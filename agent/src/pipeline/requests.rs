@@ -439,7 +439,7 @@ mod span_tests {
     use super::*;
     use crate::request::Header;
 
-    fn attr<'a>(r: &'a SpanRecord, key: &str) -> Option<String> {
+    fn attr(r: &SpanRecord, key: &str) -> Option<String> {
         r.attributes
             .iter()
             .find(|kv| kv.key.as_str() == key)
