@@ -3,6 +3,7 @@
 mod bench;
 mod bench_memory;
 mod bench_overhead;
+mod bench_scrape;
 mod bench_stages;
 mod demo;
 mod image;
@@ -78,7 +79,8 @@ enum Cmd {
         /// Run only this part (no criterion): `overhead` (nginx+wrk with and
         /// without the agent), `stages` (what each probe stage costs),
         /// `memory` (agent RSS at 1000 routes × 5 gray
-        /// tags) or `latency` (fault onset -> L2 -> fuse).
+        /// tags), `scrape` (peak RSS under 10 parallel scrapes at 10 000
+        /// series) or `latency` (fault onset -> L2 -> fuse).
         #[arg(long)]
         only: Option<String>,
         /// Arguments for criterion (after `--`), e.g. a bench name filter.
