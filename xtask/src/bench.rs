@@ -91,6 +91,11 @@ pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
             print!("{}", table(&read_results_since(&bench_dir(), start)?));
             return Ok(());
         }
+        Some("scrape") => {
+            crate::bench_scrape::run()?;
+            print!("{}", table(&read_results_since(&bench_dir(), start)?));
+            return Ok(());
+        }
         Some("memory") => {
             crate::bench_memory::run()?;
             print!("{}", table(&read_results_since(&bench_dir(), start)?));
@@ -103,7 +108,7 @@ pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
         }
         Some(other) => {
             anyhow::bail!(
-                "--only {other}: known parts are `overhead`, `stages`, `memory`, `slowclients`, `latency`"
+                "--only {other}: known parts are `overhead`, `stages`, `memory`, `scrape`, `slowclients`, `latency`"
             )
         }
     }

@@ -24,8 +24,8 @@ pub const ROUTES: usize = 1000;
 pub const GRAY_TAGS: [&str; 5] = ["canary", "blue", "green", "beta", "alpha"];
 /// The goal of the requirements: agent RSS at this load.
 pub const GOAL_MIB: f64 = 64.0;
-const PERIOD_SECS: u64 = 2;
-const WRK_ARGS: [&str; 4] = ["-t2", "-c16", "-d10s", "--timeout=5s"];
+pub(crate) const PERIOD_SECS: u64 = 2;
+pub(crate) const WRK_ARGS: [&str; 4] = ["-t2", "-c16", "-d10s", "--timeout=5s"];
 
 /// wrk script: request `n` goes to path `n % 1000` with tag `(n / 1000) % 5`,
 /// so every (route, tag) pair comes round once per 5000 requests. Path
@@ -57,7 +57,7 @@ end
 
 /// The agent's config for the bench (metrics and admin ports are added by
 /// [`AgentProc::start_with`]).
-fn agent_yaml(otlp_port: u16, dir: &Path) -> String {
+pub(crate) fn agent_yaml(otlp_port: u16, dir: &Path) -> String {
     let tags = GRAY_TAGS.join(", ");
     let d = dir.display();
     format!(
@@ -166,7 +166,7 @@ fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// GET `path` on the loopback port; the body.
-fn http_get(port: u16, path: &str) -> Result<String> {
+pub(crate) fn http_get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     // As Prometheus asks: OpenMetrics, with exemplars.
@@ -185,14 +185,14 @@ fn http_get(port: u16, path: &str) -> Result<String> {
 
 /// An OTLP/HTTP sink on loopback: answers 200 to every request and counts
 /// them; stopped on drop.
-struct OtlpSink {
-    port: u16,
+pub(crate) struct OtlpSink {
+    pub(crate) port: u16,
     stop: Arc<AtomicBool>,
     requests: Arc<AtomicU64>,
 }
 
 impl OtlpSink {
-    fn start() -> Result<Self> {
+    pub(crate) fn start() -> Result<Self> {
         let l = TcpListener::bind("127.0.0.1:0")?;
         l.set_nonblocking(true)?;
         let port = l.local_addr()?.port();

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_memory;
 mod bench_overhead;
+mod bench_scrape;
 mod bench_slowclients;
 mod bench_stages;
 mod demo;
@@ -94,7 +95,8 @@ enum Cmd {
         /// Run only this part (no criterion): `overhead` (nginx+wrk with and
         /// without the agent), `stages` (what each probe stage costs),
         /// `memory` (agent RSS at 1000 routes × 5 gray
-        /// tags), `slowclients` (agent RSS with 5000 half request heads
+        /// tags), `scrape` (peak RSS under 10 parallel scrapes at 10 000
+        /// series), `slowclients` (agent RSS with 5000 half request heads
         /// open) or `latency` (fault onset -> L2 -> fuse).
         #[arg(long)]
         only: Option<String>,

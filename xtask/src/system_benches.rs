@@ -26,6 +26,7 @@ pub fn run(ctx: &BenchContext) -> Result<()> {
     crate::bench_overhead::run()?;
     crate::bench_stages::run()?;
     crate::bench_memory::run()?;
+    crate::bench_scrape::run()?;
     crate::bench_slowclients::run()?;
     detection_latency(ctx)
 }

@@ -66,6 +66,13 @@ pub enum ScrapeError {
     Encode,
 }
 
+#[derive(Default)]
+struct Slot {
+    built: Option<Built>,
+    /// Size of the last body, to presize the next.
+    last_len: usize,
+}
+
 struct Built {
     body: Bytes,
     at: Instant,
@@ -76,7 +83,7 @@ struct Built {
 pub struct Scrapes {
     registry: Arc<Registry>,
     /// The last body per format.
-    slots: Arc<[Mutex<Option<Built>>; 2]>,
+    slots: Arc<[Mutex<Slot>; 2]>,
     in_flight: Arc<Semaphore>,
     queue_wait: Duration,
 }
@@ -92,7 +99,7 @@ impl Scrapes {
     pub fn new(registry: Arc<Registry>) -> Self {
         Self {
             registry,
-            slots: Arc::new([Mutex::new(None), Mutex::new(None)]),
+            slots: Arc::new([Mutex::default(), Mutex::default()]),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             queue_wait: QUEUE_WAIT,
         }
@@ -112,23 +119,37 @@ impl Scrapes {
         // Scrapers of one format queue here: the first builds, the others
         // get its body.
         let mut slot = self.slots[format.slot()].lock().await;
-        if let Some(b) = slot.as_ref()
+        if let Some(b) = slot.built.as_ref()
             && b.at.elapsed() < CACHE_FOR
         {
             return Ok(b.body.clone());
         }
         // Drop the old body before building the next (unless a response
         // still sends it), so two are not held for nothing.
-        let hint = slot
-            .take()
-            .map_or(64 * 1024, |b| b.body.len() + b.body.len() / 8);
+        slot.built = None;
+        let hint = (slot.last_len + slot.last_len / 8).max(64 * 1024);
         let registry = self.registry.clone();
         let body = tokio::task::spawn_blocking(move || encode(&registry, format, hint))
             .await
             .map_err(|_| ScrapeError::Encode)??;
-        *slot = Some(Built {
+        slot.last_len = body.len();
+        slot.built = Some(Built {
             body: body.clone(),
             at: Instant::now(),
+        });
+        // Between scrapes (every 15 s or so) the agent holds no body: it is
+        // let go once it is too old to be served.
+        let (slots, ptr) = (self.slots.clone(), body.as_ptr() as usize);
+        tokio::spawn(async move {
+            tokio::time::sleep(CACHE_FOR).await;
+            let mut slot = slots[format.slot()].lock().await;
+            if slot
+                .built
+                .as_ref()
+                .is_some_and(|b| b.body.as_ptr() as usize == ptr)
+            {
+                slot.built = None;
+            }
         });
         Ok(body)
     }
@@ -320,6 +341,9 @@ mod tests {
         let om = s.scrape(Format::OpenMetrics).await.unwrap();
         assert!(text(&om.body).ends_with("# EOF\n"));
         assert_ne!(a.body.as_ptr(), om.body.as_ptr());
+        // Too old to be served: let go, not kept until the next scrape.
+        tokio::time::sleep(CACHE_FOR + Duration::from_millis(300)).await;
+        assert!(s.slots[Format::Text.slot()].lock().await.built.is_none());
     }
 
     #[tokio::test]
