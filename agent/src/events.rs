@@ -97,15 +97,16 @@ impl Event<'_> {
 }
 
 /// Process name from a NUL-padded `comm`. A task names itself
-/// (`prctl(PR_SET_NAME)`) and the name ends up in labels and logs, so control
-/// characters become `?`.
+/// (`prctl(PR_SET_NAME)`) and the name ends up unescaped in labels and logs,
+/// so control characters, quotes and backslashes become `?`.
 pub fn comm_str(comm: &[u8; 16]) -> std::borrow::Cow<'_, str> {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     let Ok(name) = std::str::from_utf8(&comm[..end]) else {
         return "?".into();
     };
-    if name.chars().any(char::is_control) {
-        name.replace(char::is_control, "?").into()
+    let unsafe_char = |c: char| c.is_control() || c == '"' || c == '\\';
+    if name.chars().any(unsafe_char) {
+        name.replace(unsafe_char, "?").into()
     } else {
         name.into()
     }
@@ -252,13 +253,14 @@ mod tests {
     }
 
     /// Found by fuzzing: a task may name itself anything (`prctl(PR_SET_NAME)`),
-    /// and the name becomes a `service_name` label; a raw line break there
-    /// split a `/metrics` line and let a process forge samples.
+    /// and the name becomes a `service_name` label; a raw line break or quote
+    /// there broke the `/metrics` text and let a process forge samples.
     #[test]
     fn comm_control_characters_are_replaced() {
         let mut comm = [0u8; 16];
         comm[..14].copy_from_slice(b"shop\r\nx\"} 1\n\x7fz");
-        assert_eq!(comm_str(&comm), "shop??x\"} 1??z");
+        assert_eq!(comm_str(&comm), "shop??x?} 1??z");
+        assert_eq!(comm_str(b"a\\b\0\0\0\0\0\0\0\0\0\0\0\0\0"), "a?b");
         assert_eq!(comm_str(b"nginx\0\0\0\0\0\0\0\0\0\0\0"), "nginx");
         assert_eq!(comm_str(b"\xff\xfe\0\0\0\0\0\0\0\0\0\0\0\0\0\0"), "?");
     }
