@@ -252,13 +252,15 @@ mod tests {
     }
 
     /// Found by fuzzing: a task may name itself anything (`prctl(PR_SET_NAME)`),
-    /// and the name becomes a `service_name` label; a raw line break there
-    /// split a `/metrics` line and let a process forge samples.
+    /// and the name becomes a `service_name` label; a raw line break or quote
+    /// there broke the `/metrics` text and let a process forge samples.
     #[test]
     fn comm_control_characters_are_replaced() {
         let mut comm = [0u8; 16];
         comm[..14].copy_from_slice(b"shop\r\nx\"} 1\n\x7fz");
+        // Quotes and backslashes stay: the exporters escape them (metrics::label).
         assert_eq!(comm_str(&comm), "shop??x\"} 1??z");
+        assert_eq!(comm_str(b"a\\b\0\0\0\0\0\0\0\0\0\0\0\0\0"), "a\\b");
         assert_eq!(comm_str(b"nginx\0\0\0\0\0\0\0\0\0\0\0"), "nginx");
         assert_eq!(
             comm_str(b"\xff\xfe\0\0\0\0\0\0\0\0\0\0\0\0\0\0"),

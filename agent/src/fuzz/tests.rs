@@ -179,3 +179,31 @@ fn event_seeds_match_the_encoding() {
         }
     }
 }
+
+/// Found by fuzzing: prometheus-client writes label values unescaped, and
+/// httparse lets `"` and `\` into a request target, so a client could break
+/// the `/metrics` text of the `http_route` label (fixed by `metrics::label`).
+#[test]
+fn quote_in_request_target_keeps_exposition_valid() {
+    use crate::events::encode::*;
+    let owner = bytes_of(&SockOwnerEvent {
+        header: header(EventKind::SockOwner, 100, 1, "nginx"),
+        sk: 7,
+    });
+    let get: &[u8] = b"GET /a\"b\\c HTTP/1.1\r\nHost: shop\r\n\r\n";
+    let req = data(
+        header(EventKind::Data, 100, 4, ""),
+        7,
+        0,
+        get.len() as u32,
+        get,
+    );
+    let r: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let resp = data(header(EventKind::Data, 100, 6, ""), 7, 1, r.len() as u32, r);
+    let mut input = Vec::new();
+    for rec in [&owner, &req, &resp] {
+        input.extend_from_slice(&(rec.len() as u16).to_le_bytes());
+        input.extend_from_slice(rec);
+    }
+    events(&input);
+}
