@@ -17,8 +17,11 @@ use crate::trace::context::{
 
 pub use crate::http::fuzz::{chunked, head, stream};
 
+/// One fuzz harness: takes libFuzzer's input, panics on a broken invariant.
+pub type Harness = fn(&[u8]);
+
 /// Every target by name, as `agent/fuzz/fuzz_targets/<name>.rs` calls it.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("http_head", head),
     ("http_chunked", chunked),
     ("http_stream", stream),
