@@ -5,7 +5,10 @@
 //! registers, an fd and a user buffer) to the `sk` the TCP tracepoints carry.
 //! Here: cheap filters, socket ownership, and the per-connection HTTP verdict;
 //! payload capture is in `http.rs`.
-use agent_common::{Direction, EventKind, KernelCounter, ProbeConfig, SockOwnerEvent, cost_stage};
+use agent_common::{
+    Direction, EventKind, KernelCounter, ProbeConfig, SockOwnerEvent, cost_stage, tcp_state,
+    tp_fields::inet_sock_set_state as ss,
+};
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
@@ -20,14 +23,7 @@ use crate::{
     tcp::header,
 };
 
-// Offsets in sock:inet_sock_set_state's format.
-const SS_SKADDR: usize = 8;
-const SS_NEWSTATE: usize = 20;
-
 const MSG_PEEK: i32 = 2;
-const TCP_SYN_SENT: i32 = 2;
-const TCP_SYN_RECV: i32 = 3;
-const TCP_CLOSE: i32 = 7;
 
 /// What the probe knows about one socket.
 #[repr(C)]
@@ -77,10 +73,14 @@ pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
 #[tracepoint]
 pub fn sock_forget_closed(ctx: TracePointContext) -> u32 {
     let p = ctx.as_ptr() as *const u8;
-    // SAFETY: direct loads from the tracepoint record, within its format.
-    let newstate: i32 = unsafe { field(p, SS_NEWSTATE) };
-    if newstate == TCP_CLOSE || newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV {
-        let sk: u64 = unsafe { field(p, SS_SKADDR) };
+    // SAFETY: direct loads from the tracepoint record, at the offsets that
+    // `tp_fields` holds and the kernel-format test checks.
+    let newstate: u32 = unsafe { field(p, ss::NEWSTATE) };
+    if newstate == tcp_state::CLOSE
+        || newstate == tcp_state::SYN_SENT
+        || newstate == tcp_state::SYN_RECV
+    {
+        let sk: u64 = unsafe { field(p, ss::SKADDR) };
         let _ = SOCKS.remove(&sk);
     }
     0

@@ -8,7 +8,9 @@
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::Duration;
 
-use agent_common::{AF_INET, ConnectOutcome, KernelCounter, TcpConnectEvent, tcp_state};
+use agent_common::{
+    AF_INET, ConnectOutcome, KernelCounter, TcpConnectEvent, TcpRetransmitEvent, tcp_state,
+};
 use sloguard::probes::ProbeError;
 use tests::child::Spawned;
 use tests::env;
@@ -595,17 +597,27 @@ fn synack_retransmits_match_nstat() {
     let local = reports[0].local_port.expect("connected");
     assert_eq!(net.a.input_counter().unwrap(), 1, "one SYN-ACK dropped");
 
+    // The server's SYN-ACK timer and the client's SYN retransmit both fire
+    // after about a second, so the server may send a second SYN-ACK after
+    // the client is already established: read the counter once the
+    // connection is over, then wait until the events account for it (or
+    // time out and fail below), rather than stopping at the connect event.
+    let delta = net.b.nstat("TcpRetransSegs").expect("nstat") - before;
+    let ours = |evs: &[KernelEvent]| -> Vec<TcpRetransmitEvent> {
+        retransmits(evs)
+            .filter(|r| {
+                r.synack == 1
+                    && r.tuple.saddr == v4_mapped(net.b_addr)
+                    && (r.tuple.sport, r.tuple.dport) == (port, local)
+            })
+            .copied()
+            .collect()
+    };
     let evs = rec.wait_for(Duration::from_secs(3), |evs| {
         !connects_of(evs, pid).is_empty()
+            && ours(evs).iter().map(|r| r.segs as u64).sum::<u64>() >= delta
     });
-    let delta = net.b.nstat("TcpRetransSegs").expect("nstat") - before;
-    let synacks: Vec<_> = retransmits(&evs)
-        .filter(|r| {
-            r.synack == 1
-                && r.tuple.saddr == v4_mapped(net.b_addr)
-                && (r.tuple.sport, r.tuple.dport) == (port, local)
-        })
-        .collect();
+    let synacks = ours(&evs);
     let segs: u64 = synacks.iter().map(|r| r.segs as u64).sum();
     eprintln!(
         "SYN-ACK retransmits: {} events, nstat in the server's namespace +{delta}",

@@ -28,6 +28,10 @@ pub struct FuzzOpts {
     pub secs: u64,
     /// Only these targets (all when empty).
     pub targets: Vec<String>,
+    /// `cargo fuzz --dev`: an unoptimised build. The release build of the
+    /// fuzz crate under ASan takes most of ten minutes on two cores; a smoke
+    /// run of a few seconds per target needs the checks, not the speed.
+    pub dev: bool,
 }
 
 /// One target's run.
@@ -82,11 +86,17 @@ pub fn run_targets(opts: &FuzzOpts) -> Result<Vec<FuzzRun>> {
     crate::setup::ensure_cargo_fuzz()?;
     let mut build = cargo_fuzz();
     build.arg("build");
+    if opts.dev {
+        build.arg("--dev");
+    }
     if let [one] = targets.as_slice() {
         build.arg(one);
     }
     run(&mut build).context("building the fuzz targets")?;
-    targets.iter().map(|t| run_target(t, opts.secs)).collect()
+    targets
+        .iter()
+        .map(|t| run_target(t, opts.secs, opts.dev))
+        .collect()
 }
 
 fn select(wanted: &[String]) -> Result<Vec<&'static str>> {
@@ -139,10 +149,15 @@ pub fn is_cargo_run_var(name: &str) -> bool {
 
 /// The `cargo fuzz run` of one target: work corpus first (libFuzzer adds new
 /// inputs to the first directory), the seeds read-only second.
-pub fn run_command(target: &str, secs: u64) -> Command {
+pub fn run_command(target: &str, secs: u64, dev: bool) -> Command {
     let dir = fuzz_dir();
     let mut cmd = cargo_fuzz();
-    cmd.args(["run", target])
+    cmd.arg("run");
+    // The same profile as the build, or `run` builds the other one.
+    if dev {
+        cmd.arg("--dev");
+    }
+    cmd.arg(target)
         .arg(dir.join("corpus").join(target))
         .arg(dir.join("seeds").join(target))
         .arg("--")
@@ -151,13 +166,13 @@ pub fn run_command(target: &str, secs: u64) -> Command {
     cmd
 }
 
-fn run_target(target: &str, secs: u64) -> Result<FuzzRun> {
+fn run_target(target: &str, secs: u64, dev: bool) -> Result<FuzzRun> {
     let dir = fuzz_dir();
     std::fs::create_dir_all(dir.join("corpus").join(target))?;
     let artifacts = dir.join("artifacts").join(target);
     std::fs::create_dir_all(&artifacts)?;
     let log = artifacts.join("fuzz.log");
-    let mut cmd = run_command(target, secs);
+    let mut cmd = run_command(target, secs, dev);
     println!("\n== fuzz {target} ({secs} s)\n+ {}", util::cmdline(&cmd));
     let file =
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -341,7 +356,7 @@ stat::peak_rss_mb:              463
 
     #[test]
     fn run_command_keeps_seeds_read_only_and_bounds_time() {
-        let line = util::cmdline(&run_command("config", 12));
+        let line = util::cmdline(&run_command("config", 12, false));
         assert!(
             line.contains("rustup run nightly cargo fuzz run config "),
             "{line}"
@@ -357,6 +372,10 @@ stat::peak_rss_mb:              463
             line.contains("-- -max_total_time=12 -print_final_stats=1"),
             "{line}"
         );
+        // The smoke run in `cargo xtask test` builds with --dev; run must
+        // ask for the same profile or it builds the release one as well.
+        let dev = util::cmdline(&run_command("config", 12, true));
+        assert!(dev.contains("cargo fuzz run --dev config "), "{dev}");
     }
 
     #[test]

@@ -89,6 +89,10 @@ enum Cmd {
         /// trace_headers, events, config.
         #[arg(long = "target")]
         targets: Vec<String>,
+        /// Build without optimisation (much faster to compile, fewer
+        /// executions per second): what `cargo xtask test`'s short smoke uses.
+        #[arg(long)]
+        dev: bool,
     },
     /// Run the benchmarks; JSON results go to target/sloguard-bench/.
     Bench {
@@ -128,7 +132,7 @@ fn main() -> ExitCode {
             fuzz_secs,
             harness_args: args,
         }),
-        Cmd::Fuzz { secs, targets } => fuzz::fuzz(&fuzz::FuzzOpts { secs, targets }),
+        Cmd::Fuzz { secs, targets, dev } => fuzz::fuzz(&fuzz::FuzzOpts { secs, targets, dev }),
         Cmd::Image { engine, tag } => image::image(engine.as_deref(), tag.as_deref()),
         Cmd::Bench { only, args } => bench::bench(only.as_deref(), &args),
         Cmd::Demo { healthy_secs } => demo::demo(demo::DemoOpts { healthy_secs }),
@@ -182,12 +186,14 @@ mod tests {
         let cli =
             Cli::try_parse_from(["xtask", "fuzz", "--secs", "5", "--target", "config"]).unwrap();
         assert!(
-            matches!(cli.command, Cmd::Fuzz { secs: 5, ref targets } if targets == &["config"])
+            matches!(cli.command, Cmd::Fuzz { secs: 5, ref targets, dev: false } if targets == &["config"])
         );
         let cli = Cli::try_parse_from(["xtask", "fuzz"]).unwrap();
         assert!(
-            matches!(cli.command, Cmd::Fuzz { secs: fuzz::DEFAULT_SECS, ref targets } if targets.is_empty())
+            matches!(cli.command, Cmd::Fuzz { secs: fuzz::DEFAULT_SECS, ref targets, dev: false } if targets.is_empty())
         );
+        let cli = Cli::try_parse_from(["xtask", "fuzz", "--dev"]).unwrap();
+        assert!(matches!(cli.command, Cmd::Fuzz { dev: true, .. }));
         assert!(Cli::try_parse_from(["xtask", "fuzz", "--secs", "0"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "build", "--release"]).is_ok());
         assert!(

@@ -169,6 +169,7 @@ fn fuzz_step(secs: u64) -> StepResult {
     let opts = crate::fuzz::FuzzOpts {
         secs,
         targets: Vec::new(),
+        dev: true,
     };
     let passed = match crate::fuzz::run_targets(&opts) {
         Ok(runs) => {

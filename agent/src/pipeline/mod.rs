@@ -22,15 +22,7 @@ use crate::metrics::{KindLabels, ReasonLabels, SelfMetrics, lost};
 use crate::request::{Endpoint, HttpRequest, TaskIdentity};
 use crate::service::{ServiceIdentity, ServiceResolver};
 use crate::tcp_stats::{FailureReason, TcpStats};
-use agent_common::{ConnectOutcome, EventHeader, SockTuple};
-
-/// Linux TCP states as the tracepoints report them.
-pub mod tcp_state {
-    pub const ESTABLISHED: u32 = 1;
-    pub const SYN_SENT: u32 = 2;
-    pub const SYN_RECV: u32 = 3;
-    pub const CLOSE: u32 = 7;
-}
+use agent_common::{ConnectOutcome, EventHeader, SockTuple, tcp_state};
 
 /// Connections tracked at most.
 const CONN_TABLE_CAP: usize = 262_144;
