@@ -1,11 +1,6 @@
-//! Reading the probes' ring buffer in tests: decode records into owned values,
-//! or drain in a background thread (benchmarks).
-use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+//! Reading the probes' ring buffer in tests: decode records into owned values.
 use std::time::{Duration, Instant};
 
-use agent_common::{EventKind, SockOwnerEvent, header_of, read_data_event, read_event};
 use aya::maps::{MapData, RingBuf};
 
 /// A decoded [`agent_common::DataEvent`].
@@ -39,42 +34,34 @@ pub enum Event {
     Malformed,
 }
 
-fn comm(c: &[u8]) -> String {
-    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
-    String::from_utf8_lossy(&c[..end]).into_owned()
-}
-
+/// One record through the agent's own decoder (`sloguard::events::decode`),
+/// kept as owned values so a test can hold many.
 pub fn decode(bytes: &[u8]) -> Event {
-    let Some(h) = header_of(bytes) else {
-        return Event::Malformed;
-    };
-    match EventKind::from_u32(h.kind) {
-        Some(EventKind::Data) => match read_data_event(bytes) {
-            Some((d, payload)) => Event::Data(Data {
+    use sloguard::events::{self as ev, comm_str};
+    match ev::decode(bytes) {
+        Ok(ev::Event::Data(d)) => {
+            let h = d.head.header;
+            Event::Data(Data {
                 tgid: h.tgid,
                 pid: h.pid,
-                comm: comm(&h.comm),
+                comm: comm_str(&h.comm).into_owned(),
                 ts_ns: h.ts_ns,
-                sk: d.sk,
-                fd: d.fd,
-                direction: d.direction,
-                source: d.source,
-                len: d.len,
-                flags: d.flags,
-                payload: payload.to_vec(),
-            }),
-            None => Event::Malformed,
-        },
-        // SAFETY: SockOwnerEvent is plain data.
-        Some(EventKind::SockOwner) => match unsafe { read_event::<SockOwnerEvent>(bytes) } {
-            Some(o) => Event::Owner(Owner {
-                tgid: h.tgid,
-                comm: comm(&h.comm),
-                sk: o.sk,
-            }),
-            None => Event::Malformed,
-        },
-        _ => Event::Other(h.kind),
+                sk: d.head.sk,
+                fd: d.head.fd,
+                direction: d.head.direction,
+                source: d.head.source,
+                len: d.head.len,
+                flags: d.head.flags,
+                payload: d.payload.to_vec(),
+            })
+        }
+        Ok(ev::Event::SockOwner(o)) => Event::Owner(Owner {
+            tgid: o.header.tgid,
+            comm: comm_str(&o.header.comm).into_owned(),
+            sk: o.sk,
+        }),
+        Ok(other) => Event::Other(other.kind() as u32),
+        Err(_) => Event::Malformed,
     }
 }
 
@@ -101,60 +88,4 @@ pub fn drain_until_quiet(rb: &mut RingBuf<MapData>, quiet: Duration, max: Durati
         std::thread::sleep(Duration::from_millis(5));
     }
     out
-}
-
-/// Reads the ring buffer in a thread the way the agent does (sleep in poll,
-/// wake on data, read everything), counting records and bytes.
-pub struct Drainer {
-    stop: Arc<AtomicBool>,
-    pub records: Arc<AtomicU64>,
-    pub bytes: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drainer {
-    pub fn start(mut rb: RingBuf<MapData>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let records = Arc::new(AtomicU64::new(0));
-        let bytes = Arc::new(AtomicU64::new(0));
-        let (s, r, b) = (stop.clone(), records.clone(), bytes.clone());
-        let thread = std::thread::spawn(move || {
-            let fd = rb.as_raw_fd();
-            while !s.load(Ordering::Relaxed) {
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                let ms = sloguard::probes::RING_BUFFER_POLL_MS as i32;
-                unsafe { libc::poll(&mut pfd, 1, ms) };
-                let (mut n, mut nb) = (0u64, 0u64);
-                while let Some(item) = rb.next() {
-                    n += 1;
-                    nb += item.len() as u64;
-                    std::hint::black_box(header_of(&item));
-                }
-                r.fetch_add(n, Ordering::Relaxed);
-                b.fetch_add(nb, Ordering::Relaxed);
-            }
-        });
-        Self {
-            stop,
-            records,
-            bytes,
-            thread: Some(thread),
-        }
-    }
-
-    pub fn stop(mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        (
-            self.records.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-        )
-    }
 }

@@ -5,9 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use agent_common::{
-    EventKind, TcpConnectEvent, TcpRetransmitEvent, TcpStateEvent, header_of, read_event,
-};
+use agent_common::{TcpConnectEvent, TcpRetransmitEvent, TcpStateEvent};
 use sloguard::config::ProbesConfig;
 use sloguard::probes::{ProbeError, Probes};
 
@@ -20,18 +18,16 @@ pub enum KernelEvent {
     Other(u32),
 }
 
-/// Decode one ring-buffer record; `None` when it is too short for its kind.
+/// Decode one ring-buffer record with the agent's own decoder; `None` when
+/// it is too short for its kind or of an unknown kind.
 pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
-    let h = header_of(bytes)?;
-    // SAFETY: every event type is plain data valid for any bit pattern.
-    unsafe {
-        Some(match EventKind::from_u32(h.kind) {
-            Some(EventKind::TcpRetransmit) => KernelEvent::Retransmit(read_event(bytes)?),
-            Some(EventKind::TcpConnect) => KernelEvent::Connect(read_event(bytes)?),
-            Some(EventKind::TcpState) => KernelEvent::State(read_event(bytes)?),
-            _ => KernelEvent::Other(h.kind),
-        })
-    }
+    use sloguard::events::{self as ev, Event};
+    Some(match ev::decode(bytes).ok()? {
+        Event::TcpRetransmit(r) => KernelEvent::Retransmit(r),
+        Event::TcpConnect(c) => KernelEvent::Connect(c),
+        Event::TcpState(s) => KernelEvent::State(s),
+        other => KernelEvent::Other(other.kind() as u32),
+    })
 }
 
 /// Attached probes plus a thread draining their ring buffer into memory.

@@ -28,7 +28,7 @@ fn recorder(test: &str) -> Option<EventRecorder> {
     }
     match EventRecorder::start() {
         Ok(r) => Some(r),
-        Err(e @ (ProbeError::NoBtf | ProbeError::NotPermitted(_))) => {
+        Err(e @ (ProbeError::NoBtf | ProbeError::NotPermitted { .. })) => {
             env::skip(test, &e.to_string());
             None
         }

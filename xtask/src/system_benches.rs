@@ -6,9 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-#[allow(unused_imports)] // used by the end-to-end benches as they are added
-pub use crate::bench::write_bench_json;
-
 /// What an end-to-end bench gets from the runner.
 pub struct BenchContext {
     /// `target/sloguard-bench/`.

@@ -63,13 +63,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline with no span, alert or fuse outputs (tests, benches).
     /// `sloguard_http_events_total` by event: the runtime adds the
     /// connections the probes classified as not HTTP (they never reach here).
     pub fn http_events(&self) -> Family<EventLabels, Counter> {
         self.http_metrics.http.clone()
     }
 
+    /// A pipeline with no span, alert or fuse outputs (tests, benches).
     pub fn new(cfg: &Config, registry: &mut Registry, self_metrics: SelfMetrics) -> Self {
         Self::with_outputs(cfg, registry, self_metrics, Outputs::default())
     }

@@ -18,6 +18,10 @@ pub use btf::kernel_offsets;
 /// The eBPF object built by `agent/build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent"));
 
+/// What a failed kernel call returned, kept whole (aya's error with its
+/// `io::Error` inside) so the errno can be matched and the chain printed.
+pub type KernelError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
@@ -27,32 +31,42 @@ pub enum ProbeError {
     #[error("cannot read kernel BTF: {0}")]
     Btf(String),
     #[error(
-        "not permitted to load eBPF programs ({0}): run as uid 0 with CAP_BPF and CAP_PERFMON (see docs/requirements.md)"
+        "not permitted to load eBPF programs ({what}: {source}): run as uid 0 with CAP_BPF and CAP_PERFMON (see docs/requirements.md)"
     )]
-    NotPermitted(String),
+    NotPermitted {
+        what: &'static str,
+        #[source]
+        source: KernelError,
+    },
     #[error(
         "tracefs is not available at {path} and could not be mounted ({reason}): run `mount -t tracefs nodev {path}`"
     )]
     Tracefs { path: String, reason: String },
-    #[error("loading the eBPF object failed: {0}")]
-    Load(String),
+    #[error("{what} failed: {source}")]
+    Load {
+        what: &'static str,
+        #[source]
+        source: KernelError,
+    },
     #[error(
         "this binary was built without its eBPF programs (a fuzz build or SLOGUARD_NO_EBPF=1): build it with `cargo xtask build`"
     )]
     NoObject,
-    #[error("attaching {program} to tracepoint {category}:{name} failed: {reason}")]
+    #[error("attaching {program} to tracepoint {category}:{name} failed ({step}): {source}")]
     Attach {
         program: &'static str,
         category: &'static str,
         name: &'static str,
-        reason: String,
+        step: &'static str,
+        #[source]
+        source: KernelError,
     },
     #[error("eBPF map {0} is missing or has the wrong type")]
     Map(&'static str),
     #[error(
         "probes.run_time_stats: the kernel refused to time eBPF programs ({0}); it needs CAP_SYS_ADMIN, or turn the option off"
     )]
-    RunTimeStats(String),
+    RunTimeStats(#[source] KernelError),
 }
 
 /// The probes wake the ring-buffer reader only when this much is pending (a
@@ -94,7 +108,7 @@ impl Probes {
         let mut ebpf = aya::EbpfLoader::new()
             .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
             .load(EBPF_OBJECT)
-            .map_err(|e| classify_load(&e.to_string()))?;
+            .map_err(|e| classify_load("loading the eBPF object", e))?;
 
         let probe_cfg = ProbeConfig {
             offsets,
@@ -108,48 +122,57 @@ impl Probes {
             let mut arr: Array<_, ProbeConfig> =
                 Array::try_from(map).map_err(|_| ProbeError::Map("CONFIG"))?;
             arr.set(0, probe_cfg, 0)
-                .map_err(|e| classify_load(&e.to_string()))?;
+                .map_err(|e| classify_load("writing the probes' CONFIG map", e))?;
         }
 
         let mut attached = 0;
         for p in programs::TRACEPOINTS {
-            if p.http && !cfg.capture_http {
-                continue;
-            }
-            let attach_err = |reason: String| ProbeError::Attach {
-                program: p.program,
-                category: p.category,
-                name: p.name,
-                reason,
+            let attach_err = |step: &'static str| {
+                move |e: aya::programs::ProgramError| ProbeError::Attach {
+                    program: p.program,
+                    category: p.category,
+                    name: p.name,
+                    step,
+                    source: e.into(),
+                }
             };
             let program = ebpf
                 .program_mut(p.program)
-                .ok_or_else(|| attach_err("program not in the eBPF object".into()))?;
-            let load_err = |e: aya::programs::ProgramError| match classify_load(&format!("{e:?}")) {
-                ProbeError::NotPermitted(m) => ProbeError::NotPermitted(m),
-                _ => attach_err(format!("verifier/load: {e:?}")),
+                .ok_or_else(|| ProbeError::Attach {
+                    program: p.program,
+                    category: p.category,
+                    name: p.name,
+                    step: "lookup",
+                    source: "program not in the eBPF object".into(),
+                })?;
+            // Without privilege the load is the first call to fail, with EPERM.
+            let load_err = |e: aya::programs::ProgramError| {
+                if has_errno(&e, libc::EPERM) {
+                    ProbeError::NotPermitted {
+                        what: p.program,
+                        source: e.into(),
+                    }
+                } else {
+                    attach_err("verifier/load")(e)
+                }
             };
             if p.raw {
                 // Raw tracepoints skip building the perf record: cheaper on hot paths.
-                let prog: &mut RawTracePoint = program
-                    .try_into()
-                    .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
+                let prog: &mut RawTracePoint = program.try_into().map_err(attach_err("type"))?;
                 prog.load().map_err(load_err)?;
-                prog.attach(p.name).map_err(|e| attach_err(e.to_string()))?;
+                prog.attach(p.name).map_err(attach_err("attach"))?;
             } else {
-                let prog: &mut TracePoint = program
-                    .try_into()
-                    .map_err(|e: aya::programs::ProgramError| attach_err(e.to_string()))?;
+                let prog: &mut TracePoint = program.try_into().map_err(attach_err("type"))?;
                 prog.load().map_err(load_err)?;
                 prog.attach(p.category, p.name)
-                    .map_err(|e| attach_err(e.to_string()))?;
+                    .map_err(attach_err("attach"))?;
             }
             attached += 1;
         }
         let run_time_stats = if cfg.run_time_stats {
             Some(
                 aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                    .map_err(|e| ProbeError::RunTimeStats(e.to_string()))?,
+                    .map_err(|e| ProbeError::RunTimeStats(e.into()))?,
             )
         } else {
             None
@@ -243,15 +266,39 @@ impl Probes {
     }
 }
 
-fn classify_load(msg: &str) -> ProbeError {
-    if msg.contains("EPERM")
-        || msg.contains("Operation not permitted")
-        || msg.contains("permission denied")
-    {
-        ProbeError::NotPermitted(msg.to_string())
+/// A failed load: "not permitted" when the kernel said EPERM (a process
+/// without CAP_BPF), else the load error with its cause.
+fn classify_load<E>(what: &'static str, e: E) -> ProbeError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if has_errno(&e, libc::EPERM) {
+        ProbeError::NotPermitted {
+            what,
+            source: e.into(),
+        }
     } else {
-        ProbeError::Load(msg.to_string())
+        ProbeError::Load {
+            what,
+            source: e.into(),
+        }
     }
+}
+
+/// Whether an `io::Error` with this errno is anywhere in the error's chain
+/// (aya wraps the syscall's error one or two levels down). EACCES is not
+/// privilege: the verifier answers it for programs it rejects.
+fn has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.raw_os_error() == Some(errno)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// aya finds tracepoint ids through tracefs, which this kernel does not mount
@@ -285,9 +332,10 @@ fn ensure_tracefs(path: &str) -> Result<(), ProbeError> {
         // Without privileges the mount point is unreadable too: that is a
         // privilege problem, not a missing tracefs.
         if e.raw_os_error() == Some(libc::EPERM) {
-            return Err(ProbeError::NotPermitted(format!(
-                "cannot see or mount tracefs at {path}"
-            )));
+            return Err(ProbeError::NotPermitted {
+                what: "mounting tracefs",
+                source: e.into(),
+            });
         }
         return Err(err(e.to_string()));
     }
@@ -311,11 +359,9 @@ mod tests {
         }
         let cfg = ProbesConfig::default();
         let mut p = Probes::load(&cfg).expect("load");
-        let want = programs::TRACEPOINTS
-            .iter()
-            .filter(|t| cfg.capture_http || !t.http)
-            .count();
-        assert_eq!(p.attached(), want);
+        // Every program attaches; HTTP capture is switched in the kernel by
+        // the CONFIG map, not by leaving programs out.
+        assert_eq!(p.attached(), programs::TRACEPOINTS.len());
         p.take_ring_buffer().expect("ring buffer");
         assert!(p.take_ring_buffer().is_err(), "taken twice");
         assert_eq!(p.kernel_counters().unwrap().len(), KERNEL_COUNTERS as usize);

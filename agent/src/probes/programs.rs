@@ -5,8 +5,6 @@ pub struct TracepointProgram {
     pub program: &'static str,
     pub category: &'static str,
     pub name: &'static str,
-    /// Needed for HTTP capture only (skipped when `probes.capture_http` is off).
-    pub http: bool,
     /// A raw tracepoint (`#[raw_tracepoint]`: the TP_PROTO arguments, no perf
     /// record); `category` is then only for messages.
     pub raw: bool,
@@ -21,7 +19,6 @@ const fn tp(
         program,
         category,
         name,
-        http: false,
         raw: false,
     }
 }
@@ -35,23 +32,7 @@ const fn raw_tp(
         program,
         category,
         name,
-        http: false,
         raw: true,
-    }
-}
-
-#[allow(dead_code)]
-const fn http_tp(
-    program: &'static str,
-    category: &'static str,
-    name: &'static str,
-) -> TracepointProgram {
-    TracepointProgram {
-        program,
-        category,
-        name,
-        http: true,
-        raw: false,
     }
 }
 
