@@ -16,6 +16,7 @@ use sloguard::fuse::{
     HttpActionConfig,
 };
 use sloguard::route::{RouteKey, RouteTable, RoutesConfig};
+use testbed::nginx::{Nginx, NginxOptions};
 
 fn l2(r: &RouteKey) -> AlertEvent {
     let mut ev = AlertEvent::example_l2(&r.route, AlertStatus::Firing, UNIX_EPOCH);
@@ -49,78 +50,27 @@ async fn settle(c: &mut FuseController, r: &RouteKey) {
     panic!("actions still pending: {:?}", c.status(r));
 }
 
-fn find_nginx() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file())
-}
-
-/// The nginx under test; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Nginx {
-    child: std::process::Child,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: signalling the child this test started, by its pid.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// nginx from `testbed`, or None outside CI when it is not installed
+/// (in CI a missing nginx fails the test).
+fn nginx_installed(test: &str) -> bool {
+    if testbed::env::which("nginx").is_some() {
+        return true;
     }
+    if std::env::var_os("CI").is_some() {
+        panic!("nginx is missing (apt-get install -y nginx); required in CI");
+    }
+    eprintln!("SKIP {test}: nginx not installed");
+    false
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The snippet docs/fuse.md shows, with test paths.
-fn nginx_conf(dir: &Path, port: u16, upstream: u16, map: &Path) -> String {
-    let d = dir.display();
+/// The snippet docs/fuse.md shows: sloguard rewrites the map file and
+/// reloads nginx; 1 = fused.
+fn fuse_map_snippet(map: &Path) -> String {
     format!(
-        r#"daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-
-    # sloguard rewrites this file and reloads nginx; 1 = fused.
-    map "$request_method $uri" $sloguard_fused {{
+        r#"map "$request_method $uri" $sloguard_fused {{
         default 0;
         include {map};
-    }}
-
-    server {{
-        listen 127.0.0.1:{port};
-        if ($sloguard_fused) {{
-            return 503 "route fused by sloguard\n";
-        }}
-        location / {{
-            proxy_pass http://127.0.0.1:{upstream};
-        }}
-    }}
-}}
-"#,
+    }}"#,
         map = map.display()
     )
 }
@@ -162,13 +112,9 @@ struct MapGateway {
 
 /// None when nginx is not installed (outside CI).
 async fn start_map_gateway(d: &Path, test: &str) -> Option<MapGateway> {
-    let Some(nginx) = find_nginx() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("nginx is missing (apt-get install -y nginx); required in CI");
-        }
-        eprintln!("SKIP {test}: nginx not installed");
+    if !nginx_installed(test) {
         return None;
-    };
+    }
     // Upstream: answers 200 on every path.
     let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_port = up.local_addr().unwrap().port();
@@ -176,55 +122,34 @@ async fn start_map_gateway(d: &Path, test: &str) -> Option<MapGateway> {
         Router::new().fallback(|uri: Uri| async move { format!("upstream ok {}", uri.path()) });
     tokio::spawn(async move { axum::serve(up, app).await });
 
-    let port = free_port();
     let map = d.join("sloguard-fuses.map");
     std::fs::write(&map, "").unwrap(); // nginx needs the include to exist at start
-    let conf = d.join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(d, port, up_port, &map)).unwrap();
-    let prefix = format!("{}/", d.display());
-    let mut cmd = std::process::Command::new(&nginx);
-    cmd.args(["-p", &prefix, "-c"])
-        .arg(&conf)
-        .args(["-e"])
-        .arg(d.join("error.log"));
-    let status = std::process::Command::new(&nginx)
-        .args(["-t", "-p", &prefix, "-c"])
-        .arg(&conf)
-        .args(["-e"])
-        .arg(d.join("error.log"))
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "nginx -t: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let nginx_proc = Nginx {
-        child: cmd.spawn().unwrap(),
-    };
-    let base = format!("http://127.0.0.1:{port}");
+    let nginx = Nginx::start(&NginxOptions {
+        access_log: false,
+        http_extra: fuse_map_snippet(&map),
+        server_extra: format!(
+            r#"if ($sloguard_fused) {{
+            return 503 "route fused by sloguard\n";
+        }}
+        location / {{
+            proxy_pass http://127.0.0.1:{up_port};
+        }}"#
+        ),
+        ..NginxOptions::default()
+    })
+    .expect("nginx starts with the fuse map snippet");
+    let base = format!("http://127.0.0.1:{}", nginx.port);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     expect_status(&client, &format!("{base}/api/slow"), 200).await;
-    let reload = vec![
-        nginx.display().to_string(),
-        "-p".into(),
-        prefix.clone(),
-        "-c".into(),
-        conf.display().to_string(),
-        "-e".into(),
-        d.join("error.log").display().to_string(),
-        "-s".into(),
-        "reload".into(),
-    ];
     let action = ActionConfig::File(FileActionConfig {
         name: "nginx".into(),
         path: map.clone(),
         format: FileFormat::NginxMap,
-        reload_command: reload,
+        reload_command: nginx.reload_command(),
         ..Default::default()
     });
     Some(MapGateway {
-        _nginx: nginx_proc,
+        _nginx: nginx,
         base,
         map,
         action,
@@ -467,7 +392,7 @@ async fn http_action_does_not_follow_redirects() {
 #[tokio::test]
 async fn http_action_errors_do_not_show_the_query() {
     let dir = tempfile::tempdir().unwrap();
-    let closed = free_port(); // nothing listens there
+    let closed = testbed::env::free_port(); // nothing listens there
     let action = ActionConfig::Http(HttpActionConfig {
         name: "envoy".into(),
         url: format!(
@@ -560,59 +485,31 @@ fn make_certs(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
 
 #[tokio::test]
 async fn http_action_trusts_its_ca_file_and_sends_secret_headers_from_files() {
-    let Some(nginx) = find_nginx() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("nginx is missing (apt-get install -y nginx); required in CI");
-        }
-        eprintln!("SKIP: nginx not installed");
+    if !nginx_installed("http_action_trusts_its_ca_file_and_sends_secret_headers_from_files") {
         return;
-    };
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (ca, cert, key) = make_certs(d);
-    let port = free_port();
-    let dd = d.display();
     // 200 only with both secrets; the log shows what arrived.
-    let conf = format!(
-        r#"daemon off;
-worker_processes 1;
-pid {dd}/nginx.pid;
-error_log {dd}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dd}/body;
-    proxy_temp_path {dd}/proxy;
-    fastcgi_temp_path {dd}/fastcgi;
-    uwsgi_temp_path {dd}/uwsgi;
-    scgi_temp_path {dd}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert};
+    let nginx = Nginx::start(&NginxOptions {
+        access_log: false,
+        listen_params: "ssl".into(),
+        server_extra: format!(
+            r#"ssl_certificate {cert};
         ssl_certificate_key {key};
         location /fuse/ {{
             if ($http_x_api_key != "k3y") {{ return 401; }}
             if ($http_authorization != "Bearer t0ken") {{ return 403; }}
             return 200 "ok";
-        }}
-    }}
-}}
-"#,
-        cert = cert.display(),
-        key = key.display()
-    );
-    let conf_path = d.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let prefix = format!("{dd}/");
-    let _nginx = Nginx {
-        child: std::process::Command::new(&nginx)
-            .args(["-p", &prefix, "-c"])
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(d.join("error.log"))
-            .spawn()
-            .unwrap(),
-    };
+        }}"#,
+            cert = cert.display(),
+            key = key.display()
+        ),
+        ..NginxOptions::default()
+    })
+    .expect("nginx with TLS");
+    let port = nginx.port;
     std::fs::write(d.join("api-key"), "k3y\n").unwrap();
     std::fs::write(d.join("token"), "t0ken\n").unwrap();
     let action = |name: &str, tls: bool| {
@@ -631,12 +528,6 @@ http {{
             ..Default::default()
         })
     };
-    // Wait for nginx to listen.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nginx did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let mut c = FuseController::new(
         fuse_cfg(d, vec![action("trusting", true)]),
         Arc::new(ManualClock::default()),

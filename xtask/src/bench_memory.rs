@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::bench_overhead::{AgentProc, Nginx, agent_bin};
+use crate::bench_kit::{AgentProc, agent_bin, bench_nginx, scrape_openmetrics};
 use crate::util;
+use testbed::nginx::Nginx;
 
 pub const ROUTES: usize = 1000;
 pub const GRAY_TAGS: [&str; 5] = ["canary", "blue", "green", "beta", "alpha"];
@@ -163,24 +164,6 @@ fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let start = line.find(&key)? + key.len();
     let len = line[start..].find('"')?;
     Some(&line[start..start + len])
-}
-
-/// GET `path` on the loopback port; the body.
-pub(crate) fn http_get(port: u16, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    // As Prometheus asks: OpenMetrics, with exemplars.
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .context("no HTTP response head")?;
-    Ok(body)
 }
 
 /// An OTLP/HTTP sink on loopback: answers 200 to every request and counts
@@ -335,7 +318,7 @@ impl Run {
 fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path, extra: &str) -> Result<Run> {
     let sink = OtlpSink::start()?;
     let agent = AgentProc::start_with(bin, &(agent_yaml(sink.port, dir) + extra))?;
-    let pid = agent.child.id();
+    let pid = agent.pid();
     let idle = mem_of(pid)?;
 
     let t0 = Instant::now();
@@ -357,7 +340,7 @@ fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path, extra: &str) ->
     // Two SLO periods: every entry is evaluated and its period rolled over.
     std::thread::sleep(Duration::from_secs(2 * PERIOD_SECS + 1));
     let after_periods = mem_of(pid)?;
-    let scrape = http_get(agent.port, "/metrics")?;
+    let scrape = scrape_openmetrics(agent.port, "/metrics")?;
     std::thread::sleep(Duration::from_millis(500));
     let after_scrape = mem_of(pid)?;
     // XTASK_BENCH_MEMORY_HOLD_SECS: keep the loaded agent for inspection
@@ -410,7 +393,7 @@ pub fn run() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let script = tmp.path().join("routes.lua");
     std::fs::write(&script, wrk_script())?;
-    let nginx = Nginx::start_with("location / { return 200 \"ok\\n\"; }", "/catalog/aaa/items")?;
+    let nginx = bench_nginx("location / { return 200 \"ok\\n\"; }")?;
     let base = match &baseline {
         Some(b) => {
             let r = measure(b, &nginx, &script, tmp.path(), "")?;

@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
+use crate::bench_kit::{AgentProc, agent_bin, bench_nginx, scrape_openmetrics};
 use crate::bench_memory::{
     GRAY_TAGS, OtlpSink, PERIOD_SECS, ROUTES, WRK_ARGS, agent_yaml, count_series, mem_of, mib,
     wrk_script,
 };
-use crate::bench_overhead::{AgentProc, Nginx, agent_bin};
 use crate::util;
+use testbed::nginx::Nginx;
 
 pub const SCRAPERS: usize = 10;
 const ROUNDS: usize = 3;
@@ -92,7 +93,7 @@ impl Run {
 fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path) -> Result<Run> {
     let sink = OtlpSink::start()?;
     let agent = AgentProc::start_with(bin, &agent_yaml(sink.port, dir))?;
-    let pid = agent.child.id();
+    let pid = agent.pid();
     let out = Command::new("wrk")
         .args(WRK_ARGS)
         .arg("-s")
@@ -104,7 +105,7 @@ fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path) -> Result<Run> 
         bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     std::thread::sleep(Duration::from_secs(2 * PERIOD_SECS + 1));
-    let text = crate::bench_memory::http_get(agent.port, "/metrics")?;
+    let text = scrape_openmetrics(agent.port, "/metrics")?;
     let series = count_series(&text, "http_server_request_duration_seconds", "nginx").series
         + count_series(&text, "http_client_request_duration_seconds", "wrk").series;
     drop(text);
@@ -163,7 +164,7 @@ pub fn run() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let script = tmp.path().join("routes.lua");
     std::fs::write(&script, wrk_script())?;
-    let nginx = Nginx::start_with("location / { return 200 \"ok\\n\"; }", "/catalog/aaa/items")?;
+    let nginx = bench_nginx("location / { return 200 \"ok\\n\"; }")?;
     let base = match &baseline {
         Some(b) => {
             let r = measure(b, &nginx, &script, tmp.path())?;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
+use crate::bench_kit::{AgentProc, agent_bin};
 use crate::bench_memory::{mem_json, mem_of, mib};
-use crate::bench_overhead::{AgentProc, agent_bin};
 use crate::util;
 
 pub const CLIENTS: usize = 5_000;
@@ -121,7 +121,7 @@ fn measure(
         yaml.push_str(&format!("http:\n  max_head_buffer_bytes: {b}\n"));
     }
     let agent = AgentProc::start_with(bin, &yaml)?;
-    let pid = agent.child.id();
+    let pid = agent.pid();
     std::thread::sleep(Duration::from_secs(2));
     let idle = mem_of(pid)?;
     let mut server = HoldServer::start()?;
@@ -140,7 +140,7 @@ fn measure(
     let text = agent.scrape()?;
     drop(clients);
     let held = server.stop();
-    let lost = crate::bench_overhead::sum_samples(&text, "sloguard_events_lost_total");
+    let lost = crate::bench_kit::sum_samples(&text, "sloguard_events_lost_total");
     Ok(json!({
         "budget_bytes": budget,
         "clients": CLIENTS,

@@ -15,7 +15,7 @@
 use anyhow::Result;
 use serde_json::json;
 
-use crate::bench_overhead::{AgentRun, median, prepare, wrk_for, wrk_without_agent};
+use crate::bench_kit::{AgentRun, median, prepare, wrk_for, wrk_without_agent};
 
 const ROUNDS: usize = 5;
 const RUN_SECS: u32 = 3;

@@ -17,7 +17,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 
 use crate::util::{self, is_root};
-use peers::{AgentSetup, Proc, free_port, listening};
+use peers::{AgentSetup, Proc, listening};
+use testbed::env::free_port;
 
 #[derive(Clone, Copy, Debug)]
 pub struct DemoOpts {
@@ -77,9 +78,9 @@ impl Drop for StopOnDrop {
 
 fn run(opts: DemoOpts, dir: &Path, agent_bin: &Path) -> Result<()> {
     let say = |m: &str| println!("demo: {m}");
-    let shop_port = free_port()?;
-    let gw_port = free_port()?;
-    let metrics_port = free_port()?;
+    let shop_port = free_port();
+    let gw_port = free_port();
+    let metrics_port = free_port();
     let webhook = std::net::TcpListener::bind("127.0.0.1:0")?;
     let webhook_port = webhook.local_addr()?.port();
     let fault = dir.join("fault");

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run, test and bench sloguard with one command each.
 //! Each subcommand is one module; add one by adding a variant and a module.
 mod bench;
+mod bench_kit;
 mod bench_memory;
 mod bench_overhead;
 mod bench_scrape;

@@ -37,6 +37,8 @@ const PACKAGES: &[&str] = &[
     "xtask",
     "-p",
     "tests",
+    "-p",
+    "testbed",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The demo's cast on loopback: the shop service (a Python script), nginx as
 //! its gateway with sloguard's fuse map, and the agent's config; each a child
 //! process stopped on drop.
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -278,10 +278,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 pub fn listening(port: u16) -> bool {

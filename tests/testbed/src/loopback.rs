@@ -1,18 +1,12 @@
 //! Real Prometheus and Alertmanager servers on 127.0.0.1 for the deploy
 //! tests, and a minimal HTTP/1.1 client for their APIs (loopback only).
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound then released; the server binds it next).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
+pub use crate::env::free_port;
 
 /// A server process, killed and reaped on drop.
 pub struct Server {

@@ -18,7 +18,7 @@ pub fn sloguard_bin() -> PathBuf {
     if !bin.exists() {
         let st = Command::new(env!("CARGO"))
             .args(["build", "-p", "agent"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .current_dir(crate::repo_root())
             .status()
             .expect("run cargo build -p agent");
         assert!(st.success(), "cargo build -p agent failed");
@@ -47,6 +47,16 @@ impl Agent {
     }
 
     pub fn start_with_env(config_yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_bin(&sloguard_bin(), config_yaml, env)
+    }
+
+    /// Start the given binary (the benches run a release build, and a
+    /// baseline build of another commit beside it).
+    pub fn start_bin(
+        bin: &std::path::Path,
+        config_yaml: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let turn = ONE_AGENT.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir()?;
         let port = crate::env::free_port();
@@ -54,7 +64,7 @@ impl Agent {
         let cfg = dir.path().join("sloguard.yaml");
         std::fs::write(&cfg, config_yaml)?;
         let log = std::fs::File::create(dir.path().join("agent.log"))?;
-        let mut cmd = Command::new(sloguard_bin());
+        let mut cmd = Command::new(bin);
         cmd.arg("--config")
             .arg(&cfg)
             .env("SLOGUARD_METRICS__LISTEN", metrics.to_string())
@@ -183,7 +193,8 @@ pub fn http_get(
     accept: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Generous: a bench scrapes tens of MiB of series from a busy agent.
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let accept = accept
         .map(|a| format!("Accept: {a}\r\n"))
         .unwrap_or_default();

@@ -1,15 +1,12 @@
 //! External tools the deploy tests drive (kubectl, promtool, amtool, yamllint,
 //! hadolint, kubernetes-validate, prometheus): find them on `PATH`, and when
 //! one is missing skip with the reason, or fail in CI (`CI` set).
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The repository root (parent of the `tests` crate).
+/// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests crate has a parent")
-        .to_path_buf()
+    crate::repo_root()
 }
 
 /// An executable named `name` on `PATH`.

@@ -37,10 +37,14 @@ pub fn require_kernel() -> bool {
 /// Path of an executable program on PATH.
 pub fn which(bin: &str) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(bin)).find(|p| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    // The sbin directories too: nginx lives there and a user's PATH may lack them.
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(bin))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 pub fn require_tool(bin: &str) -> bool {
@@ -63,7 +67,7 @@ pub fn free_port() -> u16 {
 pub fn target_dir() -> std::path::PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) => d.into(),
-        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        None => crate::repo_root().join("target"),
     }
 }
 

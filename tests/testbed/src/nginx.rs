@@ -2,7 +2,7 @@
 //! loopback only, an access log in a fixed tab-separated format that the tests
 //! parse to compare the agent's view with nginx's own.
 use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,6 +40,10 @@ pub struct NginxOptions {
     pub files: Vec<(String, Vec<u8>)>,
     /// Extra directives inside `server { }` (locations with `return`, proxies...).
     pub server_extra: String,
+    /// Extra directives inside `http { }`, before the server (a `map`...).
+    pub http_extra: String,
+    /// Parameters after the listen address (`ssl`).
+    pub listen_params: String,
     pub access_log: bool,
 }
 
@@ -50,6 +54,8 @@ impl Default for NginxOptions {
             sendfile: true,
             files: Vec::new(),
             server_extra: String::new(),
+            http_extra: String::new(),
+            listen_params: String::new(),
             access_log: true,
         }
     }
@@ -73,7 +79,7 @@ impl Nginx {
         for (name, data) in &opts.files {
             std::fs::write(root.join(name), data)?;
         }
-        let port = free_port()?;
+        let port = crate::env::free_port();
         let conf = prefix.path().join("nginx.conf");
         std::fs::File::create(&conf)?.write_all(config(prefix.path(), port, opts).as_bytes())?;
         let child = Command::new(bin)
@@ -135,6 +141,22 @@ impl Nginx {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// The command that makes this nginx reload its config (what a fuse
+    /// action's `reload_command` runs).
+    pub fn reload_command(&self) -> Vec<String> {
+        let p = self.prefix.path();
+        let bin = crate::env::which("nginx").unwrap_or_else(|| "nginx".into());
+        vec![
+            bin.display().to_string(),
+            "-p".into(),
+            format!("{}/", p.display()),
+            "-c".into(),
+            p.join("nginx.conf").display().to_string(),
+            "-s".into(),
+            "reload".into(),
+        ]
+    }
+
     pub fn access_log_path(&self) -> PathBuf {
         self.prefix.path().join("access.log")
     }
@@ -187,10 +209,6 @@ pub fn parse_log_line(line: &str) -> anyhow::Result<AccessLogEntry> {
     })
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn config(prefix: &Path, port: u16, o: &NginxOptions) -> String {
     let p = prefix.display();
     let access = if o.access_log {
@@ -218,8 +236,9 @@ http {{
     uwsgi_temp_path {p}/uwsgi;
     scgi_temp_path {p}/scgi;
     types {{ text/plain txt; application/octet-stream bin; }}
+    {http_extra}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} {listen_params};
         root {p}/www;
         {extra}
     }}
@@ -228,6 +247,8 @@ http {{
         workers = o.workers,
         sendfile = if o.sendfile { "on" } else { "off" },
         extra = o.server_extra,
+        http_extra = o.http_extra,
+        listen_params = o.listen_params,
     )
 }
 
