@@ -215,14 +215,10 @@ impl RedMetrics {
         self.handles.insert(key, h);
     }
 
-    /// Pods with series here.
-    pub fn pods_with_series(&self) -> usize {
-        self.pods.pods()
-    }
-
-    /// True when a pod got series since the last [`Self::forget_gone_pods`].
-    pub fn has_new_pods(&self) -> bool {
-        self.pods.has_new_pods()
+    /// The pods with series here (counted, and whether new ones came
+    /// since the last [`Self::forget_gone_pods`]).
+    pub fn pod_series(&self) -> &PodSeries<(Side, RedLabels)> {
+        &self.pods
     }
 
     /// Remove the series of pods that are not `live` any more, and the

@@ -101,7 +101,7 @@ pub struct TcpStats {
 
 /// A pod's series in one of the TCP families.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-enum TcpSeries {
+pub enum TcpSeries {
     /// In `retransmits` and/or `connect_duration`.
     Endpoint(EndpointLabels),
     Failure(FailureLabels),
@@ -210,14 +210,10 @@ impl TcpStats {
         labels
     }
 
-    /// Pods with series here.
-    pub fn pods_with_series(&self) -> usize {
-        self.pods.pods()
-    }
-
-    /// True when a pod got series since the last [`Self::forget_gone_pods`].
-    pub fn has_new_pods(&self) -> bool {
-        self.pods.has_new_pods()
+    /// The pods with series here (counted, and whether new ones came
+    /// since the last [`Self::forget_gone_pods`]).
+    pub fn pod_series(&self) -> &PodSeries<TcpSeries> {
+        &self.pods
     }
 
     /// Remove the series of pods that are not `live` any more.

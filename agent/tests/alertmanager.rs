@@ -180,22 +180,14 @@ async fn real_alertmanager_receives_lists_routes_and_resolves() {
 
     // amtool, the operator's view, shows it too.
     if Path::new(AMTOOL).exists() {
-        let out = Command::new(AMTOOL)
-            .args([
-                "alert",
-                "query",
-                "--alertmanager.url",
-                &am_url,
-                "-o",
-                "json",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = testbed::tools::run_ok(Command::new(AMTOOL).args([
+            "alert",
+            "query",
+            "--alertmanager.url",
+            &am_url,
+            "-o",
+            "json",
+        ]));
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(
             v.as_array()

@@ -9,7 +9,7 @@
 //! - [`events`]: decode ring-buffer records (data and owner events) in tests.
 //! - [`otlp`]: a real OTLP receiver (gRPC and HTTP/protobuf).
 pub use testbed::{
-    agent, child, dashboard, env, loopback, netns, nginx, prom, pyserver, tcp_traffic, tools,
+    agent, child, dashboard, env, loopback, netns, nginx, prom, pyserver, shop, tcp_traffic, tools,
     webhook,
 };
 

@@ -77,16 +77,11 @@ fn release_build_of_the_agent_has_no_fault_injection() {
     const { assert!(sloguard::fault::ENABLED, "this test build should have it") };
     let root = tests::tools::repo_root();
     let tree = |pkgs: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["tree", "--offline", "-e", "features", "-i", "agent"])
-            .args(pkgs)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = tests::tools::run_ok(
+            std::process::Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .args(["tree", "--offline", "-e", "features", "-i", "agent"])
+                .args(pkgs),
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };

@@ -12,72 +12,12 @@ use std::time::Duration;
 use tests::agent::Agent;
 use tests::env;
 use tests::prom::value;
+use tests::shop::{Fault, Shop};
 use tests::webhook::{client, firing, receiver, wait};
 
-/// A shop whose canary fails half its requests and takes 300 ms. The cohort
-/// is decided as the agent decides it: the header's `version`, else the query's.
-const SERVER: &str = r#"
-import http.server, random, sys, time, urllib.parse
-def version(tag):
-    for p in tag.split(","):
-        k, _, v = p.partition(":")
-        if k.strip().lower() == "version":
-            return v.strip()
-    return ""
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Head and body go out in two writes: without this, Nagle holds the body
-    # for the client's delayed ACK (40 ms a request).
-    disable_nagle_algorithm = True
-    def log_message(self, *a): pass
-    def do_GET(self):
-        q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-        v = version(self.headers.get("X-Gray-Tag", "")) or version(q.get("gray", [""])[0])
-        code = 200
-        if v == "canary":
-            time.sleep(0.3)
-            code = 500 if random.random() < 0.5 else 200
-        body = b"ok\n"
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"#;
-
-struct Shop {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A shop whose canary fails half its requests and takes 300 ms.
 fn shop() -> Shop {
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("shop.py");
-    std::fs::write(&script, SERVER).unwrap();
-    let port = env::free_port();
-    let child = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(
-        wait(Duration::from_secs(10), || TcpStream::connect(addr).ok()).is_some(),
-        "python server did not listen"
-    );
-    Shop {
-        child,
-        addr,
-        _dir: dir,
-    }
+    Shop::start(Fault::GrayVersion("canary".into()))
 }
 
 fn config(port: u16, extra: &str) -> String {

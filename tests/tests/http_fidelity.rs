@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tests::agent::{Agent, http_get};
-use tests::env::{free_port, require_kernel, require_tool};
+use tests::env::{require_kernel, require_tool};
 use tests::nginx::{Nginx, NginxOptions};
 use tests::prom::value;
 
@@ -399,30 +399,10 @@ fn python_http_server_and_curl_timings_match_the_agent() {
     if !ready(&["python3", "curl"]) {
         return;
     }
-    let www = tempfile::tempdir().unwrap();
     let token = format!("{:x}", std::process::id() as u64 * 7919 + 17);
     let file = format!("page-{token}.txt");
-    std::fs::write(www.path().join(&file), vec![b'p'; 3000]).unwrap();
-    let port = free_port();
-    let mut py = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(www.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server");
-    let _guard = KillOnDrop(&mut py);
-    let t_wait = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t_wait.elapsed() < Duration::from_secs(10), "http.server up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let py = tests::pyserver::PyServer::with_files(&[(&file, vec![b'p'; 3000])]);
+    let port = py.port;
     let rules = format!("    - name: pyweb\n      port: {port}\n");
     let agent = Agent::start(&config(&rules, "")).expect("agent starts");
 
@@ -520,15 +500,6 @@ fn python_http_server_and_curl_timings_match_the_agent() {
         client_count >= 5.0,
         "curl's 404s as client spans: {client_count}"
     );
-}
-
-struct KillOnDrop<'a>(&'a mut std::process::Child);
-
-impl Drop for KillOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A minimal TLS 1.2 ClientHello record (what a TLS client sends first).

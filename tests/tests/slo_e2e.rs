@@ -1,6 +1,5 @@
 //! End to end on the real kernel: a loopback server whose flaky route turns
 //! slow and erroring, the agent's SLO engine, its webhook alerts and fuse file.
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,26 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tests::agent::Agent;
 use tests::env;
+use tests::shop::{Fault, Shop};
 use tests::webhook::{client, firing, receiver, wait};
-
-const SERVER: &str = r#"
-import http.server, os, random, sys, time
-FAULT = sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def do_GET(self):
-        code = 200
-        if self.path.startswith("/api/flaky/") and os.path.exists(FAULT):
-            time.sleep(0.3)
-            code = 500 if random.random() < 0.5 else 200
-        body = b"ok\n"
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"#;
 
 fn route_open(path: &Path, route: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -50,22 +31,11 @@ fn flaky_route_alerts_fuses_and_resolves_healthy_route_never() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let fault = tmp.path().join("fault");
-    let script = tmp.path().join("server.py");
-    std::fs::write(&script, SERVER).unwrap();
-    let port = env::free_port();
-    let mut server = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(&fault)
-        .spawn()
-        .unwrap();
-    let server_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(
-        wait(Duration::from_secs(10), || TcpStream::connect(server_addr)
-            .ok())
-        .is_some(),
-        "python server did not listen"
-    );
+    let shop = Shop::start(Fault::PathWhileFileExists {
+        prefix: "/api/flaky/".into(),
+        file: fault.clone(),
+    });
+    let (port, server_addr) = (shop.addr.port(), shop.addr);
     let (hook, received) = receiver();
     let fuse_file = tmp.path().join("fuses.json");
     let period = Duration::from_secs(1);
@@ -186,7 +156,6 @@ admin:
         });
         std::fs::write(out, j.to_string()).unwrap();
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(shop);
     drop(agent);
 }

@@ -283,39 +283,29 @@ mod tests {
     }
 
     #[test]
-    fn missing_ca_file_is_a_typed_error() {
-        let tls = TlsConfig {
-            ca_file: Some("/nonexistent/ca.pem".into()),
-            insecure_skip_verify: false,
+    fn missing_or_unreadable_ca_file_is_a_typed_error() {
+        let target_with_ca = |ca_file: PathBuf| {
+            let tls = TlsConfig {
+                ca_file: Some(ca_file),
+                insecure_skip_verify: false,
+            };
+            Target::new(
+                "r",
+                "https://127.0.0.1:1/",
+                Duration::from_secs(1),
+                None,
+                None,
+                Some(&tls),
+            )
+            .err()
+            .unwrap()
         };
-        let e = Target::new(
-            "r",
-            "https://127.0.0.1:1/",
-            Duration::from_secs(1),
-            None,
-            None,
-            Some(&tls),
-        )
-        .err()
-        .unwrap();
+        let e = target_with_ca("/nonexistent/ca.pem".into());
         assert!(matches!(e, DeliveryError::Tls { .. }), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ca.pem");
         std::fs::write(&p, "not a certificate").unwrap();
-        let tls = TlsConfig {
-            ca_file: Some(p),
-            insecure_skip_verify: false,
-        };
-        let e = Target::new(
-            "r",
-            "https://127.0.0.1:1/",
-            Duration::from_secs(1),
-            None,
-            None,
-            Some(&tls),
-        )
-        .err()
-        .unwrap();
+        let e = target_with_ca(p);
         assert!(matches!(e, DeliveryError::Tls { .. }), "{e}");
     }
 }

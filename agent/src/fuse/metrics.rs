@@ -29,15 +29,7 @@ pub struct ActionLabels {
     pub result: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
-}
+pub use crate::metrics::{KindLabels, ReasonLabels};
 
 #[derive(Clone, Default)]
 pub struct FuseMetrics {

@@ -4,9 +4,9 @@ use std::collections::VecDeque;
 
 use agent_common::Direction;
 
-use super::HttpCounters;
 use super::head::{Framing, Head, MsgKind, is_definite_start, parse_truncated};
 use super::stream::{Body, DirParser, Limits, Plan, Sink};
+use super::{DataChunk, HttpCounters};
 use crate::request::{HttpRequest, Side};
 
 /// Everything a connection needs from its tracker while handling one event.
@@ -339,14 +339,12 @@ impl Conn {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_data(
         &mut self,
-        dir: Direction,
-        ts: u64,
-        len: u32,
-        payload: &[u8],
+        chunk: &DataChunk<'_>,
         limits: &Limits,
         scratch: &mut Vec<u8>,
         ctx: &mut Ctx<'_>,
     ) {
+        let (dir, ts, len, payload) = (chunk.direction, chunk.ts_ns, chunk.len, chunk.payload);
         self.last_ts = self.last_ts.max(ts);
         let request_dir = match self.pairing.role {
             Some(Side::Server) => Direction::Ingress,

@@ -85,15 +85,7 @@ impl HttpTracker {
             max_pipelined: self.max_pipelined,
         };
         if let Some(conn) = self.conns.get_mut(&chunk.conn_id) {
-            conn.on_data(
-                chunk.direction,
-                chunk.ts_ns,
-                chunk.len,
-                chunk.payload,
-                &self.limits,
-                &mut self.scratch,
-                &mut ctx,
-            );
+            conn.on_data(chunk, &self.limits, &mut self.scratch, &mut ctx);
             self.counters.head_budget_exhausted = self.limits.budget.exhausted();
             return;
         }
@@ -113,15 +105,7 @@ impl HttpTracker {
         self.conns
             .entry(chunk.conn_id)
             .or_insert_with(|| Conn::new(chunk.conn_id, chunk.ts_ns, self.limits.budget.clone()))
-            .on_data(
-                chunk.direction,
-                chunk.ts_ns,
-                chunk.len,
-                chunk.payload,
-                &self.limits,
-                &mut self.scratch,
-                &mut ctx,
-            );
+            .on_data(chunk, &self.limits, &mut self.scratch, &mut ctx);
         self.counters.head_budget_exhausted = self.limits.budget.exhausted();
     }
 

@@ -218,7 +218,9 @@ impl Pipeline {
         let generation = cache.generation();
         let red = &mut self.stage.red;
         if !cache.is_synced()
-            || (generation == self.pods_swept && !red.has_new_pods() && !self.tcp.has_new_pods())
+            || (generation == self.pods_swept
+                && !red.pod_series().has_new_pods()
+                && !self.tcp.pod_series().has_new_pods())
         {
             return 0;
         }
@@ -230,7 +232,7 @@ impl Pipeline {
     /// Pods in the RED and the TCP index of pod series (summed): what the
     /// sweep of gone pods holds on to.
     pub fn pod_index_entries(&self) -> usize {
-        self.stage.red.pods_with_series() + self.tcp.pods_with_series()
+        self.stage.red.pod_series().pods() + self.tcp.pod_series().pods()
     }
 
     pub fn connections(&self) -> &ConnTable {

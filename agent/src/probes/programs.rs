@@ -29,10 +29,8 @@ const fn raw_tp(
     name: &'static str,
 ) -> TracepointProgram {
     TracepointProgram {
-        program,
-        category,
-        name,
         raw: true,
+        ..tp(program, category, name)
     }
 }
 

@@ -17,6 +17,7 @@
 //! - [`dashboard`]: the Grafana dashboard's queries, ready for Prometheus.
 //! - [`prom`]: reading Prometheus text in assertions.
 //! - [`pyserver`]: Python's `http.server` as a peer.
+//! - [`shop`]: a Python service with a switchable fault (by path or gray cohort).
 //! - [`webhook`]: a recording webhook receiver, a steady keep-alive client, bounded waits.
 pub mod agent;
 pub mod child;
@@ -27,6 +28,7 @@ pub mod netns;
 pub mod nginx;
 pub mod prom;
 pub mod pyserver;
+pub mod shop;
 pub mod tcp_traffic;
 pub mod tools;
 pub mod webhook;

@@ -13,10 +13,20 @@ pub struct PyServer {
 }
 
 impl PyServer {
+    /// Serves `hello from <name>` under each name.
     pub fn start(files: &[&str]) -> Self {
+        let files: Vec<(&str, Vec<u8>)> = files
+            .iter()
+            .map(|f| (*f, format!("hello from {f}\n").into_bytes()))
+            .collect();
+        Self::with_files(&files)
+    }
+
+    /// Serves the given (name, contents).
+    pub fn with_files(files: &[(&str, Vec<u8>)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        for f in files {
-            std::fs::write(dir.path().join(f), format!("hello from {f}\n")).unwrap();
+        for (name, data) in files {
+            std::fs::write(dir.path().join(name), data).unwrap();
         }
         let port = free_port();
         let child = Command::new("python3")

@@ -97,19 +97,9 @@ fn every_dashboard_and_rule_query_runs_in_a_real_prometheus() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("prometheus.yml");
-    let rules = deploy_dir().join("prometheus/rules/sloguard.rules.yml");
-    // No scrape targets: an empty TSDB, so only parsing and evaluation speak.
-    // sloguard's rules are loaded too and evaluated every second.
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  evaluation_interval: 1s\nrule_files: [{:?}]\nscrape_configs: []\n",
-            rules.display().to_string()
-        ),
-    )
-    .unwrap();
-    let prom = loopback::prometheus(&binary, &config, &tmp.path().join("data"));
+    // No scrape targets: sloguard's rules are loaded and evaluated every second.
+    let prom = super::prometheus_with_rules(&binary, tmp.path(), None);
+    let rules = super::rules_file();
 
     let queries = super::dashboard_and_rule_queries(&dashboard_path(), &rules);
     assert!(queries.len() >= 40, "{} queries", queries.len());

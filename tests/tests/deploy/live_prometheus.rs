@@ -102,20 +102,8 @@ fn dashboard_and_rules_return_data_from_a_live_agent() {
         .expect("agent starts");
 
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("prometheus.yml");
-    let rules = deploy_dir().join("prometheus/rules/sloguard.rules.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             rule_files: [{:?}]\n\
-             scrape_configs:\n  - job_name: sloguard\n    static_configs:\n      - targets: ['{}']\n",
-            rules.display().to_string(),
-            agent.metrics
-        ),
-    )
-    .unwrap();
-    let prom = loopback::prometheus(&binary, &config, &tmp.path().join("data"));
+    let prom = super::prometheus_with_rules(&binary, tmp.path(), Some(agent.metrics));
+    let rules = super::rules_file();
 
     let sent = load(nginx_addr, closed, 8);
     assert!(sent > 100, "only {sent} requests sent");

@@ -18,6 +18,37 @@ pub fn deploy_dir() -> PathBuf {
     tests::tools::repo_root().join("deploy")
 }
 
+/// The recording and alerting rules we ship.
+pub fn rules_file() -> PathBuf {
+    deploy_dir().join("prometheus/rules/sloguard.rules.yml")
+}
+
+/// A real Prometheus in `tmp` evaluating our rules every second and
+/// scraping `target` every second (none: an empty TSDB, so only parsing and
+/// evaluation speak).
+pub fn prometheus_with_rules(
+    binary: &Path,
+    tmp: &Path,
+    target: Option<std::net::SocketAddr>,
+) -> tests::loopback::Server {
+    let config = tmp.join("prometheus.yml");
+    let scrape = match target {
+        Some(t) => format!(
+            "scrape_configs:\n  - job_name: sloguard\n    static_configs:\n      - targets: ['{t}']\n"
+        ),
+        None => "scrape_configs: []\n".to_string(),
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [{:?}]\n{scrape}",
+            rules_file().display().to_string()
+        ),
+    )
+    .unwrap();
+    tests::loopback::prometheus(binary, &config, &tmp.join("data"))
+}
+
 /// Every document of a (multi-document) YAML text.
 pub fn yaml_docs(text: &str) -> Vec<Value> {
     serde_yaml_ng::Deserializer::from_str(text)

@@ -1,0 +1,102 @@
+//! A Python HTTP service with a switchable fault, the peer of the SLO, gray
+//! and fuse tests: a faulty request takes 300 ms and fails half the time
+//! (500), every other request answers 200 at once. Which requests are faulty:
+//!
+//! - [`Fault::PathWhileFileExists`]: paths under a prefix, while a file
+//!   exists (the test creates and removes it to start and lift the fault);
+//! - [`Fault::GrayVersion`]: requests of a gray cohort, decided as the agent
+//!   decides it: the `version` of the `X-Gray-Tag` header, else of the
+//!   `gray` query parameter.
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const SCRIPT: &str = r#"
+import http.server, os, random, sys, time, urllib.parse
+PORT, MODE, ARG, PREFIX = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def version(tag):
+    for p in tag.split(","):
+        k, _, v = p.partition(":")
+        if k.strip().lower() == "version":
+            return v.strip()
+    return ""
+def faulty(h):
+    if MODE == "file":
+        return h.path.startswith(PREFIX) and os.path.exists(ARG)
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(h.path).query)
+    return (version(h.headers.get("X-Gray-Tag", "")) or version(q.get("gray", [""])[0])) == ARG
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Head and body go out in two writes: without this, Nagle holds the body
+    # for the client's delayed ACK (40 ms a request).
+    disable_nagle_algorithm = True
+    def log_message(self, *a): pass
+    def do_GET(self):
+        code = 200
+        if faulty(self):
+            time.sleep(0.3)
+            code = 500 if random.random() < 0.5 else 200
+        body = b"ok\n"
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("127.0.0.1", PORT), H).serve_forever()
+"#;
+
+/// Which requests the shop fails.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    PathWhileFileExists { prefix: String, file: PathBuf },
+    GrayVersion(String),
+}
+
+/// The running shop; killed on drop.
+pub struct Shop {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Shop {
+    /// Starts the shop on a free loopback port and waits until it listens.
+    pub fn start(fault: Fault) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("shop.py");
+        std::fs::write(&script, SCRIPT).unwrap();
+        let port = crate::env::free_port();
+        let (mode, arg, prefix) = match &fault {
+            Fault::PathWhileFileExists { prefix, file } => {
+                ("file", file.display().to_string(), prefix.clone())
+            }
+            Fault::GrayVersion(v) => ("gray", v.clone(), String::new()),
+        };
+        let child = Command::new("python3")
+            .arg(&script)
+            .args([port.to_string(), mode.into(), arg, prefix])
+            .spawn()
+            .expect("python3 runs");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let t0 = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "python shop did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
