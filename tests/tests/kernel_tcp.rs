@@ -71,6 +71,53 @@ fn connect(
     (pid, reports)
 }
 
+/// One connect from namespace `a` to a one-shot server in `b`, with an nft
+/// input `rule` on one side first: the client's pid and report, and the
+/// server namespace's `TcpRetransSegs` before the connect.
+struct RuledConnect {
+    net: NetPair,
+    port: u16,
+    pid: u32,
+    report: ConnectReport,
+    retrans_b_before: u64,
+}
+
+/// Where the nft rule of a [`RuledConnect`] goes.
+enum RuleOn {
+    Client,
+    Server,
+}
+
+fn ruled_connect(prefix: &str, subnet: u8, rule_on: RuleOn, rule: &str) -> RuledConnect {
+    let net = NetPair::create(prefix, subnet).expect("namespaces");
+    let port = 5000 + subnet as u16;
+    let addr = format!("{}:{port}", net.b_addr);
+    let side = match rule_on {
+        RuleOn::Client => &net.a,
+        RuleOn::Server => &net.b,
+    };
+    side.nft_input_rule(rule).expect("nft");
+    let retrans_b_before = net.b.nstat("TcpRetransSegs").expect("nstat");
+    let srv = server(Some(&net.b), &addr, 1, 10);
+    let (pid, mut reports) = connect(Some(&net.a), &addr, 1, Duration::from_secs(10));
+    srv.finish(Duration::from_secs(5)).expect("server");
+    RuledConnect {
+        port,
+        pid,
+        report: reports.remove(0),
+        retrans_b_before,
+        net,
+    }
+}
+
+fn assert_established(c: &TcpConnectEvent) {
+    assert_eq!(
+        ConnectOutcome::from_u32(c.outcome),
+        ConnectOutcome::Established,
+        "{c:?}"
+    );
+}
+
 fn connects_of(evs: &[KernelEvent], tgid: u32) -> Vec<TcpConnectEvent> {
     connects(evs)
         .filter(|c| c.header.tgid == tgid)
@@ -236,10 +283,7 @@ fn loopback_connect_is_fast_and_attributed() {
         c.duration_ns / 1000,
         reports[0].duration
     );
-    assert_eq!(
-        ConnectOutcome::from_u32(c.outcome),
-        ConnectOutcome::Established
-    );
+    assert_established(&c);
     assert_eq!(c.error, 0);
     assert!(
         c.duration_ns > 0 && c.duration_ns < 10_000_000,
@@ -337,16 +381,10 @@ fn connect_with_first_syn_dropped_takes_a_second() {
     let Some(rec) = recorder("connect_with_first_syn_dropped_takes_a_second") else {
         return;
     };
-    let net = NetPair::create("syn", 202).expect("namespaces");
-    let port = 5202;
-    let addr = format!("{}:{port}", net.b_addr);
-    net.b
-        .nft_input_rule(&rules::drop_first_syn(port))
-        .expect("nft");
-    let srv = server(Some(&net.b), &addr, 1, 10);
-    let (pid, reports) = connect(Some(&net.a), &addr, 1, Duration::from_secs(10));
-    srv.finish(Duration::from_secs(5)).expect("server");
-    assert!(reports[0].local_port.is_some(), "{reports:?}");
+    let RuledConnect {
+        net, pid, report, ..
+    } = ruled_connect("syn", 202, RuleOn::Server, &rules::drop_first_syn(5202));
+    assert!(report.local_port.is_some(), "{report:?}");
     assert_eq!(
         net.b.input_counter().unwrap(),
         1,
@@ -362,12 +400,9 @@ fn connect_with_first_syn_dropped_takes_a_second() {
     eprintln!(
         "first SYN dropped: connect took {} ms (client saw {:?})",
         c.duration_ns / 1_000_000,
-        reports[0].duration
+        report.duration
     );
-    assert_eq!(
-        ConnectOutcome::from_u32(c.outcome),
-        ConnectOutcome::Established
-    );
+    assert_established(&c);
     assert!(
         (900_000_000..3_000_000_000).contains(&c.duration_ns),
         "{} ns",
@@ -567,10 +602,7 @@ fn ipv6_loopback_connect() {
         !connects_of(evs, pid).is_empty()
     });
     let c = connects_of(&evs, pid)[0];
-    assert_eq!(
-        ConnectOutcome::from_u32(c.outcome),
-        ConnectOutcome::Established
-    );
+    assert_established(&c);
     assert_eq!(c.tuple.family, agent_common::AF_INET6);
     assert_eq!(c.tuple.daddr, std::net::Ipv6Addr::LOCALHOST.octets());
     assert_eq!((c.tuple.sport, c.tuple.dport), (local, port));
@@ -584,17 +616,14 @@ fn synack_retransmits_match_nstat() {
     let Some(rec) = recorder("synack_retransmits_match_nstat") else {
         return;
     };
-    let net = NetPair::create("sa", 206).expect("namespaces");
-    let port = 5206;
-    let addr = format!("{}:{port}", net.b_addr);
-    net.a
-        .nft_input_rule(&rules::drop_first_synack(port))
-        .expect("nft");
-    let before = net.b.nstat("TcpRetransSegs").expect("nstat");
-    let srv = server(Some(&net.b), &addr, 1, 10);
-    let (pid, reports) = connect(Some(&net.a), &addr, 1, Duration::from_secs(10));
-    srv.finish(Duration::from_secs(5)).expect("server");
-    let local = reports[0].local_port.expect("connected");
+    let RuledConnect {
+        net,
+        port,
+        pid,
+        report,
+        retrans_b_before: before,
+    } = ruled_connect("sa", 206, RuleOn::Client, &rules::drop_first_synack(5206));
+    let local = report.local_port.expect("connected");
     assert_eq!(net.a.input_counter().unwrap(), 1, "one SYN-ACK dropped");
 
     // The server's SYN-ACK timer and the client's SYN retransmit both fire
@@ -630,9 +659,5 @@ fn synack_retransmits_match_nstat() {
             .iter()
             .all(|r| r.state == tcp_state::SYN_RECV && r.segs == 1)
     );
-    let c = connects_of(&evs, pid)[0];
-    assert_eq!(
-        ConnectOutcome::from_u32(c.outcome),
-        ConnectOutcome::Established
-    );
+    assert_established(&connects_of(&evs, pid)[0]);
 }
