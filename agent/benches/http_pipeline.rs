@@ -18,13 +18,7 @@ struct Event {
 fn traffic() -> (Vec<Vec<u8>>, Vec<Event>) {
     let mut pool = Vec::new();
     let mut events = Vec::new();
-    let paths = [
-        "/api/users/{}",
-        "/api/orders/{}/items",
-        "/static/app.js",
-        "/health",
-        "/search?q={}",
-    ];
+    let paths = sloguard::events::encode::BENCH_PATHS;
     for i in 0..REQUESTS {
         let conn = 0xffff_8880_0000_0000 + (i as u64 % CONNS) * 0x800;
         let path = paths[i % paths.len()].replace("{}", &(i * 7919 % 100_000).to_string());

@@ -34,13 +34,7 @@ fn records() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             sk: sk(c),
         }));
     }
-    let paths = [
-        "/api/users/{}",
-        "/api/orders/{}/items",
-        "/static/app.js",
-        "/health",
-        "/search?q={}",
-    ];
+    let paths = sloguard::events::encode::BENCH_PATHS;
     let mut traffic = Vec::with_capacity(REQUESTS * 2);
     let mut ts = 10u64;
     for i in 0..REQUESTS {

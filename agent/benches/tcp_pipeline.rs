@@ -1,12 +1,13 @@
 //! Issue 3 hot path: decode + connection table + TCP statistics, in events
 //! per second on one core. The stream mixes what a busy node sends: socket
 //! owners, connects (some refused), retransmits on live connections, closes.
+use agent_common::tcp_state;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prometheus_client::registry::Registry;
 use sloguard::config::Config;
 use sloguard::events::encode::*;
 use sloguard::metrics::SelfMetrics;
-use sloguard::pipeline::{Pipeline, tcp_state};
+use sloguard::pipeline::Pipeline;
 
 use agent_common::{
     ConnectOutcome, EventKind, SockOwnerEvent, TcpConnectEvent, TcpRetransmitEvent, TcpStateEvent,

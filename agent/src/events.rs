@@ -130,6 +130,16 @@ pub fn tuple_addrs(t: &SockTuple) -> (std::net::SocketAddr, std::net::SocketAddr
 pub mod encode {
     use super::*;
 
+    /// Request targets of the pipeline benches (`{}` takes a number): an id
+    /// route, a nested id route, a static file, a probe, a query.
+    pub const BENCH_PATHS: [&str; 5] = [
+        "/api/users/{}",
+        "/api/orders/{}/items",
+        "/static/app.js",
+        "/health",
+        "/search?q={}",
+    ];
+
     pub fn header(kind: EventKind, tgid: u32, ts_ns: u64, comm: &str) -> EventHeader {
         let mut c = [0u8; 16];
         let n = comm.len().min(15);

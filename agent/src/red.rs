@@ -241,49 +241,29 @@ impl RedMetrics {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A registry with the RED families registered in it.
+    pub(crate) fn registered() -> (Registry, RedMetrics) {
+        let mut reg = Registry::default();
+        let red = RedMetrics::default();
+        red.register(&mut reg);
+        (reg, red)
+    }
 
     #[test]
     fn openmetrics_shows_exemplar_and_prometheus_text_passes_promtool() {
-        let mut reg = Registry::default();
-        let mut red = RedMetrics::default();
-        red.register(&mut reg);
+        let (reg, mut red) = registered();
         let route = RouteKey::new("shop", "GET", "/items/{id}");
-        let tag: Arc<str> = "".into();
-        red.observe(
-            Side::Server,
-            &route,
-            200,
-            &tag,
-            None,
-            0.003,
-            Some([
-                0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80,
-                0x31, 0x9c,
-            ]),
-            SystemTime::now(),
-        );
-        red.observe(
-            Side::Server,
-            &route,
-            500,
-            &tag,
-            None,
-            0.9,
-            None,
-            SystemTime::now(),
-        );
-        red.observe(
-            Side::Client,
-            &route,
-            200,
-            &tag,
-            None,
-            0.02,
-            None,
-            SystemTime::now(),
-        );
+        let (tag, now): (Arc<str>, _) = ("".into(), SystemTime::now());
+        let trace = Some([
+            0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80,
+            0x31, 0x9c,
+        ]);
+        red.observe(Side::Server, &route, 200, &tag, None, 0.003, trace, now);
+        red.observe(Side::Server, &route, 500, &tag, None, 0.9, None, now);
+        red.observe(Side::Client, &route, 200, &tag, None, 0.02, None, now);
         let mut om = String::new();
         prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
         assert!(om.contains("http_server_request_duration_seconds_bucket{le=\"0.005\",service_name=\"shop\",http_request_method=\"GET\",http_route=\"/items/{id}\",http_response_status_code=\"200\",gray_tag=\"\"} 1 # {trace_id=\"0af7651916cd43dd8448eb211c80319c\"} 0.003"), "{om}");
@@ -298,9 +278,7 @@ mod tests {
 
     #[test]
     fn pod_labels_follow_the_route_labels_and_are_absent_outside_pods() {
-        let mut reg = Registry::default();
-        let mut red = RedMetrics::default();
-        red.register(&mut reg);
+        let (reg, mut red) = registered();
         let route = RouteKey::new("checkout", "POST", "/pay");
         let tag: Arc<str> = "".into();
         let pod = Arc::new(K8sLabels {
@@ -327,9 +305,7 @@ mod tests {
 
     #[test]
     fn any_three_digits_from_a_server_make_a_bounded_set_of_series() {
-        let mut reg = Registry::default();
-        let mut red = RedMetrics::default();
-        red.register(&mut reg);
+        let (reg, mut red) = registered();
         let route = RouteKey::new("shop", "GET", "/a");
         let tag: Arc<str> = "".into();
         let at = SystemTime::now();
@@ -361,9 +337,7 @@ mod tests {
 
     #[test]
     fn cached_handles_count_into_the_family_series() {
-        let mut reg = Registry::default();
-        let mut red = RedMetrics::default();
-        red.register(&mut reg);
+        let (reg, mut red) = registered();
         let route = RouteKey::new("shop", "GET", "/a");
         let tag: Arc<str> = "".into();
         // Another Arc with the same text: a second cache entry, same series.

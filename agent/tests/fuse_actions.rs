@@ -26,6 +26,18 @@ fn l2(r: &RouteKey) -> AlertEvent {
     ev
 }
 
+/// A judged, healthy period of `r` ending at `at`: the fuse counts a route's
+/// traffic before it acts on it (`max_fused_share`).
+fn healthy(r: &RouteKey, at: std::time::SystemTime) -> RouteVerdict {
+    RouteVerdict {
+        route: r.clone(),
+        period_end: at,
+        requests: 100,
+        judged: true,
+        healthy: true,
+    }
+}
+
 fn fuse_cfg(dir: &Path, actions: Vec<ActionConfig>) -> FuseConfig {
     FuseConfig {
         mode: FuseMode::Enforce,
@@ -175,13 +187,7 @@ async fn nginx_answers_fused_route_with_503_from_the_map() {
     let other = RouteKey::new("shop", "GET", "/api/other");
     // Characters that are regex or nginx syntax reach nginx as \xHH escapes.
     let dotted = RouteKey::new("shop", "GET", "/v1.0/a b\"c;");
-    let v = |r: &RouteKey| RouteVerdict {
-        route: r.clone(),
-        period_end: clock.now(),
-        requests: 100,
-        judged: true,
-        healthy: true,
-    };
+    let v = |r: &RouteKey| healthy(r, clock.now());
     c.on_verdicts(&[v(&slow), v(&item), v(&other), v(&dotted)]);
 
     c.on_alert(&l2(&slow));
@@ -586,13 +592,7 @@ async fn nginx_map_spares_literal_siblings_and_client_braces() {
         Arc::new(clock.clone()),
     )
     .unwrap();
-    let v = |r: &RouteKey| RouteVerdict {
-        route: r.clone(),
-        period_end: clock.now(),
-        requests: 100,
-        judged: true,
-        healthy: true,
-    };
+    let v = |r: &RouteKey| healthy(r, clock.now());
     c.on_verdicts(&[v(&by_id), v(&me), v(&braces), v(&plain)]);
     c.on_alert(&l2(&by_id));
     c.on_alert(&l2(&braces));

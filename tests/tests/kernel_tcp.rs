@@ -110,6 +110,17 @@ fn ruled_connect(prefix: &str, subnet: u8, rule_on: RuleOn, rule: &str) -> Ruled
     }
 }
 
+/// The events so far, once the one connect of `pid` is among them.
+fn single_connect(rec: &EventRecorder, pid: u32) -> (Vec<KernelEvent>, TcpConnectEvent) {
+    let evs = rec.wait_for(Duration::from_secs(3), |evs| {
+        !connects_of(evs, pid).is_empty()
+    });
+    let conn = connects_of(&evs, pid);
+    assert_eq!(conn.len(), 1, "{conn:?}");
+    let c = conn[0];
+    (evs, c)
+}
+
 fn assert_established(c: &TcpConnectEvent) {
     assert_eq!(
         ConnectOutcome::from_u32(c.outcome),
@@ -272,12 +283,7 @@ fn loopback_connect_is_fast_and_attributed() {
     srv.join().unwrap().expect("server");
     let local = reports[0].local_port.expect("connected");
 
-    let evs = rec.wait_for(Duration::from_secs(3), |evs| {
-        !connects_of(evs, pid).is_empty()
-    });
-    let conn = connects_of(&evs, pid);
-    assert_eq!(conn.len(), 1, "{conn:?}");
-    let c = conn[0];
+    let (_, c) = single_connect(&rec, pid);
     eprintln!(
         "loopback connect: {} µs in the kernel, {:?} seen by the client",
         c.duration_ns / 1000,
@@ -391,12 +397,7 @@ fn connect_with_first_syn_dropped_takes_a_second() {
         "exactly the first SYN dropped"
     );
 
-    let evs = rec.wait_for(Duration::from_secs(3), |evs| {
-        !connects_of(evs, pid).is_empty()
-    });
-    let conn = connects_of(&evs, pid);
-    assert_eq!(conn.len(), 1, "{conn:?}");
-    let c = conn[0];
+    let (evs, c) = single_connect(&rec, pid);
     eprintln!(
         "first SYN dropped: connect took {} ms (client saw {:?})",
         c.duration_ns / 1_000_000,
@@ -478,12 +479,7 @@ fn blackholed_connect_times_out() {
     let (pid, reports) = connect(Some(&net.a), &addr, 1, Duration::from_secs(10));
     assert_eq!(reports[0].errno, Some(libc::ETIMEDOUT), "{reports:?}");
 
-    let evs = rec.wait_for(Duration::from_secs(3), |evs| {
-        !connects_of(evs, pid).is_empty()
-    });
-    let conn = connects_of(&evs, pid);
-    assert_eq!(conn.len(), 1, "{conn:?}");
-    let c = conn[0];
+    let (evs, c) = single_connect(&rec, pid);
     eprintln!(
         "blackholed connect gave up after {} ms",
         c.duration_ns / 1_000_000

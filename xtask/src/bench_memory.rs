@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -379,21 +379,49 @@ fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path, extra: &str) ->
     })
 }
 
+/// What the 1000-route benches (memory, scrape) share: root, the release
+/// agent and an optional baseline binary (`baseline_var`) to measure beside
+/// it, a temp dir with the wrk script, nginx answering 200 on every path.
+pub(crate) struct RoutesSetup {
+    pub(crate) bin: PathBuf,
+    pub(crate) baseline: Option<PathBuf>,
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) script: PathBuf,
+    pub(crate) nginx: Nginx,
+}
+
+pub(crate) fn routes_setup(bench: &str, baseline_var: &str) -> Result<RoutesSetup> {
+    if !util::is_root() {
+        bail!("the {bench} bench loads eBPF programs: run as root");
+    }
+    let bin = agent_bin()?;
+    let baseline = std::env::var_os(baseline_var).map(PathBuf::from);
+    let tmp = tempfile::tempdir()?;
+    let script = tmp.path().join("routes.lua");
+    std::fs::write(&script, wrk_script())?;
+    let nginx = bench_nginx("location / { return 200 \"ok\\n\"; }")?;
+    Ok(RoutesSetup {
+        bin,
+        baseline,
+        tmp,
+        script,
+        nginx,
+    })
+}
+
 /// Runs the bench and writes `memory.json`. With
 /// `XTASK_BENCH_MEMORY_BASELINE` (another agent binary, e.g. a build of an
 /// older commit) that one is measured too, right before, for a side-by-side
 /// figure under the same host conditions. `XTASK_BENCH_MEMORY_YAML`: config
 /// appended for the measured agent only (experiments with a setting).
 pub fn run() -> Result<()> {
-    if !util::is_root() {
-        bail!("the memory bench loads eBPF programs: run as root");
-    }
-    let bin = agent_bin()?;
-    let baseline = std::env::var_os("XTASK_BENCH_MEMORY_BASELINE").map(std::path::PathBuf::from);
-    let tmp = tempfile::tempdir()?;
-    let script = tmp.path().join("routes.lua");
-    std::fs::write(&script, wrk_script())?;
-    let nginx = bench_nginx("location / { return 200 \"ok\\n\"; }")?;
+    let RoutesSetup {
+        bin,
+        baseline,
+        tmp,
+        script,
+        nginx,
+    } = routes_setup("memory", "XTASK_BENCH_MEMORY_BASELINE")?;
     let base = match &baseline {
         Some(b) => {
             let r = measure(b, &nginx, &script, tmp.path(), "")?;

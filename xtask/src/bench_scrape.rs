@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::bench_kit::{AgentProc, agent_bin, bench_nginx, scrape_openmetrics};
+use crate::bench_kit::{AgentProc, scrape_openmetrics};
 use crate::bench_memory::{
-    GRAY_TAGS, OtlpSink, PERIOD_SECS, ROUTES, WRK_ARGS, agent_yaml, count_series, mem_of, mib,
-    wrk_script,
+    GRAY_TAGS, OtlpSink, PERIOD_SECS, ROUTES, RoutesSetup, WRK_ARGS, agent_yaml, count_series,
+    mem_of, mib, routes_setup,
 };
-use crate::util;
 use testbed::nginx::Nginx;
 
 pub const SCRAPERS: usize = 10;
@@ -156,15 +155,13 @@ fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path) -> Result<Run> 
 
 /// Runs the bench and writes `scrape_parallel.json`.
 pub fn run() -> Result<()> {
-    if !util::is_root() {
-        bail!("the scrape bench loads eBPF programs: run as root");
-    }
-    let bin = agent_bin()?;
-    let baseline = std::env::var_os("XTASK_BENCH_SCRAPE_BASELINE").map(std::path::PathBuf::from);
-    let tmp = tempfile::tempdir()?;
-    let script = tmp.path().join("routes.lua");
-    std::fs::write(&script, wrk_script())?;
-    let nginx = bench_nginx("location / { return 200 \"ok\\n\"; }")?;
+    let RoutesSetup {
+        bin,
+        baseline,
+        tmp,
+        script,
+        nginx,
+    } = routes_setup("scrape", "XTASK_BENCH_SCRAPE_BASELINE")?;
     let base = match &baseline {
         Some(b) => {
             let r = measure(b, &nginx, &script, tmp.path())?;

@@ -19,6 +19,18 @@ const ENVOY: u32 = 4242;
 const SCRIPT: u32 = 4343;
 const BACKUP: u32 = 4444;
 
+/// A synced pod watcher and its cache, which every test reads.
+async fn synced_watcher_and_cache() -> (
+    Arc<Replay>,
+    tokio::sync::mpsc::UnboundedSender<String>,
+    PodWatcher,
+    PodCache,
+) {
+    let (replay, w1, watcher) = synced_watcher().await;
+    let cache = watcher.cache.clone();
+    (replay, w1, watcher, cache)
+}
+
 fn write_cgroup(root: &std::path::Path, pid: u32, path: &str) {
     let dir = root.join(pid.to_string());
     std::fs::create_dir_all(&dir).unwrap();
@@ -80,8 +92,7 @@ const ROUTE: &str = "http_request_method=\"GET\",http_route=\"/items/{id}\",http
 #[tokio::test]
 async fn metrics_and_spans_carry_the_pod_of_the_process() {
     tokio::time::timeout(Duration::from_secs(10), async {
-        let (_replay, w1, watcher) = synced_watcher().await;
-        let cache = watcher.cache.clone();
+        let (_replay, w1, _watcher, cache) = synced_watcher_and_cache().await;
 
         let proc_root = tempfile::tempdir().unwrap();
         // systemd driver, containerd: the checkout pod's envoy container.
@@ -202,8 +213,7 @@ async fn metrics_and_spans_carry_the_pod_of_the_process() {
 #[tokio::test]
 async fn a_rule_names_the_service_and_the_pod_still_labels_it() {
     tokio::time::timeout(Duration::from_secs(10), async {
-        let (_replay, w1, watcher) = synced_watcher().await;
-        let cache = watcher.cache.clone();
+        let (_replay, w1, _watcher, cache) = synced_watcher_and_cache().await;
         let proc_root = tempfile::tempdir().unwrap();
         write_cgroup(
             proc_root.path(),
@@ -273,8 +283,7 @@ fn series(reg: &Registry) -> usize {
 async fn series_of_a_thousand_deleted_pods_go_back_to_the_baseline() {
     const PODS: u32 = 1000;
     tokio::time::timeout(Duration::from_secs(60), async {
-        let (_replay, w1, watcher) = synced_watcher().await;
-        let cache = watcher.cache.clone();
+        let (_replay, w1, _watcher, cache) = synced_watcher_and_cache().await;
         let proc_root = tempfile::tempdir().unwrap();
         let pid = |i: u32| 10_000 + i;
         for i in 0..PODS {

@@ -190,21 +190,11 @@ fn hostile_label_values_pass_promtool_and_read_back_from_openmetrics() {
 
 #[test]
 fn control_characters_without_an_escape_are_replaced_not_passed_on() {
-    let mut reg = Registry::default();
-    let mut red = RedMetrics::default();
-    red.register(&mut reg);
+    let (reg, mut red) = crate::red::tests::registered();
     let route = RouteKey::new("svc\r\u{1}", "GET", "/a\rb\u{7f}");
     let tag: Arc<str> = "".into();
-    red.observe(
-        Side::Server,
-        &route,
-        200,
-        &tag,
-        None,
-        0.01,
-        None,
-        SystemTime::now(),
-    );
+    let now = SystemTime::now();
+    red.observe(Side::Server, &route, 200, &tag, None, 0.01, None, now);
     let mut om = String::new();
     prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
     assert!(!om.contains('\r'), "{om:?}");
