@@ -15,12 +15,16 @@
 //! - [`otlp`]: a real OTLP receiver (gRPC and HTTP/protobuf).
 //! - [`prom`]: reading Prometheus text in assertions.
 //! - [`pyserver`]: Python's `http.server` as a peer.
+//! - [`flaky`]: a Python backend whose `/api/flaky/...` routes turn slow and failing on demand.
+//! - [`gateway`]: HAProxy and Caddy from the docs' fuse recipes, raw requests through them.
 //! - [`webhook`]: a recording webhook receiver, a steady keep-alive client, bounded waits.
 pub mod agent;
 pub mod child;
 pub mod dashboard;
 pub mod env;
 pub mod events;
+pub mod flaky;
+pub mod gateway;
 pub mod kernel_events;
 pub mod loopback;
 pub mod netns;

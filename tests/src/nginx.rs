@@ -40,6 +40,8 @@ pub struct NginxOptions {
     pub files: Vec<(String, Vec<u8>)>,
     /// Extra directives inside `server { }` (locations with `return`, proxies...).
     pub server_extra: String,
+    /// Extra directives inside `http { }`, before the server (maps...).
+    pub http_extra: String,
     pub access_log: bool,
 }
 
@@ -50,6 +52,7 @@ impl Default for NginxOptions {
             sendfile: true,
             files: Vec::new(),
             server_extra: String::new(),
+            http_extra: String::new(),
             access_log: true,
         }
     }
@@ -218,6 +221,7 @@ http {{
     uwsgi_temp_path {p}/uwsgi;
     scgi_temp_path {p}/scgi;
     types {{ text/plain txt; application/octet-stream bin; }}
+    {http_extra}
     server {{
         listen 127.0.0.1:{port};
         root {p}/www;
@@ -228,6 +232,7 @@ http {{
         workers = o.workers,
         sendfile = if o.sendfile { "on" } else { "off" },
         extra = o.server_extra,
+        http_extra = o.http_extra,
     )
 }
 
