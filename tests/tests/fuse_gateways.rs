@@ -16,6 +16,7 @@ use tests::agent::{Agent, http_request};
 use tests::env;
 use tests::flaky::FlakyServer;
 use tests::gateway::{Caddy, Haproxy, identity, status, wait_status};
+use tests::nginx::{Nginx, NginxOptions};
 use tests::webhook::client;
 
 const TOKEN: &str = "gateway-test-token-0123456789abcdef0123";
@@ -435,4 +436,151 @@ fn caddy_hostile_route_and_outage() {
     let dir = tempfile::tempdir().unwrap();
     let mut gw = Caddy::start(dir.path(), backend.port()).unwrap();
     hostile_route_and_gateway_outage(&mut gw, &backend);
+}
+
+/// When the first request that got a 503 was sent, from `t0`: the gateway
+/// had the fuse by then. A request through a gateway to the backend takes
+/// tens of ms here, so one poller would add up to that much; eight staggered
+/// pollers bound the error to a few ms.
+fn first_503_sent(port: u16, path: &'static str, t0: Instant) -> Option<Duration> {
+    let pollers: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_micros(700 * i));
+                while t0.elapsed() < 10 * SECOND {
+                    let sent = t0.elapsed();
+                    if status(port, path) == 503 {
+                        return Some(sent);
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    pollers.into_iter().filter_map(|p| p.join().unwrap()).min()
+}
+
+/// Fuse decision (the operator's force-open, answered) → first 503 at each
+/// gateway, nginx's map + reload beside the two runtime APIs, each driven by
+/// an agent with only that action. `cargo xtask bench --only latency` runs this with
+/// `SG_BENCH_FUSE_LATENCY_DIR` set and shows the figures; as a test it checks
+/// that every gateway fuses and unfuses each round.
+#[test]
+fn fuse_decision_to_first_503_per_gateway() {
+    let test = "fuse_decision_to_first_503_per_gateway";
+    if !ready(test, "haproxy") || !ready(test, "caddy") || !ready(test, "nginx") {
+        return;
+    }
+    let backend = FlakyServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let haproxy = Haproxy::start(dir.path(), backend.port()).unwrap();
+    let caddy = Caddy::start(dir.path(), backend.port()).unwrap();
+    // nginx with the docs' map recipe; the map must exist before it starts.
+    let map = dir.path().join("nginx-fuses.map");
+    std::fs::write(&map, "").unwrap();
+    let nginx = Nginx::start(&NginxOptions {
+        http_extra: format!(
+            "map \"$request_method $uri\" $sloguard_fused {{ default 0; include {}; }}",
+            map.display()
+        ),
+        server_extra: format!(
+            "if ($sloguard_fused) {{ return 503 \"route fused by sloguard\\n\"; }}\n\
+             location / {{ proxy_pass http://127.0.0.1:{}; }}",
+            backend.port()
+        ),
+        access_log: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let nginx_bin = env::which("nginx").unwrap();
+    let prefix = nginx.prefix.path();
+    let nginx_action = format!(
+        "    - type: file\n      name: nginx\n      services: [{SERVICE}]\n      path: {}\n      format: nginx_map\n      reload_command: [{}, -p, {}, -c, {}, -s, reload]\n",
+        map.display(),
+        nginx_bin.display(),
+        prefix.display(),
+        prefix.join("nginx.conf").display()
+    );
+    let gateways = [
+        ("nginx_reload", nginx.port, nginx_action),
+        (
+            "haproxy_runtime_api",
+            haproxy.port,
+            haproxy.action_yaml(SERVICE),
+        ),
+        ("caddy_admin_api", caddy.port, caddy.action_yaml(SERVICE)),
+    ];
+    let route = "/api/latency";
+    let rounds = 7;
+    let mut took: Vec<Vec<Duration>> = vec![Vec::new(); gateways.len()];
+    let mut action_mean = vec![0.0; gateways.len()];
+    // One agent per action, so no action's file writes or reloads slow
+    // another's.
+    for (i, (name, port, action)) in gateways.iter().enumerate() {
+        let state = tempfile::tempdir().unwrap();
+        let admin = env::free_port();
+        let agent = Agent::start(&agent_yaml(state.path(), backend.port(), admin, action)).unwrap();
+        for round in 0..rounds {
+            // A reload leaves workers of the previous generation serving for a
+            // moment: start each round once the gateway settled on 200.
+            std::thread::sleep(SECOND / 2);
+            let settled = wait_status(*port, route, 200, 10 * SECOND);
+            assert!(settled.is_some(), "{name} before round {round}");
+            let t0 = Instant::now();
+            override_route(admin, "force-open", route);
+            let seen = first_503_sent(*port, route, t0);
+            let seen = seen.unwrap_or_else(|| panic!("{name}: no 503: {}", agent.log()));
+            took[i].push(seen);
+            override_route(admin, "release", route);
+        }
+        let settled = wait_status(*port, route, 200, 10 * SECOND);
+        assert!(settled.is_some(), "{name}: not released");
+        // The action's own time, from its duration histogram.
+        let text = agent.scrape().unwrap();
+        let action = name.split('_').next().unwrap();
+        let m = |suffix: &str| {
+            metric_in(
+                &text,
+                &format!("sloguard_fuse_action_duration_seconds_{suffix}{{action=\"{action}\"}}"),
+            )
+        };
+        action_mean[i] = m("sum") / m("count").max(1.0);
+        agent.stop().unwrap();
+    }
+    let out = std::env::var_os("SG_BENCH_FUSE_LATENCY_DIR");
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let nginx_median = median(&mut took[0].clone());
+    for (i, (name, _, _)) in gateways.iter().enumerate() {
+        let v = &mut took[i];
+        let med = median(v);
+        let mean = v.iter().sum::<Duration>() / v.len() as u32;
+        let ratio = med.as_secs_f64() / nginx_median.as_secs_f64();
+        eprintln!(
+            "fuse decision → first 503, {name}: median {med:?}, mean {mean:?}, min {:?}, max {:?} ({ratio:.2}× nginx reload), {rounds} rounds; the action call itself: mean {:.1} ms",
+            v[0],
+            v[v.len() - 1],
+            action_mean[i] * 1e3
+        );
+        if let Some(d) = &out {
+            let j = serde_json::json!({
+                "name": format!("fuse_latency/{name}"),
+                "mean_ns": mean.as_nanos() as f64,
+                "median_ns": med.as_nanos() as f64,
+                "min_ns": v[0].as_nanos() as f64,
+                "max_ns": v[v.len() - 1].as_nanos() as f64,
+                "median_ratio_to_nginx_reload": ratio,
+                "action_call_mean_seconds": action_mean[i],
+                "rounds": rounds,
+            });
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(
+                Path::new(d).join(format!("fuse_latency_{name}.json")),
+                j.to_string(),
+            )
+            .unwrap();
+        }
+    }
 }
