@@ -103,6 +103,11 @@ impl Haproxy {
     /// In `dir`, in front of `127.0.0.1:<backend>`; creates an empty map file
     /// when there is none (HAProxy needs it at start).
     pub fn start(dir: &Path, backend: u16) -> anyhow::Result<Self> {
+        Self::start_with(dir, backend, "")
+    }
+
+    /// Same, with `global` lines added (more stats sockets).
+    pub fn start_with(dir: &Path, backend: u16, global: &str) -> anyhow::Result<Self> {
         let socket = dir.join("haproxy-admin.sock");
         let map = dir.join("haproxy-fuses.map");
         let port = free_port();
@@ -113,7 +118,8 @@ impl Haproxy {
                 &map.display().to_string(),
             )
             .replace("bind :80", &format!("bind 127.0.0.1:{port}"))
-            .replace("127.0.0.1:8080", &format!("127.0.0.1:{backend}"));
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{backend}"))
+            .replacen("global\n", &format!("global\n{global}"), 1);
         let cfg_path = dir.join("haproxy.cfg");
         std::fs::write(&cfg_path, cfg)?;
         if !map.exists() {

@@ -584,3 +584,59 @@ fn fuse_decision_to_first_503_per_gateway() {
         }
     }
 }
+
+/// The action itself against a real HAProxy over a TCP stats socket; a
+/// command HAProxy refuses (a map it did not load) fails the call with
+/// HAProxy's reason and changes nothing.
+#[test]
+fn haproxy_action_over_tcp_and_refused_commands() {
+    use sloguard::fuse::action::{ActionJob, FuseAction, HaproxyAction, SnapshotEntry};
+    use sloguard::fuse::{FuseState, HaproxyActionConfig};
+    use sloguard::route::RouteKey;
+    if !env::require_tool("haproxy") {
+        return;
+    }
+    let backend = FlakyServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_tcp = env::free_port();
+    let gw = Haproxy::start_with(
+        dir.path(),
+        backend.port(),
+        &format!("    stats socket ipv4@127.0.0.1:{admin_tcp} level admin\n"),
+    )
+    .unwrap();
+    let route = RouteKey::new(SERVICE, "GET", "/api/tcp");
+    let job = ActionJob {
+        route: Some(route.clone()),
+        state: FuseState::Open,
+        seq: 1,
+        idempotency_key: "k".into(),
+        snapshot: Arc::new(vec![SnapshotEntry {
+            route,
+            state: FuseState::Open,
+        }]),
+        covers: Vec::new(),
+        release: false,
+    };
+    let action = |map: &std::path::Path| {
+        HaproxyAction::new(HaproxyActionConfig {
+            socket: format!("127.0.0.1:{admin_tcp}"),
+            map: map.to_path_buf(),
+            retries: 0,
+            ..Default::default()
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let unknown = dir.path().join("not-loaded.map");
+    let err = rt.block_on(action(&unknown).apply(&job)).unwrap_err();
+    assert!(err.to_string().contains("Unknown map identifier"), "{err}");
+    assert!(gw.live_map().is_empty(), "{:?}", gw.live_map());
+    assert_eq!(status(gw.port, "/api/tcp"), 200);
+    rt.block_on(action(&gw.map).apply(&job)).unwrap();
+    assert_eq!(gw.live_map().len(), 1, "{:?}", gw.live_map());
+    assert_eq!(status(gw.port, "/api/tcp"), 503);
+    assert_eq!(status(gw.port, "/api/tcp/x"), 200);
+}
