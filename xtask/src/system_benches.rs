@@ -35,6 +35,8 @@ pub fn run(ctx: &BenchContext) -> Result<()> {
 /// test on the real kernel (1 s period), which writes the JSON itself; then
 /// fuse decision → first 503 per gateway action.
 pub fn detection_latency(ctx: &BenchContext) -> Result<()> {
+    // The test writes the file but not the directory (absent on a fresh tree).
+    std::fs::create_dir_all(&ctx.out_dir)?;
     let out = ctx.out_dir.join("detection_latency.json");
     crate::util::run(
         crate::util::cargo()

@@ -619,6 +619,36 @@ mod tests {
 }
 #[cfg(test)]
 mod docs_in_step {
+    /// The commented gateway actions in config/sloguard.yaml and
+    /// docs/config.md show every key with its default.
+    #[test]
+    fn commented_gateway_actions_are_the_defaults() {
+        for (file, text) in [
+            (
+                "config/sloguard.yaml",
+                include_str!("../../../config/sloguard.yaml"),
+            ),
+            ("docs/config.md", include_str!("../../../docs/config.md")),
+        ] {
+            let start = text.find("  # actions:\n").expect(file);
+            let block: String = text[start..]
+                .lines()
+                .take_while(|l| l.starts_with("  #"))
+                .map(|l| format!("{}\n", &l[4.min(l.len())..]))
+                .collect();
+            let c: super::FuseConfig =
+                serde_yaml_ng::from_str(&block).unwrap_or_else(|e| panic!("{file}: {e}\n{block}"));
+            assert_eq!(
+                c.actions,
+                vec![
+                    super::ActionConfig::Haproxy(Default::default()),
+                    super::ActionConfig::Caddy(Default::default()),
+                ],
+                "{file}"
+            );
+        }
+    }
+
     /// The configuration block of docs/fuse.md is the compiled-in defaults,
     /// written the way they serialise (so it can go into config/sloguard.yaml).
     #[test]

@@ -77,7 +77,7 @@ impl RouteMatch {
         let mut s = String::from("^");
         push_pcre(&mut s, self.method.as_bytes());
         s.push_str(sep);
-        self.push_path(&mut s, |out, b| push_pcre(out, b));
+        self.push_path(&mut s, push_pcre);
         s.push('$');
         s
     }
