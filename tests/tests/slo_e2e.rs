@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tests::agent::Agent;
 use tests::env;
-use tests::shop::{Fault, Shop};
+use tests::shop::Shop;
 use tests::webhook::{client, firing, receiver, wait};
 
 fn route_open(path: &Path, route: &str) -> bool {
@@ -30,12 +30,8 @@ fn flaky_route_alerts_fuses_and_resolves_healthy_route_never() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let fault = tmp.path().join("fault");
-    let shop = Shop::start(Fault::PathWhileFileExists {
-        prefix: "/api/flaky/".into(),
-        file: fault.clone(),
-    });
-    let (port, server_addr) = (shop.addr.port(), shop.addr);
+    let server = Shop::flaky();
+    let (port, server_addr) = (server.port(), server.addr);
     let (hook, received) = receiver();
     let fuse_file = tmp.path().join("fuses.json");
     let period = Duration::from_secs(1);
@@ -100,11 +96,15 @@ admin:
         .unwrap()
         .as_millis() as u64;
     std::thread::sleep(Duration::from_millis(1000 - ms % 1000 + 50));
-    std::fs::write(&fault, b"1").unwrap();
+    server.fault(true);
     let onset = Instant::now();
     let bound = period * 2 + Duration::from_secs(1);
     let firing = wait(Duration::from_secs(10), || {
-        firing(&received, "SloguardP99SpikeWith5xxBurst", |_| true)
+        // Other agents' tests on this host may run flaky servers too: only
+        // this test's service counts.
+        firing(&received, "SloguardP99SpikeWith5xxBurst", |a| {
+            a["labels"]["service_name"] == "e2e-shop"
+        })
     });
     let fused_at = wait(Duration::from_secs(10), || {
         route_open(&fuse_file, "/api/flaky/{id}").then(Instant::now)
@@ -123,11 +123,12 @@ admin:
     assert!(t_alert - onset <= bound, "L2 after {alert_s} s > {bound:?}");
     assert!(t_fuse - onset <= bound, "fuse after {fuse_s} s > {bound:?}");
     // Recovery: the resolve arrives.
-    std::fs::remove_file(&fault).unwrap();
+    server.fault(false);
     let resolved = wait(Duration::from_secs(15), || {
         received.lock().unwrap().iter().find_map(|(_, v)| {
             (v["status"] == "resolved"
-                && v["alerts"][0]["labels"]["alertname"] == "SloguardP99SpikeWith5xxBurst")
+                && v["alerts"][0]["labels"]["alertname"] == "SloguardP99SpikeWith5xxBurst"
+                && v["alerts"][0]["labels"]["service_name"] == "e2e-shop")
                 .then(|| v.clone())
         })
     })
@@ -156,6 +157,6 @@ admin:
         });
         std::fs::write(out, j.to_string()).unwrap();
     }
-    drop(shop);
+    drop(server);
     drop(agent);
 }

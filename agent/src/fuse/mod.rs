@@ -15,8 +15,8 @@ pub mod store;
 
 pub use action::{ActionError, ActionJob, FuseAction};
 pub use config::{
-    ActionConfig, BadStateFile, FileActionConfig, FileFormat, FuseConfig, FuseMode,
-    HttpActionConfig,
+    ActionConfig, BadStateFile, CaddyActionConfig, FileActionConfig, FileFormat, FuseConfig,
+    FuseMode, HaproxyActionConfig, HttpActionConfig,
 };
 pub use controller::{
     FuseController, FuseTransition, OverrideAction, OverrideRequest, RouteFuseStatus, SharedFuse,

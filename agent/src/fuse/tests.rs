@@ -648,6 +648,7 @@ async fn metrics_pass_promtool() {
         "sloguard_fuse_state{",
         "sloguard_fuse_transitions_total{",
         "sloguard_fuse_actions_total{",
+        "sloguard_fuse_action_duration_seconds_bucket{",
         "sloguard_fuse_overrides_total{",
         "sloguard_fuse_skipped_total{",
     ] {

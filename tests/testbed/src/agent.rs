@@ -213,6 +213,40 @@ pub fn http_get(
     Ok((code, body))
 }
 
+/// Minimal HTTP/1.0 request with a body and extra headers: (status, body).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    req += body;
+    s.write_all(req.as_bytes())?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code: u16 = buf
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
 /// Run `sloguard ARGS` to completion: (exit code, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String) {
     let out = Command::new(sloguard_bin())

@@ -10,6 +10,7 @@
 //! - [`child`]: child processes with bounded waits, killed on drop.
 //! - [`netns`]: network namespaces joined by a veth pair, nftables loss, `nstat`.
 //! - [`nginx`]: a real nginx under a temp prefix, its access log parsed.
+//! - [`gateway`]: HAProxy and Caddy from the docs' fuse recipes, raw requests through them.
 //! - [`tcp_traffic`]: bounded TCP scenarios (bulk transfer, connects), also run
 //!   as the `sg-traffic` binary so traffic comes from another process than the
 //!   agent (the probes skip the agent's own sockets).
@@ -17,12 +18,14 @@
 //! - [`dashboard`]: the Grafana dashboard's queries, ready for Prometheus.
 //! - [`prom`]: reading Prometheus text in assertions.
 //! - [`pyserver`]: Python's `http.server` as a peer.
-//! - [`shop`]: a Python service with a switchable fault (by path or gray cohort).
+//! - [`shop`]: a Python service with a switchable fault (by path or gray cohort);
+//!   `Shop::flaky()` is the SLO/fuse tests' backend.
 //! - [`webhook`]: a recording webhook receiver, a steady keep-alive client, bounded waits.
 pub mod agent;
 pub mod child;
 pub mod dashboard;
 pub mod env;
+pub mod gateway;
 pub mod loopback;
 pub mod netns;
 pub mod nginx;

@@ -9,7 +9,7 @@
 //!   `gray` query parameter.
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SCRIPT: &str = r#"
@@ -56,6 +56,8 @@ pub enum Fault {
 pub struct Shop {
     child: Child,
     pub addr: SocketAddr,
+    /// The switch of [`Shop::flaky`].
+    fault_file: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -75,6 +77,9 @@ impl Shop {
         let child = Command::new("python3")
             .arg(&script)
             .args([port.to_string(), mode.into(), arg, prefix])
+            .stdin(Stdio::null())
+            // Resets by a stopped gateway print tracebacks; not the test's news.
+            .stderr(Stdio::null())
             .spawn()
             .expect("python3 runs");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -89,7 +94,33 @@ impl Shop {
         Self {
             child,
             addr,
+            fault_file: None,
             _dir: dir,
+        }
+    }
+
+    /// `/api/flaky/...` faulty while [`Self::fault`] is on (off at start).
+    pub fn flaky() -> Self {
+        let switch = tempfile::tempdir().unwrap().keep().join("fault");
+        let mut shop = Self::start(Fault::PathWhileFileExists {
+            prefix: "/api/flaky/".into(),
+            file: switch.clone(),
+        });
+        shop.fault_file = Some(switch);
+        shop
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Turns the fault of a [`Self::flaky`] shop on or off.
+    pub fn fault(&self, on: bool) {
+        let file = self.fault_file.as_ref().expect("a flaky() shop");
+        if on {
+            std::fs::write(file, b"1").unwrap();
+        } else {
+            let _ = std::fs::remove_file(file);
         }
     }
 }
@@ -98,5 +129,8 @@ impl Drop for Shop {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = self.fault_file.as_ref().and_then(|f| f.parent()) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

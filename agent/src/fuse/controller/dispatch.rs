@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::super::action::{ActionJob, FuseAction, SnapshotEntry, idempotency_key, spawn_worker};
 use super::super::config::{FuseConfig, FuseMode};
 use super::super::machine::{FuseState, RouteFuse};
-use super::super::metrics::ActionLabels;
+use super::super::metrics::{ActionLabels, NameLabels};
 use super::super::store::StoredRoute;
 use super::{ActionSlot, FuseController, Retry, RouteEntry};
 use crate::route::RouteKey;
@@ -157,6 +157,12 @@ impl FuseController {
                     result,
                 })
                 .inc();
+            self.metrics
+                .action_seconds
+                .get_or_create(&NameLabels {
+                    action: name.as_str().into(),
+                })
+                .observe(res.elapsed.as_secs_f64());
             if let Err(err) = &res.outcome {
                 tracing::warn!(action = %name, error = %err, routes = res.covers.len(),
                     "fuse action failed; will retry");
