@@ -116,6 +116,9 @@ async fn expect_status(client: &reqwest::Client, url: &str, want: u16) -> String
 /// nginx on loopback with the docs' map snippet in front of an upstream that
 /// answers 200 on every path, and the file action that feeds it.
 struct MapGateway {
+    /// The test's files (map, fuse state, audit).
+    dir: tempfile::TempDir,
+    client: reqwest::Client,
     _nginx: Nginx,
     base: String,
     map: PathBuf,
@@ -123,10 +126,12 @@ struct MapGateway {
 }
 
 /// None when nginx is not installed (outside CI).
-async fn start_map_gateway(d: &Path, test: &str) -> Option<MapGateway> {
+async fn start_map_gateway(test: &str) -> Option<MapGateway> {
     if !nginx_installed(test) {
         return None;
     }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
     // Upstream: answers 200 on every path.
     let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_port = up.local_addr().unwrap().port();
@@ -161,6 +166,8 @@ async fn start_map_gateway(d: &Path, test: &str) -> Option<MapGateway> {
         ..Default::default()
     });
     Some(MapGateway {
+        dir,
+        client,
         _nginx: nginx,
         base,
         map,
@@ -170,13 +177,11 @@ async fn start_map_gateway(d: &Path, test: &str) -> Option<MapGateway> {
 
 #[tokio::test]
 async fn nginx_answers_fused_route_with_503_from_the_map() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let Some(gw) = start_map_gateway(d, "nginx_answers_fused_route_with_503_from_the_map").await
+    let Some(gw) = start_map_gateway("nginx_answers_fused_route_with_503_from_the_map").await
     else {
         return;
     };
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (d, client) = (gw.dir.path(), gw.client.clone());
     let base = gw.base.clone();
     let map = gw.map.clone();
     let cfg = fuse_cfg(d, vec![gw.action.clone()]);
@@ -557,14 +562,11 @@ async fn http_action_trusts_its_ca_file_and_sends_secret_headers_from_files() {
 
 #[tokio::test]
 async fn nginx_map_spares_literal_siblings_and_client_braces() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let Some(gw) =
-        start_map_gateway(d, "nginx_map_spares_literal_siblings_and_client_braces").await
+    let Some(gw) = start_map_gateway("nginx_map_spares_literal_siblings_and_client_braces").await
     else {
         return;
     };
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (d, client) = (gw.dir.path(), gw.client.clone());
     let base = gw.base.clone();
     // Routes as the route table names the raw paths clients sent.
     let mut table = RouteTable::new(&RoutesConfig::default());
@@ -618,14 +620,12 @@ async fn nginx_map_spares_literal_siblings_and_client_braces() {
 
 #[tokio::test]
 async fn switch_to_dry_run_reopens_the_routes_nginx_was_blocking() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let Some(gw) =
-        start_map_gateway(d, "switch_to_dry_run_reopens_the_routes_nginx_was_blocking").await
+        start_map_gateway("switch_to_dry_run_reopens_the_routes_nginx_was_blocking").await
     else {
         return;
     };
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (d, client) = (gw.dir.path(), gw.client.clone());
     let url = format!("{}/api/slow", gw.base);
     let slow = RouteKey::new("shop", "GET", "/api/slow");
     let clock = ManualClock::default();

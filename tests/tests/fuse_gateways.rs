@@ -55,7 +55,7 @@ impl Gateway for Haproxy {
         self.port
     }
     fn pid(&self) -> u32 {
-        Haproxy::pid(self)
+        self.process.pid()
     }
     fn action_yaml(&self) -> String {
         Haproxy::action_yaml(self, SERVICE)
@@ -68,11 +68,11 @@ impl Gateway for Haproxy {
         std::fs::write(&self.map, "").unwrap();
     }
     fn stop(&mut self) {
-        Haproxy::stop(self)
+        self.process.stop()
     }
     fn start_empty(&mut self) {
         std::fs::write(&self.map, "").unwrap();
-        self.start_again().unwrap();
+        self.process.start_again().unwrap();
     }
     fn check_config(&self, fused: usize) {
         let lines = self.live_map();
@@ -95,7 +95,7 @@ impl Gateway for Caddy {
         self.port
     }
     fn pid(&self) -> u32 {
-        Caddy::pid(self)
+        self.process.pid()
     }
     fn action_yaml(&self) -> String {
         Caddy::action_yaml(self, SERVICE)
@@ -105,10 +105,10 @@ impl Gateway for Caddy {
         assert_eq!(code, 200, "{body}");
     }
     fn stop(&mut self) {
-        Caddy::stop(self)
+        self.process.stop()
     }
     fn start_empty(&mut self) {
-        self.start_again().unwrap();
+        self.process.start_again().unwrap();
     }
     fn check_config(&self, fused: usize) {
         let (code, body) = self

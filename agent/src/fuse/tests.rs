@@ -30,11 +30,8 @@ impl Recorder {
 }
 
 impl FuseAction for Recorder {
-    fn name(&self) -> &str {
-        "rec"
-    }
-    fn wants(&self, _: &RouteKey) -> bool {
-        true
+    fn ident(&self) -> (&str, &[String]) {
+        ("rec", &[])
     }
     fn is_snapshot(&self) -> bool {
         false

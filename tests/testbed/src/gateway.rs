@@ -65,38 +65,102 @@ pub fn identity(pid: u32) -> (u32, u64) {
     (pid, start)
 }
 
-fn wait_listen(child: &mut Child, port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(15) {
-        if let Some(st) = child.try_wait()? {
-            bail!(
-                "{what} exited at start ({st}): {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("{what} did not listen on 127.0.0.1:{port}")
+/// A gateway process: its command line, its output in a log file, ready
+/// when its ports accept; started again the same way; killed on drop.
+pub struct Supervised {
+    what: &'static str,
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    ports: Vec<u16>,
+    log: PathBuf,
+    child: Option<Child>,
 }
 
-fn kill(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
-        let _ = c.kill();
-        let _ = c.wait();
+impl Supervised {
+    /// Starts `what` (found on PATH) and waits for `ports`.
+    fn start(
+        what: &'static str,
+        args: Vec<std::ffi::OsString>,
+        envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+        ports: Vec<u16>,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let program = crate::env::which(what).with_context(|| format!("{what} missing"))?;
+        let mut s = Self {
+            what,
+            program,
+            args,
+            envs,
+            ports,
+            log,
+            child: None,
+        };
+        s.start_again()?;
+        Ok(s)
+    }
+
+    /// Stops the process if it runs, then starts it as at first.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let log = std::fs::File::create(&self.log)?;
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {}", self.what))?;
+        let t0 = Instant::now();
+        for &port in &self.ports {
+            loop {
+                if let Some(st) = child.try_wait()? {
+                    bail!(
+                        "{} exited at start ({st}): {}",
+                        self.what,
+                        std::fs::read_to_string(&self.log).unwrap_or_default()
+                    );
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break;
+                }
+                if t0.elapsed() > Duration::from_secs(15) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("{} did not listen on 127.0.0.1:{port}", self.what);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
 /// HAProxy (foreground, `-db`) from the docs recipe; killed on drop.
 pub struct Haproxy {
-    child: Option<Child>,
+    pub process: Supervised,
     pub port: u16,
     pub socket: PathBuf,
     pub map: PathBuf,
-    cfg: PathBuf,
-    log: PathBuf,
 }
 
 impl Haproxy {
@@ -125,46 +189,19 @@ impl Haproxy {
         if !map.exists() {
             std::fs::write(&map, "")?;
         }
-        let mut h = Self {
-            child: None,
+        let process = Supervised::start(
+            "haproxy",
+            vec!["-db".into(), "-f".into(), cfg_path.into()],
+            Vec::new(),
+            vec![port],
+            dir.join("haproxy.log"),
+        )?;
+        Ok(Self {
+            process,
             port,
             socket,
             map,
-            cfg: cfg_path,
-            log: dir.join("haproxy.log"),
-        };
-        h.spawn()?;
-        Ok(h)
-    }
-
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::File::create(&self.log)?;
-        let mut child = Command::new(crate::env::which("haproxy").context("haproxy missing")?)
-            .arg("-db")
-            .arg("-f")
-            .arg(&self.cfg)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawn haproxy")?;
-        wait_listen(&mut child, self.port, "haproxy", &self.log)?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, |c| c.id())
-    }
-
-    pub fn stop(&mut self) {
-        kill(&mut self.child);
-    }
-
-    /// Starts again, same port and files (the map file as it is now).
-    pub fn start_again(&mut self) -> anyhow::Result<()> {
-        self.stop();
-        self.spawn()
+        })
     }
 
     /// One runtime API command; its answer.
@@ -198,21 +235,12 @@ impl Haproxy {
     }
 }
 
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// Caddy (`caddy run`) from the docs recipe, its HOME and XDG dirs in the
 /// test's directory; killed on drop.
 pub struct Caddy {
-    child: Option<Child>,
+    pub process: Supervised,
     pub port: u16,
     pub admin: u16,
-    dir: PathBuf,
-    cfg: PathBuf,
-    log: PathBuf,
 }
 
 impl Caddy {
@@ -225,55 +253,26 @@ impl Caddy {
             .replace("127.0.0.1:8080", &format!("127.0.0.1:{backend}"));
         let cfg_path = dir.join("caddy.json");
         std::fs::write(&cfg_path, cfg)?;
-        let mut c = Self {
-            child: None,
+        let home = dir.join("caddy-home");
+        std::fs::create_dir_all(&home)?;
+        let process = Supervised::start(
+            "caddy",
+            vec!["run".into(), "--config".into(), cfg_path.into()],
+            vec![
+                ("HOME".into(), home.clone().into()),
+                ("XDG_DATA_HOME".into(), home.join("data").into()),
+                ("XDG_CONFIG_HOME".into(), home.join("config").into()),
+            ],
+            vec![port, admin],
+            dir.join("caddy.log"),
+        )?;
+        Ok(Self {
+            process,
             port,
             admin,
-            dir: dir.to_path_buf(),
-            cfg: cfg_path,
-            log: dir.join("caddy.log"),
-        };
-        c.spawn()?;
-        Ok(c)
+        })
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let home = self.dir.join("caddy-home");
-        std::fs::create_dir_all(&home)?;
-        let log = std::fs::File::create(&self.log)?;
-        let mut child = Command::new(crate::env::which("caddy").context("caddy missing")?)
-            .arg("run")
-            .arg("--config")
-            .arg(&self.cfg)
-            .env("HOME", &home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawn caddy")?;
-        wait_listen(&mut child, self.port, "caddy", &self.log)?;
-        wait_listen(&mut child, self.admin, "caddy admin", &self.log)?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, |c| c.id())
-    }
-
-    pub fn stop(&mut self) {
-        kill(&mut self.child);
-    }
-
-    /// Starts again from the recipe's configuration (sloguard's route gone).
-    pub fn start_again(&mut self) -> anyhow::Result<()> {
-        self.stop();
-        self.spawn()
-    }
-
-    /// A request to the admin API: (status, body).
     pub fn admin(&self, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
         crate::agent::http_request(([127, 0, 0, 1], self.admin).into(), method, path, &[], "")
     }
@@ -283,11 +282,5 @@ impl Caddy {
             "    - type: caddy\n      name: caddy\n      services: [{service}]\n      admin_url: http://127.0.0.1:{}\n      server: srv0\n      timeout: 1s\n      retries: 1\n      backoff: 50ms\n",
             self.admin
         )
-    }
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 
 use super::route_match::{RouteMatch, match_lines, percent_decode};
-use super::{ActionError, ActionFuture, ActionJob, FuseAction, SnapshotEntry, wants, with_retries};
+use super::{ActionError, ActionFuture, ActionJob, FuseAction, SnapshotEntry, with_retries};
 use crate::fuse::config::CaddyActionConfig;
 
 /// Longest error text kept from an answer.
@@ -32,7 +32,7 @@ impl CaddyAction {
 
     /// The route for a snapshot; None when no route is open.
     pub fn route(&self, snapshot: &[SnapshotEntry]) -> Option<Value> {
-        let lines = match_lines(snapshot, |r| wants(&self.cfg.services, r));
+        let lines = match_lines(snapshot, |r| self.wants(r));
         let sets: Vec<Value> = lines
             .iter()
             .filter(|l| l.fused)
@@ -169,16 +169,8 @@ impl CaddyAction {
 }
 
 impl FuseAction for CaddyAction {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
-    fn wants(&self, route: &crate::route::RouteKey) -> bool {
-        wants(&self.cfg.services, route)
-    }
-
-    fn is_snapshot(&self) -> bool {
-        true
+    fn ident(&self) -> (&str, &[String]) {
+        (&self.cfg.name, &self.cfg.services)
     }
 
     fn apply<'a>(&'a self, job: &'a ActionJob) -> ActionFuture<'a> {

@@ -1,11 +1,10 @@
 //! `file`: the whole picture in one file (JSON, or an nginx map include),
 //! rewritten atomically on every change, then an optional reload command.
 use super::route_match::{RouteMatch, match_lines};
-use super::{ActionError, ActionFuture, ActionJob, FuseAction, SnapshotEntry, slug, wants};
+use super::{ActionError, ActionFuture, ActionJob, FuseAction, SnapshotEntry, slug};
 use crate::fuse::config::{FileActionConfig, FileFormat};
 use crate::fuse::machine::FuseState;
 use crate::fuse::store::write_atomic;
-use crate::route::RouteKey;
 
 pub struct FileAction {
     cfg: FileActionConfig,
@@ -20,7 +19,7 @@ impl FileAction {
     pub fn content(&self, snapshot: &[SnapshotEntry]) -> String {
         let entries = snapshot
             .iter()
-            .filter(|e| e.state.is_fused() && wants(&self.cfg.services, &e.route));
+            .filter(|e| e.state.is_fused() && self.wants(&e.route));
         match self.cfg.format {
             FileFormat::Json => {
                 let routes: Vec<_> = entries
@@ -44,7 +43,7 @@ impl FileAction {
                     "# Written by sloguard; do not edit. Key: \"$request_method $uri\".\n",
                 );
                 // nginx tries map regexes in file order: the first wins.
-                for l in match_lines(snapshot, |r| wants(&self.cfg.services, r)) {
+                for l in match_lines(snapshot, |r| self.wants(r)) {
                     let e = l.entry;
                     s.push_str(&format!(
                         "\"{}\" {}; # service {}\n",
@@ -93,16 +92,8 @@ impl FileAction {
 }
 
 impl FuseAction for FileAction {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
-    fn wants(&self, route: &RouteKey) -> bool {
-        wants(&self.cfg.services, route)
-    }
-
-    fn is_snapshot(&self) -> bool {
-        true
+    fn ident(&self) -> (&str, &[String]) {
+        (&self.cfg.name, &self.cfg.services)
     }
 
     fn apply<'a>(&'a self, job: &'a ActionJob) -> ActionFuture<'a> {
@@ -162,18 +153,7 @@ mod tests {
             format: FileFormat::NginxMap,
             ..Default::default()
         });
-        let e = |m: &str, r: &str, state| SnapshotEntry {
-            route: RouteKey::new("shop", m, r),
-            state,
-        };
-        let snap = vec![
-            e("GET", "/users/{id}", FuseState::Open),
-            e("GET", "/users/me", FuseState::Closed),
-            e("GET", "/users/%7Bid%7D", FuseState::HalfOpen),
-            e("POST", "/users/me", FuseState::Closed),
-            e("GET", "/users/me/x", FuseState::Closed),
-            e("GET", "/users/{id}/x", FuseState::Closed),
-        ];
+        let snap = super::super::route_match::tests::siblings_snapshot();
         let c = f.content(&snap);
         let lines: Vec<_> = c.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(

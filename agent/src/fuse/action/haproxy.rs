@@ -15,7 +15,7 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::route_match::{RouteMatch, match_lines};
-use super::{ActionError, ActionFuture, ActionJob, FuseAction, SnapshotEntry, wants, with_retries};
+use super::{ActionError, ActionFuture, ActionJob, FuseAction, SnapshotEntry, with_retries};
 use crate::fuse::config::HaproxyActionConfig;
 use crate::fuse::store::write_atomic;
 
@@ -34,7 +34,7 @@ impl HaproxyAction {
 
     /// `(key, value)` in match order: `1` answers 503, `0` passes.
     pub fn entries(&self, snapshot: &[SnapshotEntry]) -> Vec<(String, u8)> {
-        match_lines(snapshot, |r| wants(&self.cfg.services, r))
+        match_lines(snapshot, |r| self.wants(r))
             .into_iter()
             .map(|l| (RouteMatch::of(&l.entry.route).pcre("\\x20"), l.fused as u8))
             .collect()
@@ -128,16 +128,8 @@ fn cli_word(key: &str) -> String {
 }
 
 impl FuseAction for HaproxyAction {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
-    fn wants(&self, route: &crate::route::RouteKey) -> bool {
-        wants(&self.cfg.services, route)
-    }
-
-    fn is_snapshot(&self) -> bool {
-        true
+    fn ident(&self) -> (&str, &[String]) {
+        (&self.cfg.name, &self.cfg.services)
     }
 
     fn apply<'a>(&'a self, job: &'a ActionJob) -> ActionFuture<'a> {

@@ -1,10 +1,9 @@
 //! `http`: one templated request per transition and route to a gateway API.
 use reqwest::header::HeaderValue;
 
-use super::{ActionError, ActionFuture, ActionJob, FuseAction, slug, wants, with_retries};
+use super::{ActionError, ActionFuture, ActionJob, FuseAction, slug, with_retries};
 use crate::fuse::config::HttpActionConfig;
 use crate::fuse::machine::FuseState;
-use crate::route::RouteKey;
 
 /// Placeholder values for one job; `enc` escapes each for its destination.
 fn render(template: &str, job: &ActionJob, enc: fn(&str) -> String) -> String {
@@ -148,12 +147,8 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl FuseAction for HttpAction {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
-    fn wants(&self, route: &RouteKey) -> bool {
-        wants(&self.cfg.services, route)
+    fn ident(&self) -> (&str, &[String]) {
+        (&self.cfg.name, &self.cfg.services)
     }
 
     fn is_snapshot(&self) -> bool {

@@ -83,11 +83,21 @@ pub type ActionFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ActionError>>
 
 /// A way to tell a gateway about a route's fuse state.
 pub trait FuseAction: Send + Sync + 'static {
-    fn name(&self) -> &str;
+    /// The action's name and its service filter (empty: every service), as
+    /// configured.
+    fn ident(&self) -> (&str, &[String]);
+    fn name(&self) -> &str {
+        self.ident().0
+    }
     /// Whether this action cares about the route (service filter).
-    fn wants(&self, route: &RouteKey) -> bool;
-    /// True when each call rewrites everything from the snapshot (file).
-    fn is_snapshot(&self) -> bool;
+    fn wants(&self, route: &RouteKey) -> bool {
+        wants(self.ident().1, route)
+    }
+    /// True when each call rewrites everything from the snapshot (a file, a
+    /// gateway's whole map or route); false for one call per transition.
+    fn is_snapshot(&self) -> bool {
+        true
+    }
     fn apply<'a>(&'a self, job: &'a ActionJob) -> ActionFuture<'a>;
 }
 
@@ -155,7 +165,7 @@ pub fn spawn_worker(
     tx
 }
 
-pub(super) fn wants(services: &[String], route: &RouteKey) -> bool {
+fn wants(services: &[String], route: &RouteKey) -> bool {
     services.is_empty() || services.iter().any(|s| **s == *route.service)
 }
 

@@ -206,7 +206,7 @@ fn push_pcre(out: &mut String, s: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// What a client sent, with every character a gateway's syntax cares about.
@@ -271,22 +271,31 @@ mod tests {
         );
     }
 
+    fn entry(method: &str, route: &str, state: FuseState) -> SnapshotEntry {
+        SnapshotEntry {
+            route: RouteKey::new("shop", method, route),
+            state,
+        }
+    }
+
+    /// An open template among its literal siblings, a client's braces and
+    /// deeper paths: what every gateway action must tell apart.
+    pub(crate) fn siblings_snapshot() -> Vec<SnapshotEntry> {
+        vec![
+            entry("GET", "/users/{id}", FuseState::Open),
+            entry("GET", "/users/me", FuseState::Closed),
+            entry("GET", "/users/%7Bid%7D", FuseState::HalfOpen),
+            entry("POST", "/users/me", FuseState::Closed),
+            entry("GET", "/users/me/x", FuseState::Closed),
+            entry("GET", "/users/{id}/x", FuseState::Closed),
+        ]
+    }
+
     #[test]
     fn lines_put_literal_siblings_of_open_templates_first() {
-        let e = |m: &str, r: &str, state| SnapshotEntry {
-            route: RouteKey::new("shop", m, r),
-            state,
-        };
-        let snap = vec![
-            e("GET", "/users/{id}", FuseState::Open),
-            e("GET", "/users/me", FuseState::Closed),
-            e("GET", "/users/%7Bid%7D", FuseState::HalfOpen),
-            e("POST", "/users/me", FuseState::Closed),
-            e("GET", "/users/me/x", FuseState::Closed),
-            e("GET", "/users/{id}/x", FuseState::Closed),
-            e("GET", "/half", FuseState::HalfOpen),
-            e("GET", "/other", FuseState::Open),
-        ];
+        let mut snap = siblings_snapshot();
+        snap.push(entry("GET", "/half", FuseState::HalfOpen));
+        snap.push(entry("GET", "/other", FuseState::Open));
         let lines: Vec<(&str, bool)> = match_lines(&snap, |r| &*r.service == "shop")
             .iter()
             .map(|l| (&*l.entry.route.route, l.fused))
