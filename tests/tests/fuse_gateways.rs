@@ -142,22 +142,9 @@ fn ready(test: &str, gateway: &str) -> bool {
 fn agent_yaml(dir: &Path, backend: u16, admin: u16, actions: &str) -> String {
     let token = dir.join("token");
     std::fs::write(&token, TOKEN).unwrap();
+    let slo = tests::shop::flaky_slo_yaml(SERVICE, backend);
     format!(
-        r#"
-services:
-  rules:
-    - name: {SERVICE}
-      port: {backend}
-routes:
-  patterns:
-    - pattern: /api/flaky/{{id}}
-slo:
-  period: 1s
-  min_requests: 5
-  min_errors: 2
-  min_baseline_periods: 3
-  resolve_after_periods: 2
-fuse:
+        r#"{slo}fuse:
   mode: enforce
   min_requests: 5
   open_for: 3s

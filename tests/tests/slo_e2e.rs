@@ -35,22 +35,9 @@ fn flaky_route_alerts_fuses_and_resolves_healthy_route_never() {
     let (hook, received) = receiver();
     let fuse_file = tmp.path().join("fuses.json");
     let period = Duration::from_secs(1);
+    let slo = tests::shop::flaky_slo_yaml("e2e-shop", port);
     let yaml = format!(
-        r#"
-services:
-  rules:
-    - name: e2e-shop
-      port: {port}
-routes:
-  patterns:
-    - pattern: /api/flaky/{{id}}
-slo:
-  period: 1s
-  min_requests: 5
-  min_errors: 2
-  min_baseline_periods: 3
-  resolve_after_periods: 2
-alerts:
+        r#"{slo}alerts:
   webhooks:
     - name: e2e
       url: http://{hook}/hook

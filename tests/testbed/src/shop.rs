@@ -134,3 +134,26 @@ impl Drop for Shop {
         }
     }
 }
+
+/// The agent config that watches a [`Shop::flaky`] as `service` on `port`:
+/// its route template and an SLO judged every second, quick to fire and to
+/// resolve. Tests append their own sections (alerts, fuse, admin).
+pub fn flaky_slo_yaml(service: &str, port: u16) -> String {
+    format!(
+        r#"
+services:
+  rules:
+    - name: {service}
+      port: {port}
+routes:
+  patterns:
+    - pattern: /api/flaky/{{id}}
+slo:
+  period: 1s
+  min_requests: 5
+  min_errors: 2
+  min_baseline_periods: 3
+  resolve_after_periods: 2
+"#
+    )
+}
