@@ -15,12 +15,14 @@
 //! - [`otlp`]: a real OTLP receiver (gRPC and HTTP/protobuf).
 //! - [`prom`]: reading Prometheus text in assertions.
 //! - [`pyserver`]: Python's `http.server` as a peer.
+//! - [`flaky`]: a Python server with a switchable fault (slow + 5xx), as in the demo.
 //! - [`webhook`]: a recording webhook receiver, a steady keep-alive client, bounded waits.
 pub mod agent;
 pub mod child;
 pub mod dashboard;
 pub mod env;
 pub mod events;
+pub mod flaky;
 pub mod kernel_events;
 pub mod loopback;
 pub mod netns;

@@ -1,6 +1,5 @@
 //! End to end on the real kernel: a loopback server whose flaky route turns
 //! slow and erroring, the agent's SLO engine, its webhook alerts and fuse file.
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,26 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tests::agent::Agent;
 use tests::env;
+use tests::flaky::FlakyServer;
 use tests::webhook::{client, firing, receiver, wait};
-
-const SERVER: &str = r#"
-import http.server, os, random, sys, time
-FAULT = sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def do_GET(self):
-        code = 200
-        if self.path.startswith("/api/flaky/") and os.path.exists(FAULT):
-            time.sleep(0.3)
-            code = 500 if random.random() < 0.5 else 200
-        body = b"ok\n"
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"#;
 
 fn route_open(path: &Path, route: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -49,23 +30,8 @@ fn flaky_route_alerts_fuses_and_resolves_healthy_route_never() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let fault = tmp.path().join("fault");
-    let script = tmp.path().join("server.py");
-    std::fs::write(&script, SERVER).unwrap();
-    let port = env::free_port();
-    let mut server = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(&fault)
-        .spawn()
-        .unwrap();
-    let server_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(
-        wait(Duration::from_secs(10), || TcpStream::connect(server_addr)
-            .ok())
-        .is_some(),
-        "python server did not listen"
-    );
+    let server = FlakyServer::start();
+    let (port, server_addr) = (server.port, server.addr);
     let (hook, received) = receiver();
     let fuse_file = tmp.path().join("fuses.json");
     let period = Duration::from_secs(1);
@@ -130,7 +96,7 @@ admin:
         .unwrap()
         .as_millis() as u64;
     std::thread::sleep(Duration::from_millis(1000 - ms % 1000 + 50));
-    std::fs::write(&fault, b"1").unwrap();
+    server.set_fault(true);
     let onset = Instant::now();
     let bound = period * 2 + Duration::from_secs(1);
     let firing = wait(Duration::from_secs(10), || {
@@ -153,7 +119,7 @@ admin:
     assert!(t_alert - onset <= bound, "L2 after {alert_s} s > {bound:?}");
     assert!(t_fuse - onset <= bound, "fuse after {fuse_s} s > {bound:?}");
     // Recovery: the resolve arrives.
-    std::fs::remove_file(&fault).unwrap();
+    server.set_fault(false);
     let resolved = wait(Duration::from_secs(15), || {
         received.lock().unwrap().iter().find_map(|(_, v)| {
             (v["status"] == "resolved"
@@ -186,7 +152,6 @@ admin:
         });
         std::fs::write(out, j.to_string()).unwrap();
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     drop(agent);
 }

@@ -58,6 +58,8 @@ pub const DEB_PACKAGES: &[(&str, Need)] = &[
     ("procps", Need::Test),
     // Lists loaded eBPF programs (the detach-on-SIGTERM test).
     ("bpftool", Need::Test),
+    // A real terminal for `sloguard top` (capture-pane in the operator CLI test).
+    ("tmux", Need::Test),
 ];
 
 /// PyPI packages for the tests: Kubernetes schemas, Dockerfile lint, the

@@ -128,9 +128,26 @@ pub fn render(doc: &StatusDoc, wide: bool) -> String {
         })
         .collect();
     fused.dedup_by(|a, b| (&a.service, &a.method, &a.route) == (&b.service, &b.method, &b.route));
-    let _ = writeln!(o, "\nFUSED ({})", fused.len());
+    let _ = writeln!(o, "\nFUSED ({})", fused.len() + doc.other_fuses.len());
     for r in &fused {
         let _ = writeln!(o, "  {}  {}", route_name(r), fuse_word(r));
+    }
+    for f in &doc.other_fuses {
+        let over = f
+            .fuse
+            .overridden
+            .as_deref()
+            .map(|k| format!(" ({k})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  {} {} {}  {}{}  (no traffic judged)",
+            cell(&f.service, 24),
+            cell(&f.method, 7),
+            cell(&f.route, 48),
+            cell(&f.fuse.state, 10),
+            cell(&over, 20)
+        );
     }
     let ranked = by_burn(&doc.routes);
     let shown = if wide {

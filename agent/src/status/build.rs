@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::{AgentStatus, BurnRate, FuseBrief, RouteStatus, STATUS_SCHEMA, StatusDoc};
+use super::{AgentStatus, BurnRate, FuseBrief, OtherFuse, RouteStatus, STATUS_SCHEMA, StatusDoc};
 use crate::alert::model::AlertKind;
 use crate::fuse::{FuseMode, RouteFuseStatus, SharedFuse};
 use crate::metrics::{KindLabels, ReasonLabels, SelfMetrics, lost};
@@ -181,10 +181,7 @@ pub fn assemble(
                         && *f.method == *r.route.method
                         && *f.route == *r.route.route
                 })
-                .map(|f| FuseBrief {
-                    state: f.state.as_str().to_string(),
-                    overridden: f.overridden.as_ref().map(|o| o.kind.as_str().to_string()),
-                })
+                .map(brief)
                 .unwrap_or_default();
             RouteStatus {
                 service: r.route.service.to_string(),
@@ -217,6 +214,20 @@ pub fn assemble(
             }
         })
         .collect();
+    let other_fuses = fuses
+        .iter()
+        .filter(|f| {
+            !per_service
+                .get(f.service.as_str())
+                .is_some_and(|set| set.contains(&(f.method.as_str(), f.route.as_str())))
+        })
+        .map(|f| OtherFuse {
+            service: f.service.clone(),
+            method: f.method.clone(),
+            route: f.route.clone(),
+            fuse: brief(f),
+        })
+        .collect();
     agent.routes_per_service = per_service
         .into_iter()
         .map(|(s, set)| (s.to_string(), set.len() as u64))
@@ -231,5 +242,13 @@ pub fn assemble(
         fuse_mode: mode.as_str().into(),
         agent,
         routes,
+        other_fuses,
+    }
+}
+
+fn brief(f: &RouteFuseStatus) -> FuseBrief {
+    FuseBrief {
+        state: f.state.as_str().to_string(),
+        overridden: f.overridden.as_ref().map(|o| o.kind.as_str().to_string()),
     }
 }

@@ -36,6 +36,18 @@ pub struct StatusDoc {
     pub agent: AgentStatus,
     /// Judged routes × gray tags, in no particular order.
     pub routes: Vec<RouteStatus>,
+    /// Fuses of routes not in `routes` (forced open before any traffic, or
+    /// the route went quiet while fused): a blocked route is never hidden.
+    pub other_fuses: Vec<OtherFuse>,
+}
+
+/// A fuse of a route the SLO engine does not list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OtherFuse {
+    pub service: String,
+    pub method: String,
+    pub route: String,
+    pub fuse: FuseBrief,
 }
 
 /// The agent's own figures (the `sloguard_*` self metrics, summed).

@@ -69,7 +69,10 @@ fn assemble_joins_slo_rows_with_fuse_states_and_counts_routes() {
         untracked_requests: 7,
         entries: 3,
     };
-    let fuses = [fuse("/pay", FuseState::Open, Some(OverrideKind::ForceOpen))];
+    let fuses = [
+        fuse("/pay", FuseState::Open, Some(OverrideKind::ForceOpen)),
+        fuse("/quiet", FuseState::Open, Some(OverrideKind::ForceOpen)),
+    ];
     let doc = assemble(
         "node-1",
         Duration::from_secs(10),
@@ -102,6 +105,9 @@ fn assemble_joins_slo_rows_with_fuse_states_and_counts_routes() {
     // Two distinct routes (the gray row is the same route).
     assert_eq!(doc.agent.routes_per_service["shop"], 2);
     assert_eq!(doc.agent.slo_untracked_requests, 7);
+    // A fuse without SLO figures is still shown.
+    assert_eq!(doc.other_fuses.len(), 1);
+    assert_eq!(doc.other_fuses[0].route, "/quiet");
     // The CLI reads what the agent writes.
     let back: StatusDoc = serde_json::from_str(&serde_json::to_string(&doc).unwrap()).unwrap();
     assert_eq!(back, doc);

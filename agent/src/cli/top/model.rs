@@ -308,6 +308,7 @@ mod tests {
             fuse_mode: "enforce".into(),
             agent: AgentStatus::default(),
             routes,
+            other_fuses: vec![],
         }
     }
 

@@ -294,6 +294,7 @@ mod tests {
                     ..Default::default()
                 },
                 routes: vec![r.clone()],
+                other_fuses: vec![],
             });
         }
         let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
