@@ -73,10 +73,15 @@ struct OverrideBody<'a> {
     who: String,
 }
 
+/// `cli:` and who ran it: the sudo caller first (the person, not `root`),
+/// else `$USER`, else the numeric uid (containers often set no `USER`).
 fn default_who() -> String {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
+        .ok()
+        .filter(|u| !u.is_empty())
+        // SAFETY: getuid has no preconditions.
+        .unwrap_or_else(|| format!("uid-{}", unsafe { libc::getuid() }));
     format!("cli:{user}")
 }
 
