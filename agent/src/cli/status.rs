@@ -168,7 +168,7 @@ pub fn render(doc: &StatusDoc, wide: bool) -> String {
     );
     let _ = write!(
         o,
-        "  {:<16} {:<6} {:<28} {:<8} {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} {:<4} {}",
+        "  {:<16} {:<6} {:<28} {:<16} {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} {:<4} {}",
         "SERVICE",
         "METHOD",
         "ROUTE",
@@ -189,7 +189,7 @@ pub fn render(doc: &StatusDoc, wide: bool) -> String {
     for r in ranked.into_iter().take(shown) {
         let _ = write!(
             o,
-            "  {:<16} {:<6} {:<28} {:<8} {:>7.1} {:>6.2} {:>7} {:>7} {:>6.1} {:>6.1} {:<4} {}",
+            "  {:<16} {:<6} {:<28} {:<16} {:>7.1} {:>6.2} {:>7} {:>7} {:>6.1} {:>6.1} {:<4} {}",
             cell(&r.service, 16),
             cell(&r.method, 6),
             cell(&r.route, 28),
