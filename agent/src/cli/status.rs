@@ -199,7 +199,7 @@ pub fn render(doc: &StatusDoc, wide: bool) -> String {
                 } else {
                     &r.gray_tag
                 },
-                8
+                16
             ),
             r.rate_per_second,
             r.error_ratio * 100.0,
@@ -222,4 +222,99 @@ pub fn render(doc: &StatusDoc, wide: bool) -> String {
         o.push('\n');
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{AgentStatus, BurnRate, FuseBrief, OtherFuse, STATUS_SCHEMA};
+
+    fn route(name: &str, burn: f64, tag: &str) -> RouteStatus {
+        RouteStatus {
+            service: "shop".into(),
+            method: "GET".into(),
+            route: name.into(),
+            gray_tag: tag.into(),
+            requests: 1,
+            rate_per_second: 1.0,
+            error_ratio: 0.0,
+            p50_seconds: None,
+            p99_seconds: Some(0.01),
+            target_p99_seconds: 0.25,
+            target_error_ratio: 0.005,
+            baseline_p99_seconds: None,
+            burn_rate: BurnRate {
+                m5: burn,
+                h1: 0.0,
+                h6: 0.0,
+            },
+            l1: false,
+            l2: false,
+            gray_rollback: !tag.is_empty(),
+            alerts: if tag.is_empty() {
+                vec![]
+            } else {
+                vec!["SloguardGrayRollback".into()]
+            },
+            fuse: FuseBrief::default(),
+        }
+    }
+
+    #[test]
+    fn summary_shows_firing_fused_and_only_the_worst_five_unless_wide() {
+        let mut routes: Vec<RouteStatus> = (0..7)
+            .map(|i| route(&format!("/r{i}"), i as f64, ""))
+            .collect();
+        routes.push(route("/r9", 10.0, "version:canary"));
+        let doc = StatusDoc {
+            schema: STATUS_SCHEMA.into(),
+            node: "n1".into(),
+            version: "0".into(),
+            generated_at: String::new(),
+            period_seconds: 10.0,
+            fuse_mode: "enforce".into(),
+            agent: AgentStatus {
+                healthy: true,
+                ready: true,
+                ..Default::default()
+            },
+            routes,
+            other_fuses: vec![OtherFuse {
+                service: "shop".into(),
+                method: "POST".into(),
+                route: "/quiet".into(),
+                fuse: FuseBrief {
+                    state: "open".into(),
+                    overridden: Some("force_open".into()),
+                },
+            }],
+        };
+        let text = render(&doc, false);
+        assert!(
+            text.contains("FIRING (1)\n  gray  shop GET /r9 [version:canary]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("FUSED (1)\n  shop POST /quiet  open (force_open)  (no traffic judged)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("WORST ROUTES BY BURN RATE (5 of 8)"),
+            "{text}"
+        );
+        // Highest burn first (the canary, then /r6 ...); /r2 is sixth, not shown.
+        let table = text.split_once("WORST ROUTES").unwrap().1;
+        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("  shop ")).collect();
+        assert_eq!(rows.len(), 5, "{text}");
+        assert!(
+            rows[0].contains("/r9") && rows[0].contains("version:canary"),
+            "{text}"
+        );
+        assert!(rows[1].contains("/r6") && !table.contains("/r2 "), "{text}");
+        let wide = render(&doc, true);
+        assert!(
+            wide.contains("ROUTES BY BURN RATE (8 of 8)") && wide.contains("/r0 "),
+            "{wide}"
+        );
+    }
 }
