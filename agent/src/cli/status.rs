@@ -168,7 +168,7 @@ pub fn render(doc: &StatusDoc, wide: bool) -> String {
     );
     let _ = write!(
         o,
-        "  {:<16} {:<6} {:<28} {:<16} {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} {:<4} {}",
+        "  {:<16} {:<6} {:<28} {:<16} {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} {:<4} FUSE",
         "SERVICE",
         "METHOD",
         "ROUTE",
@@ -180,7 +180,6 @@ pub fn render(doc: &StatusDoc, wide: bool) -> String {
         "BURN5M",
         "BURN1H",
         "LVL",
-        "FUSE"
     );
     if wide {
         let _ = write!(o, "  {:>7} {:>7} {:>6}", "P50", "BASE", "BURN6H");
