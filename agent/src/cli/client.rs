@@ -128,10 +128,7 @@ impl Client {
                 Err(e) => return Err(self.unreachable(url, &e, api).await),
             };
             let status = resp.status();
-            let body = resp.bytes().await.map_err(|e| CliError::BadResponse {
-                url: url.into(),
-                detail: e.to_string(),
-            })?;
+            let body = read_bounded(resp, url, MAX_BODY).await?;
             if status.is_success() {
                 return serde_json::from_slice(&body).map_err(|e| CliError::BadResponse {
                     url: url.into(),
@@ -193,6 +190,30 @@ impl Client {
     }
 }
 
+/// Largest answer read: a status document at every cap (services × 500
+/// routes × gray tags at ~0.4 KiB a row) stays far below it, and whatever
+/// else answers on the port cannot make the CLI grow without bound.
+const MAX_BODY: usize = 64 << 20;
+
+async fn read_bounded(
+    mut resp: reqwest::Response,
+    url: &str,
+    max: usize,
+) -> Result<Vec<u8>, CliError> {
+    let bad = |detail: String| CliError::BadResponse {
+        url: url.into(),
+        detail,
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| bad(e.to_string()))? {
+        if body.len() + chunk.len() > max {
+            return Err(bad(format!("answer larger than {max} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 #[derive(Clone, Copy)]
 enum Api<'a> {
     Metrics,
@@ -202,6 +223,40 @@ enum Api<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_past_the_bound_are_an_error_not_memory() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok((mut s, _)) = l.accept().await {
+                    let mut req = [0u8; 4096];
+                    let _ = s.read(&mut req).await;
+                    let body = "x".repeat(100);
+                    let _ = s
+                        .write_all(
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{body}")
+                                .as_bytes(),
+                        )
+                        .await;
+                }
+            });
+            let url = format!("http://{addr}/");
+            let get = || async { reqwest::get(&url).await.unwrap() };
+            let err = read_bounded(get().await, &url, 10).await.unwrap_err();
+            assert!(err.to_string().contains("larger than 10 bytes"), "{err}");
+            assert_eq!(
+                read_bounded(get().await, &url, 100).await.unwrap().len(),
+                100
+            );
+        });
+    }
 
     #[test]
     fn unspecified_listen_addresses_are_dialled_on_loopback() {
