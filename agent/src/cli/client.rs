@@ -16,6 +16,10 @@ use crate::status::{STATUS_PATH, StatusDoc};
 /// Whole request, connect included. An on-call shell over a slow link still
 /// gets an answer or an error within seconds, never a hang.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A fuse change fsyncs the state file and the audit trail under the fuse
+/// lock; on a node busy writing to disk that can take seconds, and giving up
+/// early would leave the operator unsure whether the change happened.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the agent listens, from its config file (the same `--config` /
@@ -112,8 +116,13 @@ impl Client {
     ) -> Result<T, CliError> {
         let url = format!("{}{path}", t.admin);
         let token = t.token()?;
-        let r = self.http.post(&url).bearer_auth(token).json(body);
-        self.send(r, &url, Api::Admin(t))
+        let r = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .timeout(CHANGE_TIMEOUT)
+            .json(body);
+        self.send(r, &url, Api::Change(t))
     }
 
     fn send<T: DeserializeOwned>(
@@ -156,7 +165,13 @@ impl Client {
     /// API off (no token) or on another address.
     async fn unreachable(&self, url: &str, e: &reqwest::Error, api: Api<'_>) -> CliError {
         let reason = if e.is_timeout() {
-            format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())
+            match api {
+                Api::Change(_) => format!(
+                    "no answer within {}s (the change may still have been applied: check `sloguard fuse list`)",
+                    CHANGE_TIMEOUT.as_secs()
+                ),
+                _ => format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()),
+            }
         } else if e.is_connect() {
             "connection refused".to_string()
         } else {
@@ -166,7 +181,7 @@ impl Client {
             Api::Metrics => {
                 "is the agent running, and is metrics.listen (or --metrics-url) right?".to_string()
             }
-            Api::Admin(t) => {
+            Api::Admin(t) | Api::Change(t) => {
                 let health = format!("{}/healthz", t.metrics);
                 let agent_up = self.http.get(&health).send().await.is_ok();
                 if agent_up {
@@ -218,6 +233,8 @@ async fn read_bounded(
 enum Api<'a> {
     Metrics,
     Admin(&'a Target),
+    /// A POST that changes a fuse.
+    Change(&'a Target),
 }
 
 #[cfg(test)]
