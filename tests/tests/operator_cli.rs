@@ -211,7 +211,11 @@ fn status_endpoint_and_status_json_equal_metrics_and_down_agent_exits_1() {
         let (Some(row), Some(cli_row)) = (healthy_row(&doc), healthy_row(&cli_doc)) else {
             continue;
         };
-        assert!(want.iter().all(|(_, v)| v.is_some()), "{want:?}");
+        // A period in which the client got no answer (a loaded machine) has
+        // no P99 to compare: wait for one with traffic.
+        if want.iter().any(|(_, v)| v.is_none()) {
+            continue;
+        }
         assert_eq!(from_status(&row), want, "status endpoint vs /metrics");
         assert_eq!(from_status(&cli_row), want, "status -o json vs /metrics");
         assert_eq!(cli_doc["schema"], "sloguard.status/v1");
