@@ -4,6 +4,7 @@
 //! be driven by synthetic events without a kernel.
 pub mod admin;
 pub mod alert;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
@@ -26,5 +27,6 @@ pub mod route;
 pub mod runtime;
 pub mod service;
 pub mod slo;
+pub mod status;
 pub mod tcp_stats;
 pub mod trace;

@@ -26,6 +26,9 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// status, top, fuse, alerts: talk to the agent running on this node.
+    #[command(flatten)]
+    Operator(sloguard::cli::OperatorCommand),
 }
 
 /// Exit code for a config that does not load.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Some(Command::Operator(cmd)) => sloguard::cli::run(cmd, cli.config.as_deref()),
         None => {
             let loaded = match &cli.config {
                 Some(p) => Config::load(p),

@@ -227,6 +227,8 @@ pub struct MetricsState {
     pub ready: Arc<AtomicBool>,
     /// False once a hot-path thread has died: `/healthz` answers 503.
     pub healthy: Arc<AtomicBool>,
+    /// `GET /api/v1/status` (404 when absent).
+    pub status: Option<crate::status::StatusSource>,
 }
 
 /// Serve `/metrics`, `/healthz`, `/readyz` until `shutdown` resolves.
@@ -248,11 +250,13 @@ pub async fn serve_on(
         scrapes: Scrapes::new(state.registry),
         ready: state.ready,
         healthy: state.healthy,
+        status: state.status,
     };
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(health_handler))
         .route("/readyz", get(ready_handler))
+        .route(crate::status::STATUS_PATH, get(status_handler))
         .with_state(served);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -265,6 +269,20 @@ struct Served {
     scrapes: Scrapes,
     ready: Arc<AtomicBool>,
     healthy: Arc<AtomicBool>,
+    status: Option<crate::status::StatusSource>,
+}
+
+/// The status document. Built on the blocking pool: it takes the fuse lock,
+/// which may be held across a state-file fsync, and a scrape must not wait
+/// behind it on an async worker.
+async fn status_handler(State(s): State<Served>) -> Response {
+    let Some(source) = s.status else {
+        return (StatusCode::NOT_FOUND, "no status on this endpoint\n").into_response();
+    };
+    match tokio::task::spawn_blocking(move || source()).await {
+        Ok(doc) => axum::Json(doc).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("status: {e}\n")).into_response(),
+    }
 }
 
 async fn health_handler(State(s): State<Served>) -> Response {

@@ -205,10 +205,26 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
         })?;
     let health = Health::new();
     let ready = health.ready.clone();
+    let counters = crate::status::AgentCounters {
+        self_metrics: self_metrics.clone(),
+        route_overflow: pipeline.route_overflow(),
+        healthy: health.healthy.clone(),
+        ready: ready.clone(),
+        started: std::time::Instant::now(),
+        rate: Arc::default(),
+    };
+    let status = crate::status::StatusSources {
+        node: node.clone(),
+        period: cfg.slo.period,
+        slo: slo_metrics.clone(),
+        fuse: Some(fuse.clone()),
+        agent: counters.clone(),
+    };
     let state = MetricsState {
         registry: Arc::new(registry),
         ready: ready.clone(),
         healthy: health.healthy.clone(),
+        status: Some(status.into_source()),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
@@ -295,7 +311,10 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     let mut outcome = Ok(());
     loop {
         tokio::select! {
-            _ = ticker.tick() => kernel.sync(&probes, &non_http_conns),
+            _ = ticker.tick() => {
+                kernel.sync(&probes, &non_http_conns);
+                counters.sample_rate();
+            }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = health.wake.notified() => {

@@ -83,7 +83,18 @@ fn env_override_errors_name_the_variable() {
 
 #[test]
 fn help_on_everything() {
-    for args in [vec!["--help"], vec!["check-config", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["check-config", "--help"],
+        vec!["status", "--help"],
+        vec!["top", "--help"],
+        vec!["alerts", "--help"],
+        vec!["fuse", "--help"],
+        vec!["fuse", "list", "--help"],
+        vec!["fuse", "open", "--help"],
+        vec!["fuse", "close", "--help"],
+        vec!["fuse", "release", "--help"],
+    ] {
         let out = std::process::Command::new(sloguard_bin())
             .args(&args)
             .output()
@@ -211,4 +222,31 @@ fn output_within(
     }
     let _ = child.kill();
     child.wait_with_output().unwrap()
+}
+
+/// Operator commands that cannot work say why in one line, before any
+/// request: `top` without a terminal (exit 2), `fuse` without a token (3).
+#[test]
+fn operator_commands_without_terminal_or_token_say_so() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(sloguard_bin())
+            .args(args)
+            .env_remove("SLOGUARD_ADMIN_TOKEN")
+            .env_remove("SLOGUARD_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["top"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("needs a terminal"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, err) = run(&["fuse", "list"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("no admin token"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -192,6 +192,8 @@ fn run(opts: DemoOpts, dir: &Path, agent_bin: &Path) -> Result<()> {
         &mut procs,
     );
 
+    // The operator's view of the node, taken while the agent still runs.
+    let status = node_status(agent_bin, &cfg_path);
     stop.store(true, Ordering::SeqCst);
     load.join();
     let _ = receiver.join();
@@ -201,5 +203,33 @@ fn run(opts: DemoOpts, dir: &Path, agent_bin: &Path) -> Result<()> {
     say("stopped the load, the agent, nginx and the shop");
     let summary = outcome?;
     summary.print();
-    summary.verdict()
+    println!("\n$ sloguard --config {} status", cfg_path.display());
+    match &status {
+        Ok(text) => print!("{text}"),
+        Err(e) => println!("{e}"),
+    }
+    summary.verdict()?;
+    status.map(|_| ())
+}
+
+/// `sloguard status` of the demo's agent (the CLI an operator would run on
+/// the node); an error when it fails, since the CLI is part of the product.
+fn node_status(agent_bin: &Path, cfg: &Path) -> Result<String> {
+    let mut cmd = Command::new(agent_bin);
+    cmd.arg("--config").arg(cfg).arg("status");
+    // As for the agent: the demo's file, not the caller's overrides.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SLOGUARD_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let out = cmd.output().context("run sloguard status")?;
+    if !out.status.success() {
+        bail!(
+            "sloguard status failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -62,6 +62,8 @@ pub const DEB_PACKAGES: &[(&str, Need)] = &[
     // API, caddy 2.6 admin API); each test runs its own instance.
     ("haproxy", Need::Test),
     ("caddy", Need::Test),
+    // A real terminal for `sloguard top` (capture-pane in the operator CLI test).
+    ("tmux", Need::Test),
 ];
 
 /// Services the packages above start on install; the tests run their own

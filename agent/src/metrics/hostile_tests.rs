@@ -80,6 +80,7 @@ fn hostile_registry() -> Registry {
             route,
             gray_tag: tag,
             requests: 3,
+            p50: Some(Duration::from_millis(2)),
             p99: Some(Duration::from_millis(5)),
             error_ratio: 0.5,
             baseline_p99: None,

@@ -382,6 +382,7 @@ mod tests {
             registry: Arc::new(sample_registry()),
             ready: Default::default(),
             healthy: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            status: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(crate::metrics::serve_on(listener, state, async {

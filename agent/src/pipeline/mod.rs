@@ -151,6 +151,11 @@ impl Pipeline {
         }
     }
 
+    /// `sloguard_route_overflow_requests_total`, for the status endpoint.
+    pub fn route_overflow(&self) -> Counter {
+        self.http_metrics.route_overflow.clone()
+    }
+
     /// The SLO figures the admin API shows.
     pub fn slo_metrics(&self) -> crate::slo::SloMetrics {
         self.stage.slo.metrics()

@@ -407,6 +407,7 @@ impl SloEngine {
                     route: key.clone(),
                     gray_tag: e.tag.clone(),
                     requests: last.map_or(0, |s| s.requests),
+                    p50: last.and_then(|s| s.p50),
                     p99: last.and_then(|s| s.p99),
                     error_ratio: last.map_or(0.0, |s| s.error_ratio()),
                     baseline_p99: e

@@ -22,6 +22,7 @@ pub struct RouteRow {
     pub route: RouteKey,
     pub gray_tag: Arc<str>,
     pub requests: u64,
+    pub p50: Option<Duration>,
     pub p99: Option<Duration>,
     pub error_ratio: f64,
     pub baseline_p99: Option<Duration>,
