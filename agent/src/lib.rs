@@ -26,5 +26,6 @@ pub mod route;
 pub mod runtime;
 pub mod service;
 pub mod slo;
+pub mod snapshot;
 pub mod tcp_stats;
 pub mod trace;

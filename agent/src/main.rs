@@ -26,6 +26,13 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Request snapshots frozen with L2 and gray rollback alerts: list, get (HAR), diff.
+    Snapshots {
+        #[command(subcommand)]
+        command: sloguard::snapshot::cli::SnapshotsCommand,
+    },
+    /// Resend the requests of a HAR file to a service and compare with the snapshot.
+    Replay(sloguard::snapshot::cli::ReplayArgs),
 }
 
 /// Exit code for a config that does not load.
@@ -61,6 +68,8 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Some(Command::Snapshots { command }) => sloguard::snapshot::cli::snapshots(command),
+        Some(Command::Replay(args)) => sloguard::snapshot::cli::replay(args),
         None => {
             let loaded = match &cli.config {
                 Some(p) => Config::load(p),

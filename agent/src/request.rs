@@ -46,9 +46,16 @@ pub enum Header {
     XRequestId,
     XGrayTag,
     UserAgent,
+    ContentType,
+    /// Name only (see [`RequestHeaders::mark`]): credentials are never kept.
+    Authorization,
+    /// Name only.
+    Cookie,
+    /// Name only.
+    ProxyAuthorization,
 }
 
-const HEADERS: usize = 12;
+const HEADERS: usize = 16;
 
 /// Request headers that later stages read. Values are raw (unvalidated); the
 /// `trace` module validates them. The values share one buffer: one
@@ -81,6 +88,13 @@ impl RequestHeaders {
         let start = self.values.len() as u32;
         self.values.push_str(value);
         self.spans[h as usize] = (start, self.values.len() as u32);
+        self.present |= 1 << h as usize;
+    }
+
+    /// Note that `h` was sent without keeping its value (`get` gives `""`):
+    /// request snapshots show that a request carried credentials, never them.
+    pub fn mark(&mut self, h: Header) {
+        self.spans[h as usize] = (0, 0);
         self.present |= 1 << h as usize;
     }
 

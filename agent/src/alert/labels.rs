@@ -204,6 +204,10 @@ fn annotations(ev: &AlertEvent) -> BTreeMap<String, String> {
     if !ev.sample_trace_ids.is_empty() {
         a.insert("trace_ids".into(), ev.sample_trace_ids.join(","));
     }
+    if let Some(id) = &ev.snapshot_id {
+        // The failed and healthy requests behind the alert: `sloguard snapshots get ID`.
+        a.insert("snapshot_id".into(), id.clone());
+    }
     a.insert(
         "tcp_retransmitted_segments".into(),
         k.retransmitted_segments.to_string(),
