@@ -228,6 +228,7 @@ fn foreign(e: &Value) -> Option<(bool, Snapshot)> {
                 .map(|(_, v)| v.clone()),
             headers,
             header_names: Vec::new(),
+            cohort: gray_tag.clone(),
             gray_tag,
             trace_id: String::new(),
             span_id: String::new(),

@@ -181,8 +181,13 @@ pub struct Snapshot {
     pub headers: Vec<(String, String)>,
     /// Every other parsed header that was present, by name only.
     pub header_names: Vec<String>,
-    /// The cohort the route table assigned (`""`: stable).
+    /// The gray tag as the client sent it (the gray headers' values), else
+    /// the cohort: what the diff compares, even when the tag is not a
+    /// cohort the SLO engine splits off (`routes.gray_dimensions`).
     pub gray_tag: String,
+    /// The cohort the route table assigned (`""`: judged with stable traffic).
+    #[serde(default)]
+    pub cohort: String,
     pub trace_id: String,
     pub span_id: String,
     pub request_id: Option<String>,
@@ -200,6 +205,7 @@ pub struct Snapshot {
 /// What the request stage knows about a request besides the request itself.
 pub struct CaptureContext<'a> {
     pub route: &'a crate::route::RouteKey,
+    /// The cohort the route table assigned.
     pub gray_tag: &'a str,
     pub trace_id: &'a [u8; 16],
     pub span_id: &'a [u8; 8],
@@ -251,7 +257,8 @@ impl Snapshot {
             .into(),
             headers,
             header_names,
-            gray_tag: capped(cx.gray_tag),
+            gray_tag: capped(req.headers.x_gray_tag().unwrap_or(cx.gray_tag)),
+            cohort: capped(cx.gray_tag),
             trace_id: hex(cx.trace_id),
             span_id: hex(cx.span_id),
             request_id: req.headers.x_request_id().map(capped),

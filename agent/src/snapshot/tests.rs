@@ -248,6 +248,10 @@ fn diff_ranks_the_separating_gray_tag_first() {
     }
     for i in 0..60 {
         let mut r = req("/a?x=1", 200, 5);
+        if i % 10 == 1 {
+            // A tag sent but not a cohort (routes.gray_dimensions): still a value.
+            r.headers.set(crate::request::Header::XGrayTag, "stable");
+        }
         r.peer = Some(Endpoint {
             ip: format!("10.0.0.{}", i % 3).parse().unwrap(),
             port: 2000 + i,
@@ -266,6 +270,11 @@ fn diff_ranks_the_separating_gray_tag_first() {
     assert_eq!(top.failed_share, 1.0);
     assert!((top.healthy_share - 0.1).abs() < 1e-9);
     assert!(d.render(5).contains("gray_tag"));
+    let stable = healthy.iter().find(|s| s.gray_tag == "stable").unwrap();
+    assert_eq!(
+        stable.cohort, "",
+        "the sent tag is kept apart from the cohort"
+    );
 }
 
 #[test]
