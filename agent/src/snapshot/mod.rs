@@ -30,12 +30,11 @@ pub const NEVER_CAPTURED: [&str; 4] = [
 
 /// Headers the head parser keeps (`request::Header`), by lower-case name.
 /// Only these can be captured: the agent never holds the others' values.
-pub const KEPT_HEADERS: [(&str, Header); 16] = [
+pub const KEPT_HEADERS: [(&str, Header); 15] = [
     ("host", Header::Host),
     ("user-agent", Header::UserAgent),
     ("x-request-id", Header::XRequestId),
     ("x-gray-tag", Header::XGrayTag),
-    ("content-type", Header::ContentType),
     ("traceparent", Header::Traceparent),
     ("tracestate", Header::Tracestate),
     ("b3", Header::B3),
@@ -78,15 +77,9 @@ impl Default for SnapshotConfig {
             max_bytes: 4 * 1024 * 1024,
             per_route: 50,
             max_frozen: 32,
-            header_allowlist: [
-                "host",
-                "user-agent",
-                "x-request-id",
-                "x-gray-tag",
-                "content-type",
-            ]
-            .map(String::from)
-            .to_vec(),
+            header_allowlist: ["host", "user-agent", "x-request-id", "x-gray-tag"]
+                .map(String::from)
+                .to_vec(),
             query_allowlist: Vec::new(),
             max_value_bytes: 512,
         }
@@ -105,7 +98,7 @@ impl SnapshotConfig {
                 ));
             }
             if !KEPT_HEADERS.iter().any(|(n, _)| *n == lower) {
-                let names: Vec<&str> = KEPT_HEADERS[..13].iter().map(|(n, _)| *n).collect();
+                let names: Vec<&str> = KEPT_HEADERS[..12].iter().map(|(n, _)| *n).collect();
                 return Err(ConfigError::key(
                     key,
                     format!(
