@@ -287,6 +287,7 @@ impl Snapshot {
                 .map(String::capacity)
                 .sum::<usize>()
             + self.gray_tag.capacity()
+            + self.cohort.capacity()
             + self.trace_id.capacity()
             + self.span_id.capacity()
             + self.request_id.as_ref().map_or(0, String::capacity)
