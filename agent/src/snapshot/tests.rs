@@ -229,6 +229,24 @@ fn per_route_ring_keeps_the_newest_failed_and_a_healthy_sample() {
     assert_eq!(evs[0].snapshot_id.as_deref(), Some(id.as_str()));
     assert_eq!(evs[1].snapshot_id, None);
     assert_eq!(store.frozen().read().unwrap().len(), 1);
+    // A gray rollback freezes the whole route (the diff needs the healthy
+    // cohorts) under a new id that names its cohort.
+    let mut gray = evs[1].clone();
+    gray.kind = crate::alert::model::AlertKind::GrayRollback;
+    gray.status = AlertStatus::Firing;
+    gray.gray_tag = "canary".into();
+    let mut evs = vec![gray];
+    store.on_alerts(&mut evs, SystemTime::UNIX_EPOCH);
+    let gid = evs[0]
+        .snapshot_id
+        .clone()
+        .expect("gray rollback gets an id");
+    assert_ne!(gid, id);
+    let g = store.frozen().read().unwrap().get(&gid).unwrap();
+    assert_eq!(
+        (g.gray_tag.as_str(), g.failed.len(), g.healthy.len()),
+        ("canary", 5, 5)
+    );
 }
 
 /// Told nothing, the diff names the gray tag that only failed requests carry.
@@ -443,4 +461,36 @@ async fn replay_refuses_unsafe_methods_and_holds_its_rate() {
             .await
             .is_err()
     );
+}
+
+#[test]
+fn frozen_sets_are_bounded_oldest_first_and_counted() {
+    let cfg = SnapshotConfig {
+        max_frozen: 2,
+        ..Default::default()
+    };
+    let mut store = SnapshotStore::new(cfg);
+    let route = RouteKey::new("shop", "GET", "/a");
+    take(&mut store, &route, &req("/a", 500, 5), "");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let mut ev = AlertEvent::example_l2("/a", AlertStatus::Firing, SystemTime::UNIX_EPOCH);
+        ev.route = route.clone();
+        let mut evs = vec![ev];
+        store.on_alerts(&mut evs, SystemTime::UNIX_EPOCH);
+        ids.push(evs[0].snapshot_id.clone().unwrap());
+    }
+    let frozen = store.frozen();
+    let f = frozen.read().unwrap();
+    assert_eq!(f.len(), 2);
+    assert!(f.get(&ids[0]).is_none(), "the oldest went first");
+    assert!(f.get(&ids[2]).is_some());
+    assert_eq!(store.counters.dropped_total("frozen_cap"), 1);
+    // No snapshots on a route: nothing to freeze, no id.
+    let mut ev = AlertEvent::example_l2("/none", AlertStatus::Firing, SystemTime::UNIX_EPOCH);
+    ev.route = RouteKey::new("shop", "GET", "/none");
+    let mut evs = vec![ev];
+    drop(f);
+    store.on_alerts(&mut evs, SystemTime::UNIX_EPOCH);
+    assert_eq!(evs[0].snapshot_id, None);
 }
