@@ -56,6 +56,7 @@ pub struct Config {
     pub routes: crate::route::RoutesConfig,
     pub slo: crate::slo::SloConfig,
     pub k8s: crate::k8s::config::K8sConfig,
+    pub snapshots: crate::snapshot::SnapshotConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +246,7 @@ impl Config {
         self.routes.validate()?;
         self.slo.validate()?;
         self.k8s.validate()?;
+        self.snapshots.validate()?;
         Ok(())
     }
 

@@ -27,6 +27,7 @@ pub mod route;
 pub mod runtime;
 pub mod service;
 pub mod slo;
+pub mod snapshot;
 pub mod status;
 pub mod tcp_stats;
 pub mod trace;

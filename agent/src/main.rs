@@ -29,6 +29,13 @@ enum Command {
     /// status, top, fuse, alerts: talk to the agent running on this node.
     #[command(flatten)]
     Operator(sloguard::cli::OperatorCommand),
+    /// Request snapshots frozen with L2 and gray rollback alerts: list, get (HAR), diff.
+    Snapshots {
+        #[command(subcommand)]
+        command: sloguard::snapshot::cli::SnapshotsCommand,
+    },
+    /// Resend the requests of a HAR file to a service and compare with the snapshot.
+    Replay(sloguard::snapshot::cli::ReplayArgs),
 }
 
 /// Exit code for a config that does not load.
@@ -65,6 +72,8 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Operator(cmd)) => sloguard::cli::run(cmd, cli.config.as_deref()),
+        Some(Command::Snapshots { command }) => sloguard::snapshot::cli::snapshots(command),
+        Some(Command::Replay(args)) => sloguard::snapshot::cli::replay(args),
         None => {
             let loaded = match &cli.config {
                 Some(p) => Config::load(p),

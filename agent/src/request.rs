@@ -46,8 +46,15 @@ pub enum Header {
     XRequestId,
     XGrayTag,
     UserAgent,
+    /// Name only (see [`RequestHeaders::mark`]): credentials are never kept.
+    Authorization,
+    /// Name only.
+    Cookie,
+    /// Name only.
+    ProxyAuthorization,
 }
 
+/// Headers whose values are kept; the name-only ones come after them.
 const HEADERS: usize = 12;
 
 /// Request headers that later stages read. Values are raw (unvalidated); the
@@ -57,7 +64,8 @@ const HEADERS: usize = 12;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestHeaders {
     values: String,
-    /// Bit `h` set: header `h` is present at `spans[h]` (start, end) in `values`.
+    /// Bit `h` set: header `h` is present at `spans[h]` (start, end) in
+    /// `values`; for the name-only headers (`h >= HEADERS`) just present.
     present: u16,
     spans: [(u32, u32); HEADERS],
 }
@@ -68,12 +76,17 @@ impl RequestHeaders {
         if self.present & (1 << i) == 0 {
             return None;
         }
-        let (start, end) = self.spans[i];
+        let Some(&(start, end)) = self.spans.get(i) else {
+            return Some("");
+        };
         self.values.get(start as usize..end as usize)
     }
 
     /// Set `h` to `value` (replacing an earlier value).
     pub fn set(&mut self, h: Header, value: &str) {
+        if h as usize >= HEADERS {
+            return self.mark(h);
+        }
         if self.values.capacity() == 0 {
             // Host, user agent and a traceparent fit without regrowing.
             self.values.reserve(128);
@@ -81,6 +94,15 @@ impl RequestHeaders {
         let start = self.values.len() as u32;
         self.values.push_str(value);
         self.spans[h as usize] = (start, self.values.len() as u32);
+        self.present |= 1 << h as usize;
+    }
+
+    /// Note that `h` was sent without keeping its value (`get` gives `""`):
+    /// request snapshots show that a request carried credentials, never them.
+    pub fn mark(&mut self, h: Header) {
+        if let Some(s) = self.spans.get_mut(h as usize) {
+            *s = (0, 0);
+        }
         self.present |= 1 << h as usize;
     }
 
@@ -235,6 +257,14 @@ mod tests {
         assert_eq!(h.host(), Some("other"), "a later set replaces");
         h.remove(Header::Traceparent);
         assert_eq!(h.traceparent(), None);
+        // Credentials: present by name, never a value.
+        h.set(Header::Authorization, "Bearer secret");
+        h.mark(Header::Cookie);
+        assert_eq!(h.get(Header::Authorization), Some(""));
+        assert_eq!(h.get(Header::Cookie), Some(""));
+        assert_eq!(h.get(Header::ProxyAuthorization), None);
+        assert!(!h.values.contains("secret"));
+        assert_eq!(h.host(), Some("other"));
         assert!(std::mem::size_of::<RequestHeaders>() <= 128);
     }
 }

@@ -188,6 +188,7 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
         k8s: k8s.as_ref().map(|w| w.cache.clone()),
     };
     let pipeline = Pipeline::with_outputs(&cfg, &mut registry, self_metrics.clone(), outputs);
+    let frozen_snapshots = pipeline.snapshots();
     let slo_metrics = pipeline.slo_metrics();
     let non_http_conns = pipeline
         .http_events()
@@ -238,7 +239,9 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
         Arc::new(move || slo_figures_json(&slo_metrics.snapshot()));
     // Bound here so a short token, a taken port or an unapproved
     // non-loopback address stops the agent at start, naming the key.
-    let admin_server = crate::admin::AdminServer::bind(&cfg.admin).await?;
+    let admin_server = crate::admin::AdminServer::bind(&cfg.admin)
+        .await?
+        .map(|s| s.with_snapshots(frozen_snapshots));
     let admin_fuse = fuse.clone();
     let admin = tokio::spawn(async move {
         let stop = async move {

@@ -2,9 +2,11 @@
 //! service behind nginx takes load; after a healthy spell `/api/orders` turns
 //! slow and failing; the agent's L1/L2 alerts arrive at a webhook, the fuse
 //! makes nginx answer the route itself, and once the fault is lifted the route
-//! goes half-open and closes again. Fails when that sequence does not happen
-//! within its time bounds.
+//! goes half-open and closes again. The request snapshots frozen with the L2
+//! alert are then diffed and replayed through the gateway to verify the
+//! recovery. Fails when that sequence does not happen within its time bounds.
 mod peers;
+mod snapshots;
 mod timeline;
 mod traffic;
 
@@ -84,6 +86,11 @@ fn run(opts: DemoOpts, dir: &Path, agent_bin: &Path) -> Result<()> {
     let webhook = std::net::TcpListener::bind("127.0.0.1:0")?;
     let webhook_port = webhook.local_addr()?.port();
     let fault = dir.join("fault");
+    let admin_port = free_port();
+    let token_file = dir.join("admin-token");
+    // A fresh token per run: the admin API can fuse routes.
+    let token: String = (0..4).map(|_| format!("{:016x}", rand_u64())).collect();
+    std::fs::write(&token_file, format!("{token}\n"))?;
 
     // The shop.
     let shop_py = dir.join("shop.py");
@@ -151,6 +158,8 @@ fn run(opts: DemoOpts, dir: &Path, agent_bin: &Path) -> Result<()> {
             webhook_port,
             map: &map,
             nginx_conf: &conf,
+            admin_port,
+            token_file: &token_file,
         }),
     )?;
     let mut check = Command::new(agent_bin);
@@ -194,6 +203,24 @@ fn run(opts: DemoOpts, dir: &Path, agent_bin: &Path) -> Result<()> {
 
     // The operator's view of the node, taken while the agent still runs.
     let status = node_status(agent_bin, &cfg_path);
+
+    // The frozen failed requests, replayed through the gateway once recovered.
+    let replayed = match &outcome {
+        Ok(sum) if sum.failure.is_none() => match &sum.l2_snapshot {
+            Some(id) => {
+                println!();
+                let admin = snapshots::Admin {
+                    agent_bin,
+                    url: format!("http://127.0.0.1:{admin_port}"),
+                    token_file: &token_file,
+                };
+                snapshots::verify_recovery(&admin, id, &format!("http://127.0.0.1:{gw_port}"), dir)
+            }
+            None => Err(anyhow::anyhow!("the L2 alert carried no snapshot_id")),
+        },
+        _ => Ok(String::new()),
+    };
+
     stop.store(true, Ordering::SeqCst);
     load.join();
     let _ = receiver.join();
@@ -209,6 +236,8 @@ fn run(opts: DemoOpts, dir: &Path, agent_bin: &Path) -> Result<()> {
         Err(e) => println!("{e}"),
     }
     summary.verdict()?;
+    let replay = replayed?;
+    println!("demo: OK, replay of the L2 snapshot verified the recovery: {replay}");
     status.map(|_| ())
 }
 
@@ -232,4 +261,18 @@ fn node_status(agent_bin: &Path, cfg: &Path) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// 64 random bits from the kernel (no RNG crate needed for one token).
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        // Fall back to the clock: the token only guards a loopback demo.
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    }
+    u64::from_ne_bytes(b)
 }

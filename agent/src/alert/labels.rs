@@ -204,6 +204,10 @@ fn annotations(ev: &AlertEvent) -> BTreeMap<String, String> {
     if !ev.sample_trace_ids.is_empty() {
         a.insert("trace_ids".into(), ev.sample_trace_ids.join(","));
     }
+    if let Some(id) = &ev.snapshot_id {
+        // The failed and healthy requests behind the alert: `sloguard snapshots get ID`.
+        a.insert("snapshot_id".into(), id.clone());
+    }
     a.insert(
         "tcp_retransmitted_segments".into(),
         k.retransmitted_segments.to_string(),
@@ -314,6 +318,15 @@ pub(crate) mod tests {
             "{an:?}"
         );
         assert!(an["description"].contains("41 retransmitted segments"));
+        assert!(!an.contains_key("snapshot_id"));
+        let mut frozen = l2_event();
+        frozen.snapshot_id = Some("snap-1765000000-3".into());
+        let f = Alert::from_event(&frozen, "node-1", "");
+        assert_eq!(f.annotations["snapshot_id"], "snap-1765000000-3");
+        assert_eq!(
+            f.fingerprint, a.fingerprint,
+            "the id is an annotation, not a label"
+        );
 
         let mut gray = l2_event();
         gray.kind = AlertKind::GrayRollback;

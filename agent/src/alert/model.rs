@@ -89,6 +89,9 @@ pub struct AlertEvent {
     /// One line for humans, e.g. "P99 spike coincides with 4.1 % retransmitted
     /// segments to 10.0.3.7:5432".
     pub diagnosis: String,
+    /// Id of the request snapshots frozen when the alert fired (L2 and gray
+    /// rollback, with snapshots on): `GET /api/v1/snapshots/{id}`.
+    pub snapshot_id: Option<String>,
 }
 
 /// The SLO engine's verdict on one route for one closed period; the fuse
@@ -143,6 +146,7 @@ impl AlertEvent {
             ],
             diagnosis: "P99 spike coincides with 4.1 % retransmitted segments to 10.0.3.7:5432"
                 .into(),
+            snapshot_id: None,
         }
     }
 }

@@ -25,6 +25,10 @@ pub struct AuditRecord {
     /// `dry_run` changes were recorded but no action was called.
     pub mode: &'static str,
     pub seq: u64,
+    /// The request snapshots frozen by the alert that caused the change:
+    /// what tripped the fuse stays answerable after the fact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
 }
 
 pub struct AuditLog {
@@ -42,7 +46,7 @@ impl AuditLog {
             target: "sloguard::fuse::audit",
             service = %r.service, method = %r.method, route = %r.route,
             from = r.from, to = r.to, cause = r.cause, who = %r.who, why = %r.why,
-            mode = r.mode, seq = r.seq,
+            mode = r.mode, seq = r.seq, snapshot_id = r.snapshot_id.as_deref(),
             "{}", if r.mode == "dry_run" && r.to == "open" { "would fuse route" } else { "fuse state change" }
         );
         if let Err(e) = self.append(r) {

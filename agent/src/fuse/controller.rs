@@ -84,6 +84,8 @@ pub struct FuseController {
     dirty: bool,
     audit: AuditLog,
     metrics: FuseMetrics,
+    /// The snapshot id of the alert being applied, for its audit record.
+    snapshot_id: Option<String>,
 }
 
 impl FuseController {
@@ -203,6 +205,7 @@ impl FuseController {
             store,
             dirty,
             metrics: FuseMetrics::default(),
+            snapshot_id: None,
         };
         for s in restored {
             let (key, e) = entry(s);
@@ -281,6 +284,7 @@ impl FuseController {
             } else {
                 format!("{}: {}", ev.kind.alertname(), ev.diagnosis)
             };
+            self.snapshot_id = ev.snapshot_id.clone();
             out.push(self.changed(&ev.route, ch, SYSTEM, &why, now));
         }
         self.finish();
@@ -510,6 +514,7 @@ impl FuseController {
             why: why.to_string(),
             mode: mode.as_str(),
             seq,
+            snapshot_id: self.snapshot_id.take(),
         });
         self.dirty = true;
         if ch.from != ch.to {
@@ -653,6 +658,7 @@ fn state_reset_alert(path: &str, aside: &Path, error: &str, now: SystemTime) -> 
              for routes it still blocks",
             aside.display()
         ),
+        snapshot_id: None,
     }
 }
 

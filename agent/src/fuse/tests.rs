@@ -162,7 +162,9 @@ async fn full_cycle_with_escalation_calls_the_action_per_transition() {
     let f = fixture(FuseMode::Enforce);
     let mut c = f.controller();
     let r = route("/slow");
-    let t = c.on_alert(&l2(&r, 100));
+    let mut alert = l2(&r, 100);
+    alert.snapshot_id = Some("snap-1765000000-7".into());
+    let t = c.on_alert(&alert);
     assert_eq!(
         (t[0].from, t[0].to, t[0].cause),
         (FuseState::Closed, FuseState::Open, Cause::Alert)
@@ -198,6 +200,15 @@ async fn full_cycle_with_escalation_calls_the_action_per_transition() {
         .collect();
     assert_eq!(causes, ["alert", "timer", "verdict", "timer", "verdict"]);
     assert_eq!(f.audit_lines()[0]["who"], "sloguard");
+    // What tripped the fuse stays answerable: the alert's request snapshots;
+    // later transitions (timer, verdict) have none.
+    let ids: Vec<_> = f
+        .audit_lines()
+        .iter()
+        .map(|l| l["snapshot_id"].clone())
+        .collect();
+    assert_eq!(ids[0], "snap-1765000000-7");
+    assert!(ids[1..].iter().all(|v| v.is_null()), "{ids:?}");
 }
 
 #[tokio::test]

@@ -372,6 +372,12 @@ pub(crate) fn request_header(
         12 if name.eq_ignore_ascii_case(b"x-b3-sampled") => Header::XB3Sampled,
         12 if name.eq_ignore_ascii_case(b"x-request-id") => Header::XRequestId,
         18 if name.eq_ignore_ascii_case(b"x-b3-parentspanid") => Header::XB3ParentSpanId,
+        // Credentials: whether they were sent, never what (request snapshots).
+        6 if name.eq_ignore_ascii_case(b"cookie") => return h.mark(Header::Cookie),
+        13 if name.eq_ignore_ascii_case(b"authorization") => return h.mark(Header::Authorization),
+        19 if name.eq_ignore_ascii_case(b"proxy-authorization") => {
+            return h.mark(Header::ProxyAuthorization);
+        }
         _ => {
             if !framing_header(framing, name, value) && crate::route::gray::is_gray_header(name) {
                 append_gray(h, value);

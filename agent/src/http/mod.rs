@@ -8,7 +8,7 @@ mod conn;
 /// Fuzz harnesses (see `crate::fuzz`); not an API.
 #[doc(hidden)]
 pub mod fuzz;
-mod head;
+pub(crate) mod head;
 mod stream;
 mod tracker;
 

@@ -99,7 +99,9 @@ impl Pipeline {
             ids: requests::id_generator(),
             slo,
             invalid: Default::default(),
+            snapshots: crate::snapshot::SnapshotStore::new(cfg.snapshots.clone()),
         };
+        stage.snapshots.counters.register(registry);
         let kind_counters = ALL_KINDS
             .iter()
             .map(|k| {
@@ -161,6 +163,16 @@ impl Pipeline {
         self.stage.slo.metrics()
     }
 
+    /// The frozen request snapshot sets, for the admin API.
+    pub fn snapshots(&self) -> crate::snapshot::SharedFrozen {
+        self.stage.snapshots.frozen()
+    }
+
+    /// The live snapshot store (tests, benches).
+    pub fn snapshot_store(&self) -> &crate::snapshot::SnapshotStore {
+        &self.stage.snapshots
+    }
+
     /// True when an SLO period has ended: ticking now delivers its alerts
     /// without waiting for the next once-a-second housekeeping.
     pub fn slo_period_due(&self) -> bool {
@@ -174,7 +186,11 @@ impl Pipeline {
         self.http.expire(crate::clock::monotonic_ns(), &mut done);
         self.finish_all(&mut done);
         self.done = done;
-        let out = self.stage.slo.tick();
+        let mut out = self.stage.slo.tick();
+        // Freeze before fusing and delivery: both carry the snapshot id.
+        self.stage
+            .snapshots
+            .on_alerts(&mut out.alerts, std::time::SystemTime::now());
         for ev in &out.alerts {
             tracing::warn!(
                 alertname = ev.kind.alertname(),

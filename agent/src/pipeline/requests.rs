@@ -183,6 +183,8 @@ pub struct RequestStage {
     pub reqlog: RequestLogger,
     pub slo: SloEngine,
     pub invalid: InvalidCounts,
+    /// Request snapshots of judged routes (failed, slow, healthy sample).
+    pub snapshots: crate::snapshot::SnapshotStore,
     /// Trace and span ids of requests without incoming context. A small
     /// fast generator seeded from the OS: ids need to be unique, not secret,
     /// and the thread-local ChaCha generator showed in profiles.
@@ -304,6 +306,21 @@ impl RequestStage {
         // The SLO is the service's own promise: server side only. Paths not
         // admitted as routes yet are one bucket of strangers: never judged.
         if req.side == Side::Server && &*route.route != crate::route::UNADMITTED_ROUTE {
+            let slo = &self.slo;
+            if let Some(d) = self
+                .snapshots
+                .decide(&route, error, req.duration_ns(), || slo.slo_p99(&route))
+            {
+                let cx = crate::snapshot::CaptureContext {
+                    route: &route,
+                    gray_tag: &gray,
+                    trace_id: &trace_id,
+                    span_id: &span_id,
+                    class: d.class,
+                };
+                let snap = crate::snapshot::Snapshot::capture(&req, &cx, self.snapshots.config());
+                self.snapshots.insert(d, snap);
+            }
             self.slo.record(&SloSample {
                 route: &route,
                 gray_tag: &gray,

@@ -130,6 +130,7 @@ impl AlertTrack {
             evidence,
             sample_trace_ids: f.sample_trace_ids.clone(),
             diagnosis: f.diagnosis.clone(),
+            snapshot_id: None,
         }
     }
 }

@@ -167,6 +167,11 @@ impl SloEngine {
         &self.cfg
     }
 
+    /// The route's P99 target (its first matching rule): slower requests are "slow".
+    pub fn slo_p99(&self, key: &RouteKey) -> Duration {
+        self.rules.target(key).p99
+    }
+
     /// Adds a finished request to the open period. No clock read, no
     /// allocation once the route's entry exists.
     #[inline]

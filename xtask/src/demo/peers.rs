@@ -128,6 +128,8 @@ pub struct AgentSetup<'a> {
     pub webhook_port: u16,
     pub map: &'a Path,
     pub nginx_conf: &'a Path,
+    pub admin_port: u16,
+    pub token_file: &'a Path,
 }
 
 /// The demo config: 2 s periods, small volume gates, the shop named by its
@@ -177,8 +179,12 @@ fuse:
       path: "{map}"
       format: nginx_map
       reload_command: [nginx, -p, "{d}/nginx/", -e, "{d}/nginx/error.log", -c, "{conf}", -s, reload]
-admin: {{ token_file: null }}
+admin:
+  listen: "127.0.0.1:{admin}"
+  token_file: "{token}"
 "#,
+        admin = s.admin_port,
+        token = s.token_file.display(),
         metrics = s.metrics_port,
         shop = s.shop_port,
         webhook = s.webhook_port,
@@ -298,7 +304,11 @@ mod tests {
             webhook_port: 3,
             map: Path::new("/tmp/d/nginx/fuses.map"),
             nginx_conf: Path::new("/tmp/d/nginx/nginx.conf"),
+            admin_port: 4,
+            token_file: Path::new("/tmp/d/admin-token"),
         });
+        assert!(cfg.contains(r#"listen: "127.0.0.1:4""#));
+        assert!(cfg.contains(r#"token_file: "/tmp/d/admin-token""#));
         assert!(cfg.contains("port: 2"));
         assert!(cfg.contains("http://127.0.0.1:3/alerts"));
         assert!(cfg.contains(r#"path: "/tmp/d/nginx/fuses.map""#));

@@ -42,6 +42,8 @@ pub struct Summary {
     pub fault_at: Option<f64>,
     pub lifted_at: Option<f64>,
     pub l2_at: Option<f64>,
+    /// The snapshot id the L2 alert carried.
+    pub l2_snapshot: Option<String>,
     /// The shop's canary cohort raised the gray rollback alert.
     pub rollback_at: Option<f64>,
     pub open_at: Option<f64>,
@@ -110,10 +112,17 @@ pub fn run(s: &Setup<'_>, procs: &mut [&mut Proc]) -> Result<Summary> {
                         if a.status == "firing" && !a.diagnosis.is_empty() {
                             println!("{:>10} diagnosis: {}", "", a.diagnosis);
                         }
+                        if a.status == "firing" && !a.snapshot_id.is_empty() {
+                            println!(
+                                "{:>10} snapshots: {} (sloguard snapshots get {} / diff {})",
+                                "", a.snapshot_id, a.snapshot_id, a.snapshot_id
+                            );
+                        }
                         let ours =
                             a.alertname == L2 && a.service == SERVICE && a.route == FAULTY_PATH;
                         if ours && a.status == "firing" && sum.l2_at.is_none() {
                             sum.l2_at = Some(when);
+                            sum.l2_snapshot = Some(a.snapshot_id.clone()).filter(|s| !s.is_empty());
                         }
                         if a.alertname == GRAY_ROLLBACK
                             && a.service == SERVICE

@@ -214,6 +214,8 @@ pub struct ReceivedAlert {
     pub route: String,
     pub diagnosis: String,
     pub summary: String,
+    /// The request snapshots frozen with the alert (L2, gray rollback).
+    pub snapshot_id: String,
 }
 
 /// The alerts of one Alertmanager webhook v4 message.
@@ -235,6 +237,7 @@ pub fn parse_webhook(body: &[u8], at: Instant) -> Result<Vec<ReceivedAlert>> {
             route: s(&a["labels"]["http_route"]),
             diagnosis: s(&a["annotations"]["diagnosis"]),
             summary: s(&a["annotations"]["summary"]),
+            snapshot_id: s(&a["annotations"]["snapshot_id"]),
         })
         .collect())
 }
