@@ -6,7 +6,6 @@
 //! nothing; `sloguard replay` reports the failures while the fault is on and
 //! the recovery once it is lifted. Credentials sent along never show up in
 //! the snapshots, the HAR, the logs, the audit, the metrics or the spans.
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -17,27 +16,8 @@ use serde_json::Value;
 use tests::agent::{Agent, sloguard_bin};
 use tests::env;
 use tests::otlp::OtlpReceiver;
+use tests::shop::{Fault, Shop};
 use tests::webhook::{client, firing, receiver, wait};
-
-const SERVER: &str = r#"
-import http.server, os, random, sys, time
-FAULT = sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    def log_message(self, *a): pass
-    def do_GET(self):
-        code = 200
-        if self.headers.get("X-Gray-Tag", "") == "canary" and os.path.exists(FAULT):
-            time.sleep(0.3)
-            code = 500 if random.random() < 0.8 else 200
-        body = b"ok\n"
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"#;
 
 /// Validates a HAR file against the `har-schema` package's JSON Schemas.
 const VALIDATE: &str = r#"
@@ -97,20 +77,15 @@ fn canary_failures_are_frozen_diffed_and_replayed() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let fault = tmp.path().join("fault");
-    let script = tmp.path().join("server.py");
-    std::fs::write(&script, SERVER).unwrap();
-    let port = env::free_port();
-    let mut server = Command::new("python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(&fault)
-        .spawn()
-        .unwrap();
-    let shop: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(
-        wait(Duration::from_secs(10), || TcpStream::connect(shop).ok()).is_some(),
-        "python server did not listen"
-    );
+    // Only `X-Gray-Tag: canary` requests fail (80 %) and slow down, while
+    // the fault file exists.
+    let server = Shop::start(Fault::HeaderWhileFileExists {
+        header: "X-Gray-Tag".into(),
+        value: "canary".into(),
+        file: fault.clone(),
+        share: 0.8,
+    });
+    let (port, shop) = (server.port(), server.addr);
     let (hook, received) = receiver();
     let rx = OtlpReceiver::start();
     let token_file = tmp.path().join("token");
@@ -364,7 +339,6 @@ otlp:
         har_text.contains("\"authorization\""),
         "credentials are noted by name"
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     drop(agent);
 }

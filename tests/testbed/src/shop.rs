@@ -6,7 +6,9 @@
 //!   exists (the test creates and removes it to start and lift the fault);
 //! - [`Fault::GrayVersion`]: requests of a gray cohort, decided as the agent
 //!   decides it: the `version` of the `X-Gray-Tag` header, else of the
-//!   `gray` query parameter.
+//!   `gray` query parameter;
+//! - [`Fault::HeaderWhileFileExists`]: requests carrying a header value, while
+//!   a file exists, failing a given share (the snapshot test's canary).
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 const SCRIPT: &str = r#"
 import http.server, os, random, sys, time, urllib.parse
-PORT, MODE, ARG, PREFIX = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+PORT, MODE, ARG, PREFIX, SHARE = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
 def version(tag):
     for p in tag.split(","):
         k, _, v = p.partition(":")
@@ -24,6 +26,9 @@ def version(tag):
 def faulty(h):
     if MODE == "file":
         return h.path.startswith(PREFIX) and os.path.exists(ARG)
+    if MODE == "header":
+        name, _, value = PREFIX.partition(":")
+        return h.headers.get(name, "") == value and os.path.exists(ARG)
     q = urllib.parse.parse_qs(urllib.parse.urlsplit(h.path).query)
     return (version(h.headers.get("X-Gray-Tag", "")) or version(q.get("gray", [""])[0])) == ARG
 class H(http.server.BaseHTTPRequestHandler):
@@ -36,7 +41,7 @@ class H(http.server.BaseHTTPRequestHandler):
         code = 200
         if faulty(self):
             time.sleep(0.3)
-            code = 500 if random.random() < 0.5 else 200
+            code = 500 if random.random() < SHARE else 200
         body = b"ok\n"
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -48,8 +53,18 @@ http.server.ThreadingHTTPServer(("127.0.0.1", PORT), H).serve_forever()
 /// Which requests the shop fails.
 #[derive(Clone, Debug)]
 pub enum Fault {
-    PathWhileFileExists { prefix: String, file: PathBuf },
+    PathWhileFileExists {
+        prefix: String,
+        file: PathBuf,
+    },
     GrayVersion(String),
+    /// `header` equal to `value` while `file` exists; `share` of them fail.
+    HeaderWhileFileExists {
+        header: String,
+        value: String,
+        file: PathBuf,
+        share: f64,
+    },
 }
 
 /// The running shop; killed on drop.
@@ -68,15 +83,32 @@ impl Shop {
         let script = dir.path().join("shop.py");
         std::fs::write(&script, SCRIPT).unwrap();
         let port = crate::env::free_port();
-        let (mode, arg, prefix) = match &fault {
+        let (mode, arg, prefix, share) = match &fault {
             Fault::PathWhileFileExists { prefix, file } => {
-                ("file", file.display().to_string(), prefix.clone())
+                ("file", file.display().to_string(), prefix.clone(), 0.5)
             }
-            Fault::GrayVersion(v) => ("gray", v.clone(), String::new()),
+            Fault::GrayVersion(v) => ("gray", v.clone(), String::new(), 0.5),
+            Fault::HeaderWhileFileExists {
+                header,
+                value,
+                file,
+                share,
+            } => (
+                "header",
+                file.display().to_string(),
+                format!("{header}:{value}"),
+                *share,
+            ),
         };
         let child = Command::new("python3")
             .arg(&script)
-            .args([port.to_string(), mode.into(), arg, prefix])
+            .args([
+                port.to_string(),
+                mode.into(),
+                arg,
+                prefix,
+                share.to_string(),
+            ])
             .stdin(Stdio::null())
             // Resets by a stopped gateway print tracebacks; not the test's news.
             .stderr(Stdio::null())
