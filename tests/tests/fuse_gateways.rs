@@ -17,7 +17,6 @@ use tests::env;
 use tests::gateway::{Caddy, Haproxy, identity, status, wait_status};
 use tests::nginx::{Nginx, NginxOptions};
 use tests::shop::Shop;
-use tests::webhook::client;
 
 const TOKEN: &str = "gateway-test-token-0123456789abcdef0123";
 const SERVICE: &str = "gw-shop";
@@ -210,20 +209,7 @@ fn l2_fuses_one_route_without_reload_and_recovers(gw: &mut dyn Gateway, backend:
     let before = identity(gw.pid());
     let gw_addr = SocketAddr::from(([127, 0, 0, 1], port));
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|i| {
-            let (path, every) = if i < 2 {
-                ("/api/healthy".to_string(), Duration::from_millis(100))
-            } else {
-                (
-                    format!("/api/flaky/{}", 100 + i),
-                    Duration::from_millis(200),
-                )
-            };
-            let stop = stop.clone();
-            std::thread::spawn(move || client(gw_addr, path, Vec::new(), every, stop))
-        })
-        .collect();
+    let clients = tests::shop::flaky_traffic(gw_addr, 4, &stop);
     // Warm-up: the flaky route's baseline; then the fault just after a
     // period boundary.
     std::thread::sleep(Duration::from_secs(8));

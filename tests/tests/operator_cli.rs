@@ -15,30 +15,13 @@ use tests::agent::{Agent, http_get, sloguard_bin};
 use tests::env;
 use tests::prom;
 use tests::shop::Shop;
-use tests::webhook::{client, wait};
+use tests::webhook::wait;
 
 const TOKEN: &str = "operator-cli-test-token-0123456789abcdef";
 
 /// Keep-alive clients: `/api/healthy` every 100 ms, two flaky ids every 200 ms.
 fn traffic(addr: SocketAddr, stop: &Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
-    let mut v = Vec::new();
-    for (path, ms) in [
-        ("/api/healthy", 100),
-        ("/api/flaky/101", 200),
-        ("/api/flaky/102", 200),
-    ] {
-        let stop = stop.clone();
-        v.push(std::thread::spawn(move || {
-            client(
-                addr,
-                path.into(),
-                Vec::new(),
-                Duration::from_millis(ms),
-                stop,
-            )
-        }));
-    }
-    v
+    tests::shop::flaky_traffic(addr, 2, stop)
 }
 
 /// An agent judging the flaky server's routes with 1 s periods, fusing in

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tests::agent::Agent;
 use tests::env;
 use tests::shop::Shop;
-use tests::webhook::{client, firing, receiver, wait};
+use tests::webhook::{firing, receiver, wait};
 
 fn route_open(path: &Path, route: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -60,21 +60,7 @@ admin:
     );
     let agent = Agent::start(&yaml).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for i in 0..6 {
-        let (path, every) = if i < 2 {
-            ("/api/healthy".to_string(), Duration::from_millis(100))
-        } else {
-            (
-                format!("/api/flaky/{}", 100 + i),
-                Duration::from_millis(200),
-            )
-        };
-        let stop = stop.clone();
-        clients.push(std::thread::spawn(move || {
-            client(server_addr, path, Vec::new(), every, stop)
-        }));
-    }
+    let clients = tests::shop::flaky_traffic(server_addr, 4, &stop);
     // Warm-up: enough healthy periods for the flaky route's baseline.
     std::thread::sleep(Duration::from_secs(8));
     // Fault onset just after a period boundary (periods align to Unix time).

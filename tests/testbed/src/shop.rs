@@ -189,3 +189,24 @@ slo:
 "#
     )
 }
+
+/// Steady keep-alive clients for a [`Shop::flaky`] (directly or through a
+/// gateway at `addr`): two on `/api/healthy` every 100 ms and `flaky` on
+/// `/api/flaky/<n>` every 200 ms, until `stop`.
+pub fn flaky_traffic(
+    addr: SocketAddr,
+    flaky: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let healthy = (0..2).map(|_| ("/api/healthy".to_string(), 100));
+    let failing = (0..flaky).map(|i| (format!("/api/flaky/{}", 102 + i), 200));
+    healthy
+        .chain(failing)
+        .map(|(path, ms)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                crate::webhook::client(addr, path, Vec::new(), Duration::from_millis(ms), stop)
+            })
+        })
+        .collect()
+}
