@@ -9,21 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::Snapshot;
+use crate::trace::context::TRACE_HEADERS;
 
 /// Headers whose values are unique per request (ids) or already a
 /// dimension of their own (the gray tag): their values say nothing here.
-const NO_VALUE_HEADERS: [&str; 10] = [
-    "x-request-id",
-    "x-gray-tag",
-    "traceparent",
-    "tracestate",
-    "b3",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-parentspanid",
-    "x-b3-sampled",
-    "x-b3-flags",
-];
+fn no_value_header(name: &str) -> bool {
+    name == "x-request-id" || name == "x-gray-tag" || TRACE_HEADERS.contains(&name)
+}
 
 /// Dimensions in the order ties are broken: the one an operator acts on first.
 const DIMENSIONS: [&str; 10] = [
@@ -96,7 +88,7 @@ fn features(s: &Snapshot) -> BTreeSet<(&'static str, String)> {
             continue;
         }
         f.insert(("header", k.clone()));
-        if !NO_VALUE_HEADERS.contains(&k.as_str()) {
+        if !no_value_header(k) {
             f.insert(("header_value", format!("{k}: {v}")));
         }
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::Snapshot;
+use crate::trace::context::TRACE_HEADERS;
 
 /// Methods replayed without `--allow-unsafe`: those that change nothing on
 /// the server (RFC 9110 "safe"). PUT and DELETE are idempotent but not safe,
@@ -16,17 +17,9 @@ pub const SAFE_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
 
 /// Request headers never resent: the new connection has its own host, and a
 /// replay must not join the recorded request's trace.
-const NOT_RESENT: [&str; 9] = [
-    "host",
-    "traceparent",
-    "tracestate",
-    "b3",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-parentspanid",
-    "x-b3-sampled",
-    "x-b3-flags",
-];
+fn resent(name: &str) -> bool {
+    name != "host" && !TRACE_HEADERS.contains(&name)
+}
 
 #[derive(Clone, Debug)]
 pub struct ReplayOptions {
@@ -223,7 +216,7 @@ async fn send(client: &reqwest::Client, s: &Snapshot, opts: &ReplayOptions) -> R
     };
     let mut req = client.request(method, url);
     for (k, v) in &s.headers {
-        if !NOT_RESENT.contains(&k.as_str()) {
+        if resent(k) {
             req = req.header(k.as_str(), v.as_str());
         }
     }

@@ -174,6 +174,18 @@ pub fn hex_lower_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
     std::str::from_utf8(&out[..2 * n]).unwrap_or_default()
 }
 
+/// The request headers that carry trace context (W3C and B3), lower case.
+pub const TRACE_HEADERS: [&str; 8] = [
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+];
+
 /// A version-00 `traceparent` value.
 pub fn format_traceparent(trace_id: &[u8; 16], span_id: &[u8; 8], sampled: bool) -> String {
     format!(
