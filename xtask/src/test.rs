@@ -93,7 +93,7 @@ pub fn test(opts: &TestOpts) -> Result<()> {
     let mut doc = cargo_with_packages("test");
     doc.arg("--doc");
     harness(&mut doc, &[]);
-    let name = "unit and property tests (agent-common, agent, xtask, tests)";
+    let name = "unit and property tests (agent-common, agent, xtask, tests, testbed)";
     results.push(if build_ok {
         step(name, &mut [unit, doc])?
     } else {
