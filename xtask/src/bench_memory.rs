@@ -379,6 +379,23 @@ fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path, extra: &str) ->
     })
 }
 
+/// Adds the measured run's fields to a bench's JSON `value`, and the
+/// baseline's figures under `baseline` when one was measured beside it.
+pub(crate) fn with_runs(
+    value: &mut serde_json::Value,
+    run: serde_json::Value,
+    baseline: Option<serde_json::Value>,
+) -> Result<()> {
+    let obj = value.as_object_mut().context("JSON object")?;
+    if let serde_json::Value::Object(m) = run {
+        obj.extend(m);
+    }
+    if let Some(b) = baseline {
+        obj.insert("baseline".into(), b);
+    }
+    Ok(())
+}
+
 /// What the 1000-route benches (memory, scrape) share: root, the release
 /// agent and an optional baseline binary (`baseline_var`) to measure beside
 /// it, a temp dir with the wrk script, nginx answering 200 on every path.
@@ -447,13 +464,11 @@ pub fn run() -> Result<()> {
         "throughput_per_sec": mib(run.rss_kib()),
         "unit": "MiB RSS (max of after load, after 2 periods, after scrape)",
     });
-    let obj = value.as_object_mut().context("JSON object")?;
-    if let serde_json::Value::Object(m) = run.json(&bin) {
-        obj.extend(m);
-    }
-    if let (Some(b), Some(r)) = (&baseline, &base) {
-        obj.insert("baseline".into(), r.json(b));
-    }
+    with_runs(
+        &mut value,
+        run.json(&bin),
+        baseline.as_ref().zip(base.as_ref()).map(|(b, r)| r.json(b)),
+    )?;
     let path = crate::bench::write_bench_json("memory", &value)?;
     println!(
         "bench: memory: {}; goal RSS <= {GOAL_MIB} MiB {} -> {}",

@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::bench_kit::{AgentProc, scrape_openmetrics};
 use crate::bench_memory::{
     GRAY_TAGS, OtlpSink, PERIOD_SECS, ROUTES, RoutesSetup, WRK_ARGS, agent_yaml, count_series,
-    mem_of, mib, routes_setup,
+    mem_of, mib, routes_setup, with_runs,
 };
 use testbed::nginx::Nginx;
 
@@ -181,16 +181,14 @@ pub fn run() -> Result<()> {
         "throughput_per_sec": run.peak_mib - run.rss_before_mib,
         "unit": "MiB peak RSS over RSS before, 10 parallel scrapes",
     });
-    let obj = value.as_object_mut().context("JSON object")?;
-    if let serde_json::Value::Object(m) = run.json(&bin) {
-        obj.extend(m);
-    }
-    if let (Some(b), Some(r)) = (&baseline, &base) {
-        obj.insert("baseline".into(), r.json(b));
-        obj.insert(
-            "peak_over_before_ratio_to_baseline".into(),
-            json!((run.peak_mib - run.rss_before_mib) / (r.peak_mib - r.rss_before_mib)),
-        );
+    with_runs(
+        &mut value,
+        run.json(&bin),
+        baseline.as_ref().zip(base.as_ref()).map(|(b, r)| r.json(b)),
+    )?;
+    if let Some(r) = &base {
+        value["peak_over_before_ratio_to_baseline"] =
+            json!((run.peak_mib - run.rss_before_mib) / (r.peak_mib - r.rss_before_mib));
     }
     let path = crate::bench::write_bench_json("scrape_parallel", &value)?;
     println!("bench: scrape: {} -> {}", run.summary(), path.display());

@@ -35,19 +35,7 @@ pub fn detection_latency(ctx: &BenchContext) -> Result<()> {
     // The test writes the file but not the directory (absent on a fresh tree).
     std::fs::create_dir_all(&ctx.out_dir)?;
     let out = ctx.out_dir.join("detection_latency.json");
-    crate::util::run(
-        crate::util::cargo()
-            .args([
-                "test",
-                "-p",
-                "tests",
-                "--test",
-                "slo_e2e",
-                "--",
-                "--nocapture",
-            ])
-            .env("SG_BENCH_LATENCY_JSON", &out),
-    )?;
+    run_measuring_test("slo_e2e", &[], ("SG_BENCH_LATENCY_JSON", &out))?;
     println!("bench: detection latency written to {}", out.display());
     fuse_latency(ctx)
 }
@@ -57,24 +45,25 @@ pub fn detection_latency(ctx: &BenchContext) -> Result<()> {
 /// gateways by the fuse gateway test, which writes one JSON per action
 /// (`fuse_latency_<action>.json`, with the median's ratio to nginx's).
 pub fn fuse_latency(ctx: &BenchContext) -> Result<()> {
-    crate::util::run(
-        crate::util::cargo()
-            .args([
-                "test",
-                "-p",
-                "tests",
-                "--test",
-                "fuse_gateways",
-                "--",
-                "--nocapture",
-                "--exact",
-                "fuse_decision_to_first_503_per_gateway",
-            ])
-            .env("SG_BENCH_FUSE_LATENCY_DIR", &ctx.out_dir),
+    run_measuring_test(
+        "fuse_gateways",
+        &["--exact", "fuse_decision_to_first_503_per_gateway"],
+        ("SG_BENCH_FUSE_LATENCY_DIR", &ctx.out_dir),
     )?;
     println!(
         "bench: fuse latency per gateway written to {}",
         ctx.out_dir.display()
     );
     Ok(())
+}
+
+/// Runs an integration test of the `tests` crate that measures on the real
+/// kernel and writes its figures where `out` (a variable and a path) says.
+fn run_measuring_test(test: &str, filter: &[&str], out: (&str, &std::path::Path)) -> Result<()> {
+    crate::util::run(
+        crate::util::cargo()
+            .args(["test", "-p", "tests", "--test", test, "--", "--nocapture"])
+            .args(filter)
+            .env(out.0, out.1),
+    )
 }
