@@ -1,8 +1,9 @@
 //! Userspace pipeline throughput: keep-alive server traffic as data events →
-//! HttpTracker (reassembly, pairing) → RouteTable (template, cap, gray tag).
+//! Http1Tracker (reassembly, pairing) → RouteTable (template, cap, gray tag).
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sloguard::http::{DataChunk, Direction, HttpConfig, HttpTracker};
-use sloguard::route::{RouteTable, RoutesConfig};
+use sloguard::protocol::ProtocolTracker;
+use sloguard::protocol::http1::{DataChunk, Direction, Http1Tracker, HttpConfig};
+use sloguard::request::route::{RouteTable, RoutesConfig};
 
 const CONNS: u64 = 100;
 const REQUESTS: usize = 10_000;
@@ -18,7 +19,7 @@ struct Event {
 fn traffic() -> (Vec<Vec<u8>>, Vec<Event>) {
     let mut pool = Vec::new();
     let mut events = Vec::new();
-    let paths = sloguard::events::encode::BENCH_PATHS;
+    let paths = sloguard::kernel::events::encode::BENCH_PATHS;
     for i in 0..REQUESTS {
         let conn = 0xffff_8880_0000_0000 + (i as u64 % CONNS) * 0x800;
         let path = paths[i % paths.len()].replace("{}", &(i * 7919 % 100_000).to_string());
@@ -73,7 +74,7 @@ fn traffic() -> (Vec<Vec<u8>>, Vec<Event>) {
 
 fn bench(c: &mut Criterion) {
     let (pool, events) = traffic();
-    let mut tracker = HttpTracker::new(&HttpConfig::default());
+    let mut tracker = Http1Tracker::new(&HttpConfig::default());
     let mut routes = RouteTable::new(&RoutesConfig::default());
     let mut out = Vec::with_capacity(1024);
     let mut ts = 0u64;

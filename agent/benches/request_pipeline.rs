@@ -6,8 +6,8 @@ use agent_common::{Direction, EventKind, SockOwnerEvent, TcpStateEvent, tcp_stat
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prometheus_client::registry::Registry;
 use sloguard::config::Config;
-use sloguard::events::encode::{bytes_of, data, header, tuple_v4};
-use sloguard::metrics::SelfMetrics;
+use sloguard::export::metrics::SelfMetrics;
+use sloguard::kernel::events::encode::{bytes_of, data, header, tuple_v4};
 use sloguard::pipeline::Pipeline;
 
 const CONNS: u64 = 100;
@@ -34,7 +34,7 @@ fn records() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             sk: sk(c),
         }));
     }
-    let paths = sloguard::events::encode::BENCH_PATHS;
+    let paths = sloguard::kernel::events::encode::BENCH_PATHS;
     let mut traffic = Vec::with_capacity(REQUESTS * 2);
     let mut ts = 10u64;
     for i in 0..REQUESTS {

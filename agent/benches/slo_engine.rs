@@ -9,9 +9,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sloguard::clock::ManualClock;
+use sloguard::measure::slo::{SloConfig, SloEngine, SloSample};
 use sloguard::request::Endpoint;
-use sloguard::route::RouteKey;
-use sloguard::slo::{SloConfig, SloEngine, SloSample};
+use sloguard::request::route::RouteKey;
 
 const ROUTES: usize = 1_000;
 const TAGS: [&str; 5] = ["", "canary", "blue", "green", "beta"];

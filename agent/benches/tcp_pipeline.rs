@@ -5,8 +5,8 @@ use agent_common::tcp_state;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prometheus_client::registry::Registry;
 use sloguard::config::Config;
-use sloguard::events::encode::*;
-use sloguard::metrics::SelfMetrics;
+use sloguard::export::metrics::SelfMetrics;
+use sloguard::kernel::events::encode::*;
 use sloguard::pipeline::Pipeline;
 
 use agent_common::{

@@ -42,21 +42,21 @@ impl ConfigError {
 pub struct Config {
     /// Node name used in alert labels; empty means the host name.
     pub node_name: String,
-    pub alerts: crate::alert::delivery::AlertsConfig,
+    pub alerts: crate::respond::alert::delivery::AlertsConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub probes: ProbesConfig,
-    pub services: crate::service::ServicesConfig,
-    pub tcp: crate::tcp_stats::TcpConfig,
-    pub otlp: crate::otlp::OtlpConfig,
-    pub request_logs: crate::reqlog::RequestLogConfig,
-    pub fuse: crate::fuse::FuseConfig,
-    pub admin: crate::admin::AdminConfig,
-    pub http: crate::http::HttpConfig,
-    pub routes: crate::route::RoutesConfig,
-    pub slo: crate::slo::SloConfig,
-    pub k8s: crate::k8s::config::K8sConfig,
-    pub snapshots: crate::snapshot::SnapshotConfig,
+    pub services: crate::request::service::ServicesConfig,
+    pub tcp: crate::conn::tcp_stats::TcpConfig,
+    pub otlp: crate::export::otlp::OtlpConfig,
+    pub request_logs: crate::export::reqlog::RequestLogConfig,
+    pub fuse: crate::respond::fuse::FuseConfig,
+    pub admin: crate::export::admin::AdminConfig,
+    pub http: crate::protocol::http1::HttpConfig,
+    pub routes: crate::request::route::RoutesConfig,
+    pub slo: crate::measure::slo::SloConfig,
+    pub k8s: crate::request::k8s::config::K8sConfig,
+    pub snapshots: crate::respond::snapshot::SnapshotConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,7 +267,8 @@ fn env_key_path(var: &str) -> Option<Vec<String>> {
     let rest = var.strip_prefix("SLOGUARD_")?;
     // Variables that are not config keys: the config path (`--config`) and
     // the admin token, read by name.
-    if rest.is_empty() || var == "SLOGUARD_CONFIG" || var == crate::admin::DEFAULT_TOKEN_ENV {
+    if rest.is_empty() || var == "SLOGUARD_CONFIG" || var == crate::export::admin::DEFAULT_TOKEN_ENV
+    {
         return None;
     }
     Some(rest.split("__").map(|p| p.to_ascii_lowercase()).collect())

@@ -9,13 +9,13 @@ use agent_common::{
 };
 
 use crate::config::{Config, ConfigError};
-use crate::events::{DecodeError, Event, decode};
-use crate::request::{Header, RequestHeaders};
-use crate::trace::context::{
+use crate::kernel::events::{DecodeError, Event, decode};
+use crate::request::trace::context::{
     extract, format_traceparent, parse_b3_single, parse_traceparent, validate_tracestate,
 };
+use crate::request::{Header, RequestHeaders};
 
-pub use crate::http::fuzz::{chunked, head, stream};
+pub use crate::protocol::http1::fuzz::{chunked, head, stream};
 
 /// One fuzz harness: takes libFuzzer's input, panics on a broken invariant.
 pub type Harness = fn(&[u8]);
@@ -123,7 +123,7 @@ pub fn events(data: &[u8]) {
         check_record(rec);
     }
     let mut registry = prometheus_client::registry::Registry::default();
-    let self_metrics = crate::metrics::SelfMetrics::default();
+    let self_metrics = crate::export::metrics::SelfMetrics::default();
     self_metrics.register(&mut registry);
     let mut pipeline =
         crate::pipeline::Pipeline::new(&Config::default(), &mut registry, self_metrics);

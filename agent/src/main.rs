@@ -32,10 +32,10 @@ enum Command {
     /// Request snapshots frozen with L2 and gray rollback alerts: list, get (HAR), diff.
     Snapshots {
         #[command(subcommand)]
-        command: sloguard::snapshot::cli::SnapshotsCommand,
+        command: sloguard::respond::snapshot::cli::SnapshotsCommand,
     },
     /// Resend the requests of a HAR file to a service and compare with the snapshot.
-    Replay(sloguard::snapshot::cli::ReplayArgs),
+    Replay(sloguard::respond::snapshot::cli::ReplayArgs),
 }
 
 /// Exit code for a config that does not load.
@@ -72,8 +72,10 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Operator(cmd)) => sloguard::cli::run(cmd, cli.config.as_deref()),
-        Some(Command::Snapshots { command }) => sloguard::snapshot::cli::snapshots(command),
-        Some(Command::Replay(args)) => sloguard::snapshot::cli::replay(args),
+        Some(Command::Snapshots { command }) => {
+            sloguard::respond::snapshot::cli::snapshots(command)
+        }
+        Some(Command::Replay(args)) => sloguard::respond::snapshot::cli::replay(args),
         None => {
             let loaded = match &cli.config {
                 Some(p) => Config::load(p),

@@ -22,24 +22,24 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::metrics::{MetricsState, ProgramLabels, ReasonLabels, SelfMetrics, lost};
+use crate::export::metrics::{MetricsState, ProgramLabels, ReasonLabels, SelfMetrics, lost};
+use crate::kernel::probes::{ProbeError, Probes};
 use crate::pipeline::Pipeline;
-use crate::probes::{ProbeError, Probes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Probe(#[from] ProbeError),
     #[error(transparent)]
-    Otlp(#[from] crate::otlp::OtlpError),
+    Otlp(#[from] crate::export::otlp::OtlpError),
     #[error("alerts: {0}")]
-    Alerts(#[from] crate::alert::delivery::DeliveryError),
+    Alerts(#[from] crate::respond::alert::delivery::DeliveryError),
     #[error("fuse: {0}")]
-    Fuse(#[from] crate::fuse::FuseError),
+    Fuse(#[from] crate::respond::fuse::FuseError),
     #[error("kubernetes: {0}")]
-    K8s(#[from] crate::k8s::pods::K8sError),
+    K8s(#[from] crate::request::k8s::pods::K8sError),
     #[error(transparent)]
-    Admin(#[from] crate::admin::AdminError),
+    Admin(#[from] crate::export::admin::AdminError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsBind {
         addr: std::net::SocketAddr,
@@ -151,27 +151,27 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
 }
 
 async fn run_async(cfg: Config) -> Result<(), RunError> {
-    crate::route::gray::set_header_names(&cfg.routes.gray_headers);
+    crate::request::route::gray::set_header_names(&cfg.routes.gray_headers);
     let mut registry = Registry::default();
     let self_metrics = SelfMetrics::default();
     self_metrics.register(&mut registry);
     let node = cfg.node();
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
 
-    let span_counters = crate::otlp::SpanCounters::default();
+    let span_counters = crate::export::otlp::SpanCounters::default();
     span_counters.register(&mut registry);
-    let otlp = crate::otlp::start(&cfg.otlp, &node, &span_counters)?;
+    let otlp = crate::export::otlp::start(&cfg.otlp, &node, &span_counters)?;
     let (alerts, alerts_task) =
-        crate::alert::delivery::Dispatcher::start(&cfg.alerts, node.clone())?;
+        crate::respond::alert::delivery::Dispatcher::start(&cfg.alerts, node.clone())?;
     alerts.register_metrics(&mut registry);
-    let mut fuse_ctl = crate::fuse::FuseController::new(cfg.fuse.clone(), clock.clone())?;
+    let mut fuse_ctl = crate::respond::fuse::FuseController::new(cfg.fuse.clone(), clock.clone())?;
     if let Some(ev) = fuse_ctl.take_reset_alert() {
         alerts.send(ev);
     }
     fuse_ctl.register_metrics(&mut registry);
-    let fuse: crate::fuse::SharedFuse = Arc::new(std::sync::Mutex::new(fuse_ctl));
-    let fuse_ticker = crate::fuse::spawn_ticker(fuse.clone(), Duration::from_secs(1));
-    let k8s = crate::k8s::pods::start(&cfg.k8s).await?;
+    let fuse: crate::respond::fuse::SharedFuse = Arc::new(std::sync::Mutex::new(fuse_ctl));
+    let fuse_ticker = crate::respond::fuse::spawn_ticker(fuse.clone(), Duration::from_secs(1));
+    let k8s = crate::request::k8s::pods::start(&cfg.k8s).await?;
     if let Some(w) = &k8s {
         w.cache.register(&mut registry);
     }
@@ -206,7 +206,7 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
         })?;
     let health = Health::new();
     let ready = health.ready.clone();
-    let counters = crate::status::AgentCounters {
+    let counters = crate::export::status::AgentCounters {
         self_metrics: self_metrics.clone(),
         route_overflow: pipeline.route_overflow(),
         healthy: health.healthy.clone(),
@@ -214,7 +214,7 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
         started: std::time::Instant::now(),
         rate: Arc::default(),
     };
-    let status = crate::status::StatusSources {
+    let status = crate::export::status::StatusSources {
         node: node.clone(),
         period: cfg.slo.period,
         slo: slo_metrics.clone(),
@@ -229,17 +229,21 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(crate::metrics::serve_on(listener, state, async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    }));
+    let server = tokio::spawn(crate::export::metrics::serve_on(
+        listener,
+        state,
+        async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        },
+    ));
     tracing::info!(listen = %cfg.metrics.listen, "metrics endpoint up");
 
     let mut admin_stop = stop_rx.clone();
-    let figures: crate::admin::RouteFigures =
+    let figures: crate::export::admin::RouteFigures =
         Arc::new(move || slo_figures_json(&slo_metrics.snapshot()));
     // Bound here so a short token, a taken port or an unapproved
     // non-loopback address stops the agent at start, naming the key.
-    let admin_server = crate::admin::AdminServer::bind(&cfg.admin)
+    let admin_server = crate::export::admin::AdminServer::bind(&cfg.admin)
         .await?
         .map(|s| s.with_snapshots(frozen_snapshots));
     let admin_fuse = fuse.clone();
@@ -373,11 +377,11 @@ impl KernelCounterMirror {
         Self {
             ringbuf_lost: lost(lost::RINGBUF_FULL),
             recursion_lost: lost(lost::RECURSION_MISS),
-            events: crate::metrics::PROBE_EVENT_NAMES
+            events: crate::export::metrics::PROBE_EVENT_NAMES
                 .iter()
                 .map(|e| {
                     m.probe_events
-                        .get_or_create(&crate::metrics::ProbeEventLabels { event: e })
+                        .get_or_create(&crate::export::metrics::ProbeEventLabels { event: e })
                         .clone()
                 })
                 .collect(),
@@ -430,7 +434,7 @@ impl KernelCounterMirror {
 }
 
 /// The SLO figures per route for the admin API.
-fn slo_figures_json(s: &crate::slo::metrics::MetricsSnapshot) -> serde_json::Value {
+fn slo_figures_json(s: &crate::measure::slo::metrics::MetricsSnapshot) -> serde_json::Value {
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
     serde_json::Value::Array(
         s.rows
@@ -470,7 +474,13 @@ fn read_loop(
         // Below the probes' wakeup threshold nothing wakes us: the timeout
         // bounds how long events wait, and lets us notice `stop`.
         // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, crate::probes::RING_BUFFER_POLL_MS as i32) };
+        unsafe {
+            libc::poll(
+                &mut pfd,
+                1,
+                crate::kernel::probes::RING_BUFFER_POLL_MS as i32,
+            )
+        };
         while let Some(item) = ring.next() {
             batch.data.extend_from_slice(&item);
             batch.ends.push(batch.data.len() as u32);

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{Receiver, dead_port, eventually, l2_event, now_ms};
-use sloguard::alert::delivery::{AlertsConfig, BasicAuth, Dispatcher, WebhookConfig};
-use sloguard::alert::labels::Alert;
-use sloguard::alert::metrics::DeliveryResult;
-use sloguard::alert::model::AlertStatus;
-use sloguard::alert::payload::{ZERO_TIME, rfc3339};
+use sloguard::respond::alert::delivery::{AlertsConfig, BasicAuth, Dispatcher, WebhookConfig};
+use sloguard::respond::alert::labels::Alert;
+use sloguard::respond::alert::metrics::DeliveryResult;
+use sloguard::respond::alert::model::AlertStatus;
+use sloguard::respond::alert::payload::{ZERO_TIME, rfc3339};
 
 fn webhook(name: &str, url: String) -> WebhookConfig {
     WebhookConfig {
@@ -295,5 +295,5 @@ async fn metrics_pass_promtool() {
     ] {
         assert!(text.contains(want), "missing {want}:\n{text}");
     }
-    sloguard::metrics::lint::assert_promtool_accepts_openmetrics(&text);
+    sloguard::export::metrics::lint::assert_promtool_accepts_openmetrics(&text);
 }

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use common::{Receiver, dead_port, eventually, l2_event, now_ms};
 use serde_json::Value;
-use sloguard::alert::delivery::{AlertmanagerConfig, AlertsConfig, Dispatcher};
-use sloguard::alert::labels::Alert;
-use sloguard::alert::metrics::DeliveryResult;
-use sloguard::alert::model::AlertStatus;
-use sloguard::alert::payload::{ZERO_TIME, parse_rfc3339, rfc3339};
+use sloguard::respond::alert::delivery::{AlertmanagerConfig, AlertsConfig, Dispatcher};
+use sloguard::respond::alert::labels::Alert;
+use sloguard::respond::alert::metrics::DeliveryResult;
+use sloguard::respond::alert::model::AlertStatus;
+use sloguard::respond::alert::payload::{ZERO_TIME, parse_rfc3339, rfc3339};
 
 const BIN: &str = "/usr/bin/prometheus-alertmanager";
 const AMTOOL: &str = "/usr/bin/amtool";
@@ -211,7 +211,7 @@ async fn real_alertmanager_receives_lists_routes_and_resolves() {
     assert_eq!(a["startsAt"], rfc3339(t0));
     assert_eq!(a["endsAt"], ZERO_TIME);
     // Alertmanager's own message has the shape sloguard's webhooks send.
-    let own = serde_json::to_value(sloguard::alert::payload::WebhookMessage::new(
+    let own = serde_json::to_value(sloguard::respond::alert::payload::WebhookMessage::new(
         "test-hook",
         m["externalURL"].as_str().unwrap(),
         &[&ours],

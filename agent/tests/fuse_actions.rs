@@ -8,14 +8,14 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use axum::Router;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use sloguard::alert::model::{AlertEvent, AlertStatus, RouteVerdict};
 use sloguard::clock::{Clock, ManualClock};
-use sloguard::fuse::action::idempotency_key;
-use sloguard::fuse::{
+use sloguard::request::route::{RouteKey, RouteTable, RoutesConfig};
+use sloguard::respond::alert::model::{AlertEvent, AlertStatus, RouteVerdict};
+use sloguard::respond::fuse::action::idempotency_key;
+use sloguard::respond::fuse::{
     ActionConfig, FileActionConfig, FileFormat, FuseConfig, FuseController, FuseMode, FuseState,
     HttpActionConfig,
 };
-use sloguard::route::{RouteKey, RouteTable, RoutesConfig};
 use testbed::nginx::{Nginx, NginxOptions};
 
 fn l2(r: &RouteKey) -> AlertEvent {
@@ -531,7 +531,7 @@ async fn http_action_trusts_its_ca_file_and_sends_secret_headers_from_files() {
                 .into_iter()
                 .collect(),
             bearer_token_file: Some(d.join("token")),
-            tls: tls.then(|| sloguard::alert::delivery_config::TlsConfig {
+            tls: tls.then(|| sloguard::respond::alert::delivery_config::TlsConfig {
                 ca_file: Some(ca.clone()),
                 insecure_skip_verify: false,
             }),

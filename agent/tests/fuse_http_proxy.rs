@@ -5,10 +5,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Router;
 use axum::http::Uri;
-use sloguard::alert::model::{AlertEvent, AlertStatus};
 use sloguard::clock::ManualClock;
-use sloguard::fuse::{ActionConfig, FuseConfig, FuseController, FuseMode, HttpActionConfig};
-use sloguard::route::RouteKey;
+use sloguard::request::route::RouteKey;
+use sloguard::respond::alert::model::{AlertEvent, AlertStatus};
+use sloguard::respond::fuse::{
+    ActionConfig, FuseConfig, FuseController, FuseMode, HttpActionConfig,
+};
 
 /// A server that records the URIs it is asked for and answers 200.
 async fn recorder() -> (u16, Arc<Mutex<Vec<String>>>) {

@@ -3,7 +3,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use sloguard::http::{DataChunk, Direction, HttpConfig, HttpTracker};
+use sloguard::protocol::ProtocolTracker;
+use sloguard::protocol::http1::{DataChunk, Direction, Http1Tracker, HttpConfig};
 
 struct Counting;
 
@@ -33,7 +34,7 @@ fn allocs() -> u64 {
 }
 
 fn feed(
-    t: &mut HttpTracker,
+    t: &mut Http1Tracker,
     out: &mut Vec<sloguard::request::HttpRequest>,
     dir: Direction,
     ts: u64,
@@ -54,7 +55,7 @@ fn feed(
 
 #[test]
 fn body_only_events_do_not_allocate() {
-    let mut t = HttpTracker::new(&HttpConfig::default());
+    let mut t = Http1Tracker::new(&HttpConfig::default());
     let mut out = Vec::with_capacity(16);
     feed(
         &mut t,

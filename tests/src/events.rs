@@ -34,10 +34,10 @@ pub enum Event {
     Malformed,
 }
 
-/// One record through the agent's own decoder (`sloguard::events::decode`),
+/// One record through the agent's own decoder (`sloguard::kernel::events::decode`),
 /// kept as owned values so a test can hold many.
 pub fn decode(bytes: &[u8]) -> Event {
-    use sloguard::events::{self as ev, comm_str};
+    use sloguard::kernel::events::{self as ev, comm_str};
     match ev::decode(bytes) {
         Ok(ev::Event::Data(d)) => {
             let h = d.head.header;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use agent_common::{TcpConnectEvent, TcpRetransmitEvent, TcpStateEvent};
 use sloguard::config::ProbesConfig;
-use sloguard::probes::{ProbeError, Probes};
+use sloguard::kernel::probes::{ProbeError, Probes};
 
 /// A decoded TCP event (other kinds are kept as their kind only).
 #[derive(Clone, Copy, Debug)]
@@ -21,7 +21,7 @@ pub enum KernelEvent {
 /// Decode one ring-buffer record with the agent's own decoder; `None` when
 /// it is too short for its kind or of an unknown kind.
 pub fn decode(bytes: &[u8]) -> Option<KernelEvent> {
-    use sloguard::events::{self as ev, Event};
+    use sloguard::kernel::events::{self as ev, Event};
     Some(match ev::decode(bytes).ok()? {
         Event::TcpRetransmit(r) => KernelEvent::Retransmit(r),
         Event::TcpConnect(c) => KernelEvent::Connect(c),

@@ -390,7 +390,7 @@ fn probe_run_time_is_exported_only_when_asked_for() {
             "{program} missing\n{text}"
         );
     }
-    match sloguard::metrics::lint::check(&text) {
+    match sloguard::export::metrics::lint::check(&text) {
         Some(verdict) => verdict.expect("promtool check metrics"),
         None => assert!(std::env::var_os("CI").is_none(), "promtool missing in CI"),
     }

@@ -563,9 +563,9 @@ fn fuse_decision_to_first_503_per_gateway() {
 /// HAProxy's reason and changes nothing.
 #[test]
 fn haproxy_action_over_tcp_and_refused_commands() {
-    use sloguard::fuse::action::{ActionJob, FuseAction, HaproxyAction, SnapshotEntry};
-    use sloguard::fuse::{FuseState, HaproxyActionConfig};
-    use sloguard::route::RouteKey;
+    use sloguard::request::route::RouteKey;
+    use sloguard::respond::fuse::action::{ActionJob, FuseAction, HaproxyAction, SnapshotEntry};
+    use sloguard::respond::fuse::{FuseState, HaproxyActionConfig};
     if !env::require_tool("haproxy") {
         return;
     }

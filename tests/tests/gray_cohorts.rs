@@ -242,7 +242,7 @@ fn hostile_gray_tags_stay_bounded_and_metrics_parse() {
         cohorts.len() <= 4 + 1 + 1,
         "learned cohorts beyond the cap: {cohorts:?}"
     );
-    match sloguard::metrics::lint::check(&text) {
+    match sloguard::export::metrics::lint::check(&text) {
         Some(verdict) => verdict.expect("promtool check metrics"),
         None => assert!(std::env::var_os("CI").is_none(), "promtool missing in CI"),
     }

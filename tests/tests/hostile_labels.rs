@@ -131,13 +131,13 @@ fn hostile_requests_leave_metrics_parseable_by_promtool_a_parser_and_prometheus(
     }
 
     // 1. promtool on the whole Prometheus-text scrape.
-    if let Some(verdict) = sloguard::metrics::lint::check(&text) {
+    if let Some(verdict) = sloguard::export::metrics::lint::check(&text) {
         verdict.unwrap_or_else(|e| panic!("promtool check metrics: {e}\n{text}"));
     }
 
     // 2. The OpenMetrics scrape through a real parser: the very values.
     let om = agent.scrape_openmetrics().expect("OpenMetrics scrape");
-    if let Some(samples) = sloguard::metrics::lint::assert_openmetrics_parses(&om) {
+    if let Some(samples) = sloguard::export::metrics::lint::assert_openmetrics_parses(&om) {
         for route in ROUTES {
             let label = route_label(route);
             assert!(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use agent_common::{DataSource, Direction, KernelCounter};
 use sloguard::config::ProbesConfig;
-use sloguard::probes::Probes;
+use sloguard::kernel::probes::Probes;
 use tests::env::{has_program, is_root, missing as require};
 use tests::events::{Data, Event, drain, drain_until_quiet};
 use tests::nginx::{Nginx, NginxOptions};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use agent_common::{
     AF_INET, ConnectOutcome, KernelCounter, TcpConnectEvent, TcpRetransmitEvent, tcp_state,
 };
-use sloguard::probes::ProbeError;
+use sloguard::kernel::probes::ProbeError;
 use tests::child::Spawned;
 use tests::env;
 use tests::kernel_events::{EventRecorder, KernelEvent, connects, retransmits, states, v4_mapped};

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use sloguard::k8s::identity::{K8sLabels, WorkloadKind};
-use sloguard::otlp::{OtlpConfig, SpanCounters, SpanRecord};
+use sloguard::export::otlp::{OtlpConfig, SpanCounters, SpanRecord};
+use sloguard::request::k8s::identity::{K8sLabels, WorkloadKind};
 use tests::otlp::OtlpReceiver;
 
 fn record(service: &str, trace: u8, parent: Option<[u8; 8]>) -> SpanRecord {
@@ -48,7 +48,7 @@ fn export_and_receive(protocol: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let counters = SpanCounters::default();
     let (sink, task) = rt
-        .block_on(async { sloguard::otlp::start(&cfg, "node-1", &counters) })
+        .block_on(async { sloguard::export::otlp::start(&cfg, "node-1", &counters) })
         .unwrap()
         .unwrap();
     assert!(sink.offer(record("shop", 0xab, Some([0x22; 8]))));
@@ -130,7 +130,7 @@ fn a_dead_receiver_never_blocks_the_sink() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let counters = SpanCounters::default();
     let (sink, _task) = rt
-        .block_on(async { sloguard::otlp::start(&cfg, "n", &counters) })
+        .block_on(async { sloguard::export::otlp::start(&cfg, "n", &counters) })
         .unwrap()
         .unwrap();
     let t0 = std::time::Instant::now();

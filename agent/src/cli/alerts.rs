@@ -6,8 +6,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{CliError, Client, Endpoints, Output, Target, cell, fmt_secs, print_structured};
-use crate::alert::model::AlertKind;
 use crate::config::Config;
+use crate::respond::alert::model::AlertKind;
 
 #[derive(clap::Args, Debug)]
 pub struct AlertsArgs {

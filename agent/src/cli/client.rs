@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::CliError;
-use crate::admin::load_token;
 use crate::config::Config;
-use crate::status::{STATUS_PATH, StatusDoc};
+use crate::export::admin::load_token;
+use crate::export::status::{STATUS_PATH, StatusDoc};
 
 /// Whole request, connect included. An on-call shell over a slow link still
 /// gets an answer or an error within seconds, never a hang.

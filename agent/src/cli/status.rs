@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use super::{CliError, Client, Endpoints, Output, Target, cell, fmt_secs, print_structured};
 use crate::config::Config;
-use crate::status::{RouteStatus, StatusDoc};
+use crate::export::status::{RouteStatus, StatusDoc};
 
 /// Routes shown under "worst routes" without `-o wide`.
 const WORST: usize = 5;
@@ -226,7 +226,7 @@ pub fn render(doc: &StatusDoc, wide: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{AgentStatus, BurnRate, FuseBrief, OtherFuse, STATUS_SCHEMA};
+    use crate::export::status::{AgentStatus, BurnRate, FuseBrief, OtherFuse, STATUS_SCHEMA};
 
     fn route(name: &str, burn: f64, tag: &str) -> RouteStatus {
         RouteStatus {

@@ -83,7 +83,7 @@ fn exposition_check_refuses_raw_label_values() {
 /// agent --lib fuzz::tests::event_seeds_match_the_encoding` rewrites them.
 #[test]
 fn event_seeds_match_the_encoding() {
-    use crate::events::encode::*;
+    use crate::kernel::events::encode::*;
     use agent_common::ConnectOutcome;
     let write = std::env::var("SG_WRITE_SEEDS").as_deref() == Ok("1");
     let dir = fuzz_dir().join("seeds/events");
@@ -185,7 +185,7 @@ fn event_seeds_match_the_encoding() {
 /// the `/metrics` text of the `http_route` label (fixed by `metrics::label`).
 #[test]
 fn quote_in_request_target_keeps_exposition_valid() {
-    use crate::events::encode::*;
+    use crate::kernel::events::encode::*;
     let owner = bytes_of(&SockOwnerEvent {
         header: header(EventKind::SockOwner, 100, 1, "nginx"),
         sk: 7,

@@ -1,6 +1,7 @@
 //! One pass over each kernel event: decode, update the connection table,
 //! then the component that cares (TCP stats, HTTP, ...). Synchronous and
 //! single-threaded by design: it runs on its own thread, fed by the reader.
+use crate::protocol::ProtocolTracker;
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
@@ -11,17 +12,17 @@ mod requests;
 
 pub use requests::{ConnFacts, EventLabels, HttpSelfMetrics, RequestStage};
 
-use crate::alert::delivery::DispatcherHandle;
 use crate::clock::{Clock, MonoToWall, SystemClock};
 use crate::config::Config;
-use crate::conn::{ConnTable, Owner, Role};
-use crate::events::{self, ALL_KINDS, Event, kind_label};
-use crate::fuse::SharedFuse;
-use crate::http::{DataChunk, Direction, HttpTracker};
-use crate::metrics::{KindLabels, ReasonLabels, SelfMetrics, lost};
+use crate::conn::table::{ConnTable, Owner, Role};
+use crate::conn::tcp_stats::{FailureReason, TcpStats};
+use crate::export::metrics::{KindLabels, ReasonLabels, SelfMetrics, lost};
+use crate::kernel::events::{self, ALL_KINDS, Event, kind_label};
+use crate::protocol::http1::{DataChunk, Direction, Http1Tracker};
+use crate::request::service::{ServiceIdentity, ServiceResolver};
 use crate::request::{Endpoint, HttpRequest, TaskIdentity};
-use crate::service::{ServiceIdentity, ServiceResolver};
-use crate::tcp_stats::{FailureReason, TcpStats};
+use crate::respond::alert::delivery::DispatcherHandle;
+use crate::respond::fuse::SharedFuse;
 use agent_common::{ConnectOutcome, EventHeader, SockTuple, tcp_state};
 
 /// Connections tracked at most.
@@ -30,18 +31,18 @@ const CONN_TABLE_CAP: usize = 262_144;
 /// Where the pipeline's outputs go besides metrics: spans, alerts, fuses.
 #[derive(Default)]
 pub struct Outputs {
-    pub spans: Option<crate::otlp::SpanSink>,
-    pub span_counters: crate::otlp::SpanCounters,
+    pub spans: Option<crate::export::otlp::SpanSink>,
+    pub span_counters: crate::export::otlp::SpanCounters,
     pub alerts: Option<DispatcherHandle>,
     pub fuse: Option<SharedFuse>,
     pub clock: Option<Arc<dyn Clock>>,
     /// This node's pods (service names from Kubernetes identity).
-    pub k8s: Option<crate::k8s::pods::PodCache>,
+    pub k8s: Option<crate::request::k8s::pods::PodCache>,
 }
 
 pub struct Pipeline {
     conns: ConnTable,
-    http: HttpTracker,
+    http: Http1Tracker,
     stage: RequestStage,
     http_metrics: HttpSelfMetrics,
     alerts: Option<DispatcherHandle>,
@@ -57,7 +58,7 @@ pub struct Pipeline {
     unknown: ServiceIdentity,
     evicted_reported: u64,
     /// This node's pods: series of deleted pods are removed.
-    k8s: Option<crate::k8s::pods::PodCache>,
+    k8s: Option<crate::request::k8s::pods::PodCache>,
     /// Pod cache generation the last sweep of gone pods saw.
     pods_swept: u64,
 }
@@ -81,16 +82,16 @@ impl Pipeline {
         out: Outputs,
     ) -> Self {
         let clock: Arc<dyn Clock> = out.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-        let red = crate::red::RedMetrics::default();
+        let red = crate::measure::red::RedMetrics::default();
         red.register(registry);
-        let slo = crate::slo::SloEngine::new(cfg.slo.clone(), clock);
+        let slo = crate::measure::slo::SloEngine::new(cfg.slo.clone(), clock);
         slo.register_metrics(registry);
         let http_metrics = HttpSelfMetrics::default();
         http_metrics.register(registry);
-        let reqlog = crate::reqlog::RequestLogger::new(cfg.request_logs.clone());
+        let reqlog = crate::export::reqlog::RequestLogger::new(cfg.request_logs.clone());
         reqlog.register(registry);
         let stage = RequestStage {
-            routes: crate::route::RouteTable::new(&cfg.routes),
+            routes: crate::request::route::RouteTable::new(&cfg.routes),
             red,
             spans: out.spans,
             otlp: cfg.otlp.clone(),
@@ -99,7 +100,7 @@ impl Pipeline {
             ids: requests::id_generator(),
             slo,
             invalid: Default::default(),
-            snapshots: crate::snapshot::SnapshotStore::new(cfg.snapshots.clone()),
+            snapshots: crate::respond::snapshot::SnapshotStore::new(cfg.snapshots.clone()),
         };
         stage.snapshots.counters.register(registry);
         let kind_counters = ALL_KINDS
@@ -121,7 +122,7 @@ impl Pipeline {
             .clone();
         Self {
             conns: ConnTable::new(CONN_TABLE_CAP),
-            http: HttpTracker::new(&cfg.http),
+            http: Http1Tracker::new(&cfg.http),
             stage,
             http_metrics,
             alerts: out.alerts,
@@ -159,17 +160,17 @@ impl Pipeline {
     }
 
     /// The SLO figures the admin API shows.
-    pub fn slo_metrics(&self) -> crate::slo::SloMetrics {
+    pub fn slo_metrics(&self) -> crate::measure::slo::SloMetrics {
         self.stage.slo.metrics()
     }
 
     /// The frozen request snapshot sets, for the admin API.
-    pub fn snapshots(&self) -> crate::snapshot::SharedFrozen {
+    pub fn snapshots(&self) -> crate::respond::snapshot::SharedFrozen {
         self.stage.snapshots.frozen()
     }
 
     /// The live snapshot store (tests, benches).
-    pub fn snapshot_store(&self) -> &crate::snapshot::SnapshotStore {
+    pub fn snapshot_store(&self) -> &crate::respond::snapshot::SnapshotStore {
         &self.stage.snapshots
     }
 
@@ -246,7 +247,7 @@ impl Pipeline {
             return 0;
         }
         self.pods_swept = generation;
-        let live = crate::k8s::pod_series::LivePods::of(&cache.snapshot());
+        let live = crate::request::k8s::pod_series::LivePods::of(&cache.snapshot());
         red.forget_gone_pods(&live) + self.tcp.forget_gone_pods(&live)
     }
 
@@ -339,7 +340,7 @@ impl Pipeline {
                 // the endpoint) and leave the connection table alone.
                 let (local, remote) = events::tuple_addrs(&e.tuple);
                 let service = ServiceIdentity::named(self.services.match_facts(
-                    &crate::service::ProcessFacts {
+                    &crate::request::service::ProcessFacts {
                         comm: "",
                         local_port: Some(local.port()),
                         ..Default::default()
@@ -458,7 +459,7 @@ impl Pipeline {
 }
 
 /// What a completed request takes from its connection (and marks there).
-fn facts_of(c: &mut crate::conn::ConnInfo, service: ServiceIdentity) -> ConnFacts {
+fn facts_of(c: &mut crate::conn::table::ConnInfo, service: ServiceIdentity) -> ConnFacts {
     let retransmits = (c.retrans_segs - c.retrans_reported).min(u64::from(u32::MAX)) as u32;
     c.retrans_reported = c.retrans_segs;
     let connect_duration_ns = if c.requests == 0 { c.connect_ns } else { None };
@@ -487,7 +488,7 @@ fn facts_of(c: &mut crate::conn::ConnInfo, service: ServiceIdentity) -> ConnFact
     }
 }
 
-fn set_tuple(c: &mut crate::conn::ConnInfo, t: &SockTuple) {
+fn set_tuple(c: &mut crate::conn::table::ConnInfo, t: &SockTuple) {
     let (l, r) = events::tuple_addrs(t);
     c.local = Some(l);
     c.remote = Some(r);
@@ -503,7 +504,7 @@ fn owner_of(h: &EventHeader) -> Option<Owner> {
 
 /// `remote_endpoint` label: `ip:port` of what a client connects to; only
 /// the peer's ip for server sockets (its port is ephemeral: unbounded).
-fn remote_label(c: Option<&crate::conn::ConnInfo>) -> String {
+fn remote_label(c: Option<&crate::conn::table::ConnInfo>) -> String {
     let Some(c) = c else { return "unknown".into() };
     match (c.role_or_guess(), c.remote) {
         (Role::Client, Some(r)) => r.to_string(),

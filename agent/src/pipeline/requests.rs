@@ -14,14 +14,14 @@ use prometheus_client::registry::Registry;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
-use crate::http::HttpCounters;
-use crate::otlp::{OtlpConfig, SpanRecord, SpanSink, should_export};
-use crate::reqlog::{RequestLogLine, RequestLogger};
+use crate::export::otlp::{OtlpConfig, SpanRecord, SpanSink, should_export};
+use crate::export::reqlog::{RequestLogLine, RequestLogger};
+use crate::measure::slo::{SloEngine, SloSample};
+use crate::protocol::http1::HttpCounters;
+use crate::request::route::RouteTable;
+use crate::request::route::gray::{GrayCounters, OtherReason};
+use crate::request::trace::context::{InvalidCounts, InvalidReason, extract, hex_lower};
 use crate::request::{Endpoint, HttpRequest, Side, TaskIdentity};
-use crate::route::RouteTable;
-use crate::route::gray::{GrayCounters, OtherReason};
-use crate::slo::{SloEngine, SloSample};
-use crate::trace::context::{InvalidCounts, InvalidReason, extract, hex_lower};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
@@ -51,7 +51,7 @@ pub struct HttpSelfMetrics {
 struct Reported {
     http: Vec<u64>,
     invalid: Vec<u64>,
-    routes: crate::route::RouteCounters,
+    routes: crate::request::route::RouteCounters,
     gray_other: GrayCounters,
 }
 
@@ -104,7 +104,7 @@ impl HttpSelfMetrics {
         &mut self,
         http: &HttpCounters,
         invalid: &InvalidCounts,
-        routes: &crate::route::RouteCounters,
+        routes: &crate::request::route::RouteCounters,
         gray: &GrayCounters,
     ) {
         let now = http_counter_values(http);
@@ -176,7 +176,7 @@ fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 15] {
 /// What the request stage needs besides the request.
 pub struct RequestStage {
     pub routes: RouteTable,
-    pub red: crate::red::RedMetrics,
+    pub red: crate::measure::red::RedMetrics,
     pub spans: Option<SpanSink>,
     pub otlp: OtlpConfig,
     pub not_sampled: Counter,
@@ -184,7 +184,7 @@ pub struct RequestStage {
     pub slo: SloEngine,
     pub invalid: InvalidCounts,
     /// Request snapshots of judged routes (failed, slow, healthy sample).
-    pub snapshots: crate::snapshot::SnapshotStore,
+    pub snapshots: crate::respond::snapshot::SnapshotStore,
     /// Trace and span ids of requests without incoming context. A small
     /// fast generator seeded from the OS: ids need to be unique, not secret,
     /// and the thread-local ChaCha generator showed in profiles.
@@ -209,7 +209,7 @@ fn random_id<const N: usize>(rng: &mut SmallRng) -> [u8; N] {
 
 /// Connection facts the table had for the request.
 pub struct ConnFacts {
-    pub service: crate::service::ServiceIdentity,
+    pub service: crate::request::service::ServiceIdentity,
     pub task: TaskIdentity,
     pub local: Option<Endpoint>,
     pub peer: Option<Endpoint>,
@@ -305,20 +305,21 @@ impl RequestStage {
         }
         // The SLO is the service's own promise: server side only. Paths not
         // admitted as routes yet are one bucket of strangers: never judged.
-        if req.side == Side::Server && &*route.route != crate::route::UNADMITTED_ROUTE {
+        if req.side == Side::Server && &*route.route != crate::request::route::UNADMITTED_ROUTE {
             let slo = &self.slo;
             if let Some(d) = self
                 .snapshots
                 .decide(&route, error, req.duration_ns(), || slo.slo_p99(&route))
             {
-                let cx = crate::snapshot::CaptureContext {
+                let cx = crate::respond::snapshot::CaptureContext {
                     route: &route,
                     gray_tag: &gray,
                     trace_id: &trace_id,
                     span_id: &span_id,
                     class: d.class,
                 };
-                let snap = crate::snapshot::Snapshot::capture(&req, &cx, self.snapshots.config());
+                let snap =
+                    crate::respond::snapshot::Snapshot::capture(&req, &cx, self.snapshots.config());
                 self.snapshots.insert(d, snap);
             }
             self.slo.record(&SloSample {
@@ -343,9 +344,9 @@ impl RequestStage {
 fn span_record(
     otlp: &OtlpConfig,
     req: &HttpRequest,
-    route: &crate::route::RouteKey,
+    route: &crate::request::route::RouteKey,
     gray: &str,
-    k8s: Option<&Arc<crate::k8s::identity::K8sLabels>>,
+    k8s: Option<&Arc<crate::request::k8s::identity::K8sLabels>>,
     trace_id: [u8; 16],
     span_id: [u8; 8],
     parent: Option<[u8; 8]>,
@@ -365,7 +366,7 @@ fn span_record(
     if let Some(q) = query {
         a.push(KeyValue::new(
             "url.query",
-            crate::redact::redact_query(q, &otlp.query_allowlist),
+            crate::request::redact::redact_query(q, &otlp.query_allowlist),
         ));
     }
     if req.status != 0 {
@@ -397,7 +398,7 @@ fn span_record(
     if !gray.is_empty() {
         a.push(KeyValue::new("sloguard.gray_tag", gray.to_string()));
         // One attribute per dimension, so a trace backend can filter on it.
-        for (k, v) in crate::route::gray::pairs(gray).filter(|(k, _)| !k.is_empty()) {
+        for (k, v) in crate::request::route::gray::pairs(gray).filter(|(k, _)| !k.is_empty()) {
             a.push(KeyValue::new(format!("sloguard.gray.{k}"), v.to_string()));
         }
     }
@@ -429,11 +430,13 @@ fn span_record(
         if let opentelemetry::Value::String(s) = &kv.value
             && s.as_str().len() > max
         {
-            kv.value = crate::redact::cap(s.as_str(), max).to_string().into();
+            kv.value = crate::request::redact::cap(s.as_str(), max)
+                .to_string()
+                .into();
         }
     }
     let mut name = format!("{} {}", route.method, route.route);
-    name.truncate(crate::redact::cap(&name, max).len());
+    name.truncate(crate::request::redact::cap(&name, max).len());
     let end = req.start_time + Duration::from_nanos(req.duration_ns());
     SpanRecord {
         service: route.service.clone(),
@@ -472,7 +475,7 @@ mod span_tests {
         let mut req = HttpRequest::synthetic(Side::Server, "GET", &target, 200, 0, 1_000);
         req.headers.set(Header::XRequestId, &"r".repeat(16 * 1024));
         req.headers.set(Header::UserAgent, &"u".repeat(16 * 1024));
-        let route = crate::route::RouteKey::new("shop", "GET", &format!("/a/{long}"));
+        let route = crate::request::route::RouteKey::new("shop", "GET", &format!("/a/{long}"));
         let otlp = OtlpConfig {
             query_allowlist: vec!["page".into()],
             ..Default::default()
@@ -505,7 +508,7 @@ mod span_tests {
     #[test]
     fn span_carries_the_gray_cohort_and_its_dimensions() {
         let req = HttpRequest::synthetic(Side::Server, "GET", "/a?gray=x", 200, 0, 1_000);
-        let route = crate::route::RouteKey::new("shop", "GET", "/a");
+        let route = crate::request::route::RouteKey::new("shop", "GET", "/a");
         let otlp = OtlpConfig::default();
         let cohort = "canary,version:v2,zone:bj";
         let r = span_record(

@@ -1,5 +1,5 @@
 use super::*;
-use crate::events::encode::*;
+use crate::kernel::events::encode::*;
 use agent_common::{EventKind, SockOwnerEvent, TcpConnectEvent, TcpRetransmitEvent, TcpStateEvent};
 use prometheus_client::encoding::text::encode;
 
@@ -138,7 +138,7 @@ fn garbage_records_are_counted_not_fatal() {
 fn synack_retransmits_are_attributed_by_tuple_not_the_listener() {
     let mut reg = Registry::default();
     let mut cfg = Config::default();
-    cfg.services.rules = vec![crate::service::ServiceRule {
+    cfg.services.rules = vec![crate::request::service::ServiceRule {
         name: "api".into(),
         port: Some(8080),
         ..Default::default()

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::Value;
-use sloguard::alert::model::{AlertEvent, AlertStatus};
+use sloguard::respond::alert::model::{AlertEvent, AlertStatus};
 
 #[derive(Clone, Debug)]
 pub struct Received {

@@ -115,7 +115,7 @@ fn check_manifests(target: &str, docs: &[Value]) {
     let resources: Vec<&str> = seq(&rules[0]["resources"]).iter().map(s).collect();
     let verbs: BTreeSet<&str> = seq(&rules[0]["verbs"]).iter().map(s).collect();
     assert_eq!(resources, ["pods"]);
-    // The pod watcher only lists and watches (agent/src/k8s/pods.rs): an
+    // The pod watcher only lists and watches (agent/src/request/k8s/pods.rs): an
     // unused verb is privilege for nothing.
     assert_eq!(verbs, BTreeSet::from(["list", "watch"]), "{target}");
     let binding = find(docs, "ClusterRoleBinding");

@@ -138,7 +138,7 @@ pub fn agent_config(s: &AgentSetup<'_>) -> String {
     let d = s.dir.display();
     format!(
         r#"node_name: demo
-log: {{ level: "warn,sloguard::fuse=info" }}
+log: {{ level: "warn,sloguard::respond::fuse=info" }}
 metrics: {{ listen: "127.0.0.1:{metrics}" }}
 request_logs: {{ enabled: false }}
 services:

@@ -43,7 +43,7 @@ const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const KEY_POLL: Duration = Duration::from_millis(100);
 
 enum Fetched {
-    Doc(Box<crate::status::StatusDoc>),
+    Doc(Box<crate::export::status::StatusDoc>),
     Failed(String),
 }
 

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::status::{RouteStatus, StatusDoc};
+use crate::export::status::{RouteStatus, StatusDoc};
 
 /// P99 samples kept per row: one per refresh, enough for an 80-column chart.
 pub const HISTORY: usize = 60;
@@ -269,7 +269,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{AgentStatus, BurnRate, FuseBrief};
+    use crate::export::status::{AgentStatus, BurnRate, FuseBrief};
 
     fn route(service: &str, route: &str, tag: &str, p99: f64, err: f64, rps: f64) -> RouteStatus {
         RouteStatus {
@@ -300,7 +300,7 @@ mod tests {
 
     fn doc(routes: Vec<RouteStatus>) -> StatusDoc {
         StatusDoc {
-            schema: crate::status::STATUS_SCHEMA.into(),
+            schema: crate::export::status::STATUS_SCHEMA.into(),
             node: "n".into(),
             version: "0".into(),
             generated_at: String::new(),

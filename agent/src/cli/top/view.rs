@@ -13,7 +13,7 @@ use ratatui::widgets::{
 
 use super::model::Model;
 use crate::cli::{cell, fmt_secs};
-use crate::status::RouteStatus;
+use crate::export::status::RouteStatus;
 
 /// Height of the chart pane, borders included.
 const CHART_ROWS: u16 = 7;
@@ -247,7 +247,7 @@ mod tests {
 
     use super::*;
     use crate::cli::top::model::{GrayFilter, SortKey};
-    use crate::status::{AgentStatus, BurnRate, FuseBrief, StatusDoc};
+    use crate::export::status::{AgentStatus, BurnRate, FuseBrief, StatusDoc};
 
     #[test]
     fn an_80x24_screen_shows_rows_levels_fuse_and_keys() {
@@ -282,7 +282,7 @@ mod tests {
         for p in [0.002, 0.003, 0.31] {
             r.p99_seconds = Some(p);
             m.apply(StatusDoc {
-                schema: crate::status::STATUS_SCHEMA.into(),
+                schema: crate::export::status::STATUS_SCHEMA.into(),
                 node: "node-1".into(),
                 version: "0".into(),
                 generated_at: "2026-12-06T23:00:00Z".into(),

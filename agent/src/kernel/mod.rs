@@ -1,0 +1,5 @@
+//! Stage 1, the kernel boundary: loading and attaching the eBPF programs
+//! (`probes`), reading their ring buffer and decoding each record into a typed
+//! event (`events`). Everything later sees only [`events::Event`].
+pub mod events;
+pub mod probes;
