@@ -8,7 +8,8 @@ use agent_common::{
     TcpRetransmitEvent, TcpStateEvent, header_of,
 };
 
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
+use crate::config::error::ConfigError;
 use crate::kernel::events::{DecodeError, Event, decode};
 use crate::request::trace::context::{
     extract, format_traceparent, parse_b3_single, parse_traceparent, validate_tracestate,

@@ -31,6 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod fault;
 pub mod fuzz;
+pub mod log;
 pub mod malloc;
 pub mod pipeline;
 pub mod runtime;

@@ -43,20 +43,6 @@ const EXIT_CONFIG: u8 = 2;
 /// Exit code for an environment problem at start (privileges, BTF, tracefs, port).
 const EXIT_RUNTIME: u8 = 1;
 
-fn init_logging(cfg: &Config) {
-    use sloguard::config::LogFormat;
-    // validate() already checked the filter parses.
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cfg.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn main() -> ExitCode {
     sloguard::malloc::tune();
     let cli = Cli::parse();
@@ -88,7 +74,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            init_logging(&cfg);
+            sloguard::log::init(&cfg.log);
             match sloguard::runtime::run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

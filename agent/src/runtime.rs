@@ -258,7 +258,7 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
         }
     });
 
-    if cfg.probes.cost_stage != crate::config::CostStage::Full {
+    if cfg.probes.cost_stage != crate::kernel::probes::CostStage::Full {
         tracing::warn!(
             stage = ?cfg.probes.cost_stage,
             "probes.cost_stage is a measurement setting: no HTTP requests are captured"

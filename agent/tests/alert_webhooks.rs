@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{Receiver, dead_port, eventually, l2_event, now_ms};
-use sloguard::respond::alert::delivery::{AlertsConfig, BasicAuth, Dispatcher, WebhookConfig};
+use sloguard::respond::alert::delivery::Dispatcher;
+use sloguard::respond::alert::delivery_config::{AlertsConfig, BasicAuth, WebhookConfig};
 use sloguard::respond::alert::labels::Alert;
 use sloguard::respond::alert::metrics::DeliveryResult;
 use sloguard::respond::alert::model::AlertStatus;

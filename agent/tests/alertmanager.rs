@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{Receiver, dead_port, eventually, l2_event, now_ms};
 use serde_json::Value;
-use sloguard::respond::alert::delivery::{AlertmanagerConfig, AlertsConfig, Dispatcher};
+use sloguard::respond::alert::delivery::Dispatcher;
+use sloguard::respond::alert::delivery_config::{AlertmanagerConfig, AlertsConfig};
 use sloguard::respond::alert::labels::Alert;
 use sloguard::respond::alert::metrics::DeliveryResult;
 use sloguard::respond::alert::model::AlertStatus;

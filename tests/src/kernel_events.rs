@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use agent_common::{TcpConnectEvent, TcpRetransmitEvent, TcpStateEvent};
-use sloguard::config::ProbesConfig;
+use sloguard::kernel::probes::ProbesConfig;
 use sloguard::kernel::probes::{ProbeError, Probes};
 
 /// A decoded TCP event (other kinds are kept as their kind only).

@@ -5,8 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_common::{DataSource, Direction, KernelCounter};
-use sloguard::config::ProbesConfig;
 use sloguard::kernel::probes::Probes;
+use sloguard::kernel::probes::ProbesConfig;
 use tests::env::{has_program, is_root, missing as require};
 use tests::events::{Data, Event, drain, drain_until_quiet};
 use tests::nginx::{Nginx, NginxOptions};
@@ -325,7 +325,7 @@ fn owners_are_announced_without_http_capture() {
 /// socket syscall with its length but no payload.
 #[test]
 fn cost_stages_stop_the_probes_where_asked() {
-    use sloguard::config::CostStage;
+    use sloguard::kernel::probes::CostStage;
     let Some(_) = probes_or_skip(&[("curl (apt-get install curl)", has_program("curl"))]) else {
         return;
     };

@@ -18,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+use serde::{Deserialize, Serialize};
 
 pub mod label;
 pub mod scrape;
@@ -512,3 +513,19 @@ pub(crate) mod tests {
 
 #[cfg(test)]
 mod hostile_tests;
+
+/// `metrics:` section of the config file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9464".parse().expect("valid default"),
+        }
+    }
+}

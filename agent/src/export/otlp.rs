@@ -27,7 +27,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::request::k8s::identity::K8sLabels;
 
 /// What one OTLP resource (one batch processor) stands for.

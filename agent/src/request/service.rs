@@ -9,7 +9,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::request::k8s::identity::K8sLabels;
 use crate::request::k8s::pods::PodCache;
 

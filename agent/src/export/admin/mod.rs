@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::request::route::RouteKey;
 use crate::respond::fuse::{FuseError, OverrideAction, OverrideRequest, SharedFuse};
 

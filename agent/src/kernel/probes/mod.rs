@@ -3,15 +3,16 @@
 //! Everything that can go wrong here is an environment problem an operator
 //! must fix, so each error says in one line what to do.
 mod btf;
+mod config;
 pub mod programs;
+
+pub use config::{CostStage, ProbesConfig};
 
 use std::path::Path;
 
 use agent_common::{KERNEL_COUNTERS, KernelCounter, ProbeConfig};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{RawTracePoint, TracePoint};
-
-use crate::config::ProbesConfig;
 
 pub use btf::kernel_offsets;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::request::route::RouteKey;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

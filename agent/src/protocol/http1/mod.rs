@@ -22,7 +22,7 @@ use std::time::Duration;
 pub use super::{DataChunk, Direction};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 pub use tracker::Http1Tracker;
 
 /// `http:` section of the config file.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// `auto` (on when a Kubernetes config is present), `true` or `false`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

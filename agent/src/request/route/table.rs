@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::RouteKey;
 use super::gray::{GrayCohorts, GrayCounters, GraySettings, OTHER_COHORT};
 use super::template::{Seg, compile, heuristic, matches, path_of};
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::request::RequestHeaders;
 
 /// Route of requests beyond a service's cap.

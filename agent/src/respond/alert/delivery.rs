@@ -12,9 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::dedupe::{Arrival, Dedupe, ResendSet};
-pub use super::delivery_config::{
-    AlertmanagerConfig, AlertsConfig, BasicAuth, TlsConfig, WebhookConfig,
-};
+use super::delivery_config::AlertsConfig;
 use super::labels::{Alert, status_str};
 use super::metrics::{AlertMetrics, DeliveryResult};
 use super::model::AlertEvent;

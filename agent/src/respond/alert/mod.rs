@@ -8,3 +8,5 @@ pub mod metrics;
 pub mod model;
 pub mod payload;
 pub mod receiver;
+
+pub use delivery_config::AlertsConfig;
