@@ -13,10 +13,11 @@ use crate::respond::alert::model::{AlertEvent, AlertKind, RouteVerdict};
 
 use super::baseline::Baseline;
 use super::burn::BurnWindows;
-use super::detect::{AlertTrack, StepInput};
+use super::detectors::{gray_rollback, l1_p99_breach, l2_spike_with_burst};
 use super::metrics::{MetricsSnapshot, RouteRow, SloMetrics};
-use super::period::{PeriodStats, PeriodSummary, TopPeers, TraceSample, ratio};
+use super::period::{PeriodStats, PeriodSummary, TopPeers, TraceSample};
 use super::rules::{SloConfig, SloRules, SloTarget};
+use super::track::{AlertTrack, StepInput};
 
 /// One finished request as the engine needs it.
 #[derive(Clone, Copy, Debug)]
@@ -443,81 +444,49 @@ fn judge_stable(
     alerts: &mut Vec<AlertEvent>,
 ) -> RouteVerdict {
     let s = e.history.back().expect("just pushed");
-    let judged = s.requests >= cfg.min_requests;
-    let p99 = s.p99.unwrap_or_default();
-    let burst = |requests: u64, errors: u64| {
-        errors >= cfg.min_errors && ratio(errors, requests) > cfg.burst_error_ratio
-    };
-    let burst_now = judged && burst(s.requests, s.errors);
-    let l1_bad = judged && p99 > e.target.p99;
+    let judged = super::detectors::judged(cfg, s);
     let err_breach = judged && s.errors >= cfg.min_errors && s.error_ratio() > e.target.error_ratio;
     let baseline = e.baseline.as_ref().and_then(|b| {
         (b.len() >= cfg.min_baseline_periods)
             .then(|| b.figures())
             .flatten()
     });
-    let spike = judged
-        && baseline.is_some_and(|b| {
-            let median = b.median.as_secs_f64();
-            let limit = median + cfg.spike_mad_factor * cfg.mad_scale * b.mad.as_secs_f64();
-            let v = p99.as_secs_f64();
-            v > limit && v > cfg.spike_ratio * median
-        });
-    e.streak = if spike { e.streak.saturating_add(1) } else { 0 };
-    let n = cfg.spike_periods as usize;
-    let l2_fire = e.streak >= cfg.spike_periods && {
-        let (r, x) = e
-            .history
-            .iter()
-            .rev()
-            .take(n)
-            .fold((0, 0), |(r, x), p| (r + p.requests, x + p.errors));
-        burst(r, x)
-    };
+    let l1 = l1_p99_breach::judge(cfg, s, &e.target);
+    let l2 = l2_spike_with_burst::judge(cfg, &e.history, baseline, &mut e.streak);
     // The incident never enters the baseline: no spike or burst period, and
     // nothing while L2 fires. L1 alone does not freeze it, so a route that
     // always runs above its target still gets a baseline for L2.
-    let learn = judged && !spike && !burst_now && !e.firing_kind(AlertKind::P99SpikeWith5xxBurst);
+    let learn =
+        judged && !l2.spike && !l2.burst_now && !e.firing_kind(AlertKind::P99SpikeWith5xxBurst);
     if learn && let (Some(b), Some(p)) = (e.baseline.as_mut(), s.p99) {
         b.learn(p, scratch);
     }
     let history: Vec<&PeriodSummary> = e.history.iter().collect();
-    let base = StepInput {
-        route: key,
-        gray_tag: "",
-        period_end: end,
-        period: cfg.period,
-        fire: false,
-        streak: 0,
-        healthy: true,
-        resolve_after: cfg.resolve_after_periods,
-        history: &history,
-        target: e.target,
-        baseline,
-    };
     for t in e.tracks.iter_mut() {
-        let input = match t.kind {
-            AlertKind::P99Breach => StepInput {
-                fire: l1_bad,
-                streak: 1,
-                healthy: !l1_bad,
-                ..base
-            },
-            _ => StepInput {
-                fire: l2_fire,
-                streak: e.streak,
-                healthy: !spike && !burst_now,
-                ..base
-            },
+        let judgement = match t.kind {
+            AlertKind::P99Breach => l1,
+            AlertKind::P99SpikeWith5xxBurst => l2.judgement,
+            // Stable entries carry only the L1 and L2 tracks.
+            AlertKind::GrayRollback | AlertKind::FuseStateReset => continue,
         };
-        alerts.extend(t.step(&input));
+        alerts.extend(t.step(&StepInput {
+            route: key,
+            gray_tag: "",
+            period_end: end,
+            period: cfg.period,
+            judgement,
+            resolve_after: cfg.resolve_after_periods,
+            history: &history,
+            target: e.target,
+            baseline,
+        }));
     }
     RouteVerdict {
         route: key.clone(),
         period_end: end,
         requests: s.requests,
         judged,
-        healthy: !(l1_bad || err_breach),
+        healthy: !(l1.fire || err_breach),
     }
 }
 
@@ -531,24 +500,14 @@ fn judge_gray(
     alerts: &mut Vec<AlertEvent>,
 ) {
     let s = e.history.back().expect("just pushed");
-    let bad = s.requests >= cfg.min_requests
-        && s.errors >= cfg.min_errors
-        && s.error_ratio() > cfg.gray_error_ratio
-        && s.p99.is_some_and(|p| p > cfg.gray_p99);
-    e.streak = if bad && stable_healthy {
-        e.streak.saturating_add(1)
-    } else {
-        0
-    };
+    let judgement = gray_rollback::judge(cfg, s, stable_healthy, &mut e.streak);
     let history: Vec<&PeriodSummary> = e.history.iter().collect();
     let input = StepInput {
         route: key,
         gray_tag: &e.tag,
         period_end: end,
         period: cfg.period,
-        fire: e.streak >= cfg.gray_periods,
-        streak: e.streak,
-        healthy: !bad,
+        judgement,
         resolve_after: cfg.resolve_after_periods,
         history: &history,
         target: e.target,

@@ -3,12 +3,13 @@
 //! (P99 breach), L2 (P99 spike with 5xx burst) and gray-rollback alerts.
 pub mod baseline;
 pub mod burn;
-pub mod detect;
+pub mod detectors;
 pub mod engine;
 pub mod metrics;
 pub mod period;
 pub mod rules;
 pub mod sketch;
+pub mod track;
 
 pub use engine::{SloEngine, SloSample, TickOutput};
 pub use metrics::SloMetrics;

@@ -126,37 +126,13 @@ fn annotations(ev: &AlertEvent) -> BTreeMap<String, String> {
     let f = &ev.figures;
     let k = &ev.evidence;
     let mut a = BTreeMap::new();
-    let on = if ev.gray_tag.is_empty() {
-        format!("{}", ev.route)
-    } else {
-        format!(
-            "{} (gray cohort {})",
-            ev.route,
-            crate::request::route::gray::describe(&ev.gray_tag)
-        )
-    };
-    let summary = match ev.kind {
-        AlertKind::P99Breach => format!(
-            "P99 {} above SLO {} on {on}",
-            seconds(f.p99),
-            seconds(f.slo_p99)
-        ),
-        AlertKind::P99SpikeWith5xxBurst => format!(
-            "P99 spike to {}{} with a 5xx burst ({} of {} requests) on {on}",
-            seconds(f.p99),
-            f.baseline_median
-                .map(|m| format!(" (baseline {})", seconds(m)))
-                .unwrap_or_default(),
-            f.errors_5xx,
-            f.requests
-        ),
-        AlertKind::GrayRollback => format!(
-            "gray cohort much worse than stable: error ratio {:.2} %, P99 {} on {on}",
-            f.error_ratio * 100.0,
-            seconds(f.p99)
-        ),
-        AlertKind::FuseStateReset => ev.diagnosis.clone(),
-    };
+    // The headline is the detector's own (one wording, one number format);
+    // the summary adds the route it is about.
+    let summary = format!(
+        "{} on {}",
+        crate::measure::slo::detectors::headline(ev.kind, &ev.gray_tag, f),
+        ev.route
+    );
     let mut description = format!(
         "{} requests, {} 5xx (error ratio {:.2} %, SLO {:.2} %), P99 {} (SLO {}) over {} period(s)",
         f.requests,
@@ -340,6 +316,27 @@ pub(crate) mod tests {
         assert!(!g.annotations.contains_key("tcp_connect_p99"));
         assert!(!g.annotations.contains_key("tcp_top_retransmit_peer"));
         assert!(!g.annotations.contains_key("trace_ids"));
+    }
+
+    /// The summary and the diagnosis open with the same detector headline, in
+    /// one number format; the summary adds the route.
+    #[test]
+    fn summary_is_the_detector_headline_on_the_route() {
+        let ev = l2_event();
+        let a = Alert::from_event(&ev, "node-1", "");
+        assert_eq!(
+            a.annotations["summary"],
+            "P99 spike to 2.40s (baseline 180ms) with a 5xx burst (60 of 1200 requests) \
+             on checkout POST /orders/{id}"
+        );
+        let mut gray = l2_event();
+        gray.kind = AlertKind::GrayRollback;
+        gray.gray_tag = "canary".into();
+        assert_eq!(
+            Alert::from_event(&gray, "n", "").annotations["summary"],
+            "gray cohort canary: 5.0 % 5xx and P99 2.40s while stable is healthy \
+             on checkout POST /orders/{id}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Alert lifecycle per detector (fire once at onset, resolve after N healthy
-//! periods) and the figures, evidence and one-line diagnosis an alert carries.
+//! The life cycle of the alert a detector feeds (fire once at onset, resolve
+//! after N healthy periods) and the figures, kernel evidence and one-line
+//! diagnosis an alert carries. The conditions themselves are `super::detectors`.
 use std::time::{Duration, SystemTime};
 
 use crate::request::Endpoint;
@@ -9,6 +10,7 @@ use crate::respond::alert::model::{
 };
 
 use super::baseline::BaselineFigures;
+use super::detectors::{Judgement, fmt_duration, headline, pct};
 use super::period::{PeriodSummary, TopPeers, TopSamples, ratio};
 use super::rules::SloTarget;
 
@@ -40,12 +42,8 @@ pub struct StepInput<'a> {
     pub gray_tag: &'a str,
     pub period_end: SystemTime,
     pub period: Duration,
-    /// The detector's condition holds (including its streak requirement).
-    pub fire: bool,
-    /// Periods in a row the condition held (for figures and `starts_at`).
-    pub streak: u32,
-    /// This period counts towards resolving.
-    pub healthy: bool,
+    /// The detector's verdict on the period that just closed.
+    pub judgement: Judgement,
     pub resolve_after: u32,
     /// Closed periods, newest last.
     pub history: &'a [&'a PeriodSummary],
@@ -69,8 +67,8 @@ impl AlertTrack {
     /// Advances one closed period; returns the event to send, if any.
     pub fn step(&mut self, i: &StepInput<'_>) -> Option<AlertEvent> {
         match &self.firing {
-            None if i.fire => {
-                let n = i.streak.max(1);
+            None if i.judgement.fire => {
+                let n = i.judgement.streak.max(1);
                 let periods = last(i.history, n as usize);
                 let figures = figures(&periods, i, n);
                 let evidence = evidence(&periods);
@@ -93,7 +91,7 @@ impl AlertTrack {
             }
             None => None,
             Some(f) => {
-                if !i.healthy {
+                if !i.judgement.healthy {
                     self.healthy_streak = 0;
                     return None;
                 }
@@ -183,22 +181,6 @@ fn endpoint(e: &Endpoint) -> String {
     std::net::SocketAddr::new(e.ip, e.port).to_string()
 }
 
-/// Human duration: `850ms`, `2.31s`, `120µs`.
-pub fn fmt_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 1.0 {
-        format!("{s:.2}s")
-    } else if s >= 1e-3 {
-        format!("{:.0}ms", s * 1e3)
-    } else {
-        format!("{:.0}µs", s * 1e6)
-    }
-}
-
-fn pct(r: f64) -> String {
-    format!("{:.1} %", r * 100.0)
-}
-
 /// One line: what fired, then what TCP says about it.
 fn diagnose(
     kind: AlertKind,
@@ -207,30 +189,7 @@ fn diagnose(
     ev: &KernelEvidence,
     periods: &[&PeriodSummary],
 ) -> String {
-    let what = match kind {
-        AlertKind::P99Breach => format!(
-            "P99 {} above SLO {}",
-            fmt_duration(f.p99),
-            fmt_duration(f.slo_p99)
-        ),
-        AlertKind::P99SpikeWith5xxBurst => format!(
-            "P99 spike to {}{} with 5xx burst ({} of {} requests)",
-            fmt_duration(f.p99),
-            f.baseline_median
-                .map(|m| format!(" (baseline {})", fmt_duration(m)))
-                .unwrap_or_default(),
-            f.errors_5xx,
-            f.requests
-        ),
-        AlertKind::GrayRollback => format!(
-            "gray cohort {}: {} 5xx and P99 {} while stable is healthy",
-            crate::request::route::gray::describe(gray_tag),
-            pct(f.error_ratio),
-            fmt_duration(f.p99)
-        ),
-        // Raised by the fuse controller, never by the detectors.
-        AlertKind::FuseStateReset => "fuse state reset".to_string(),
-    };
+    let what = headline(kind, gray_tag, f);
     let mut tcp = Vec::new();
     let retrans_share = ratio(ev.requests_with_retransmits, f.requests);
     if ev.retransmitted_segments > 0 && retrans_share >= RETRANSMIT_SUSPECT_SHARE {
