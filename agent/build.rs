@@ -16,7 +16,7 @@ fn main() -> anyhow::Result<()> {
     let fuzzing = std::env::var_os("CARGO_CFG_FUZZING").is_some();
     if fuzzing || std::env::var(NO_EBPF_ENV).is_ok_and(|v| v == "1") {
         let out = std::env::var("OUT_DIR").context("OUT_DIR")?;
-        std::fs::write(std::path::Path::new(&out).join("agent"), b"")
+        std::fs::write(std::path::Path::new(&out).join("sloguard-probes"), b"")
             .context("writing the empty eBPF object")?;
         return Ok(());
     }

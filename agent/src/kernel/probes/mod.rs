@@ -17,7 +17,8 @@ use aya::programs::{RawTracePoint, TracePoint};
 pub use btf::kernel_offsets;
 
 /// The eBPF object built by `agent/build.rs`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sloguard-probes"));
 
 /// What a failed kernel call returned, kept whole (aya's error with its
 /// `io::Error` inside) so the errno can be matched and the chain printed.
