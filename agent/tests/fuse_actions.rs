@@ -295,18 +295,27 @@ fn http_action(port: u16, retries: u32) -> ActionConfig {
     })
 }
 
-#[tokio::test]
-async fn http_action_retries_with_one_idempotency_key() {
+/// A controller whose one HTTP action (`retries` attempts per try) talks to a
+/// gateway that fails its first two calls.
+async fn controller_on_failing_gateway(
+    retries: u32,
+) -> (Gateway, tempfile::TempDir, ManualClock, FuseController) {
     let g = Gateway::default();
     g.fail_first.store(2, Ordering::SeqCst);
     let port = start_gateway(g.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::default();
-    let mut c = FuseController::new(
-        fuse_cfg(dir.path(), vec![http_action(port, 3)]),
-        Arc::new(clock),
+    let c = FuseController::new(
+        fuse_cfg(dir.path(), vec![http_action(port, retries)]),
+        Arc::new(clock.clone()),
     )
     .unwrap();
+    (g, dir, clock, c)
+}
+
+#[tokio::test]
+async fn http_action_retries_with_one_idempotency_key() {
+    let (g, _dir, _clock, mut c) = controller_on_failing_gateway(3).await;
     let r = RouteKey::new("shop", "GET", "/users/{id}");
     c.on_alert(&l2(&r));
     settle(&mut c, &r).await;
@@ -327,16 +336,7 @@ async fn http_action_retries_with_one_idempotency_key() {
 
 #[tokio::test]
 async fn http_action_that_keeps_failing_is_retried_later_not_forgotten() {
-    let g = Gateway::default();
-    g.fail_first.store(2, Ordering::SeqCst);
-    let port = start_gateway(g.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::default();
-    let mut c = FuseController::new(
-        fuse_cfg(dir.path(), vec![http_action(port, 1)]),
-        Arc::new(clock.clone()),
-    )
-    .unwrap();
+    let (g, _dir, clock, mut c) = controller_on_failing_gateway(1).await;
     let r = RouteKey::new("shop", "GET", "/pay");
     c.on_alert(&l2(&r));
     // Both attempts of the first try fail.

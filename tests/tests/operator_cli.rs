@@ -33,24 +33,16 @@ fn start_agent(server: &Shop) -> (Agent, tempfile::TempDir) {
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     // The shop's SLO section, plus a P99 target of its own.
     let slo = tests::shop::flaky_slo_yaml("e2e-shop", server.port());
+    let fuse = tests::shop::enforce_fuse_yaml(
+        tmp,
+        "nginx",
+        &tmp.join("fuses.map"),
+        "nginx_map",
+        env::free_port(),
+    );
     let yaml = format!(
-        r#"{slo}  default_p99: 250ms
-fuse:
-  mode: enforce
-  min_requests: 5
-  state_file: {dir}/state.json
-  audit_file: {dir}/audit.jsonl
-  actions:
-    - type: file
-      name: nginx
-      path: {dir}/fuses.map
-      format: nginx_map
-admin:
-  listen: 127.0.0.1:{admin}
-  token_file: {dir}/token
-"#,
-        dir = tmp.display(),
-        admin = env::free_port(),
+        "{slo}  default_p99: 250ms\n{fuse}  token_file: {}/token\n",
+        tmp.display()
     );
     let agent = Agent::start(&yaml).unwrap();
     (agent, dir)

@@ -36,27 +36,10 @@ fn flaky_route_alerts_fuses_and_resolves_healthy_route_never() {
     let fuse_file = tmp.path().join("fuses.json");
     let period = Duration::from_secs(1);
     let slo = tests::shop::flaky_slo_yaml("e2e-shop", port);
+    let fuse =
+        tests::shop::enforce_fuse_yaml(tmp.path(), "f", &fuse_file, "json", env::free_port());
     let yaml = format!(
-        r#"{slo}alerts:
-  webhooks:
-    - name: e2e
-      url: http://{hook}/hook
-fuse:
-  mode: enforce
-  min_requests: 5
-  state_file: {dir}/state.json
-  audit_file: {dir}/audit.jsonl
-  actions:
-    - type: file
-      name: f
-      path: {fuse}
-      format: json
-admin:
-  listen: 127.0.0.1:{admin}
-"#,
-        dir = tmp.path().display(),
-        fuse = fuse_file.display(),
-        admin = env::free_port(),
+        "{slo}alerts:\n  webhooks:\n    - name: e2e\n      url: http://{hook}/hook\n{fuse}"
     );
     let agent = Agent::start(&yaml).unwrap();
     let stop = Arc::new(AtomicBool::new(false));

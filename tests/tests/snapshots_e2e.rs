@@ -106,13 +106,7 @@ routes:
   # Cohorts are `version:` tags: a bare `canary` tag is judged with stable
   # traffic (so L2 can fire), and nobody told the agent it matters.
   gray_dimensions: [version]
-slo:
-  period: 1s
-  min_requests: 5
-  min_errors: 2
-  min_baseline_periods: 3
-  resolve_after_periods: 2
-alerts:
+{slo}alerts:
   webhooks:
     - name: e2e
       url: http://{hook}/hook
@@ -131,6 +125,7 @@ otlp:
   protocol: grpc
   root_sampling_ratio: 1.0
 "#,
+        slo = tests::shop::QUICK_SLO_YAML,
         dir = tmp.path().display(),
         audit = audit.display(),
         token = token_file.display(),

@@ -315,6 +315,17 @@ impl Run {
 }
 
 /// Starts `bin`, drives the load through nginx, and measures.
+/// wrk through nginx with the routes script (`WRK_ARGS`).
+pub(crate) fn wrk_routes(nginx: &Nginx, script: &Path) -> Result<std::process::Output> {
+    Command::new("wrk")
+        .args(WRK_ARGS)
+        .arg("-s")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{}/", nginx.port))
+        .output()
+        .context("run wrk")
+}
+
 fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path, extra: &str) -> Result<Run> {
     let sink = OtlpSink::start()?;
     let agent = AgentProc::start_with(bin, &(agent_yaml(sink.port, dir) + extra))?;
@@ -322,13 +333,7 @@ fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path, extra: &str) ->
     let idle = mem_of(pid)?;
 
     let t0 = Instant::now();
-    let out = Command::new("wrk")
-        .args(WRK_ARGS)
-        .arg("-s")
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{}/", nginx.port))
-        .output()
-        .context("run wrk")?;
+    let out = wrk_routes(nginx, script)?;
     let wall = t0.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&out.stdout);
     let requests: u64 = text
@@ -379,23 +384,6 @@ fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path, extra: &str) ->
     })
 }
 
-/// Adds the measured run's fields to a bench's JSON `value`, and the
-/// baseline's figures under `baseline` when one was measured beside it.
-pub(crate) fn with_runs(
-    value: &mut serde_json::Value,
-    run: serde_json::Value,
-    baseline: Option<serde_json::Value>,
-) -> Result<()> {
-    let obj = value.as_object_mut().context("JSON object")?;
-    if let serde_json::Value::Object(m) = run {
-        obj.extend(m);
-    }
-    if let Some(b) = baseline {
-        obj.insert("baseline".into(), b);
-    }
-    Ok(())
-}
-
 /// What the 1000-route benches (memory, scrape) share: root, the release
 /// agent and an optional baseline binary (`baseline_var`) to measure beside
 /// it, a temp dir with the wrk script, nginx answering 200 on every path.
@@ -426,30 +414,80 @@ pub(crate) fn routes_setup(bench: &str, baseline_var: &str) -> Result<RoutesSetu
     })
 }
 
+/// A routes bench's runs: the agent under test and, when a baseline binary
+/// was given, that one measured right before it under the same conditions.
+pub(crate) struct SideBySide<R> {
+    pub(crate) bin: PathBuf,
+    pub(crate) run: R,
+    pub(crate) baseline: Option<(PathBuf, R)>,
+}
+
+impl RoutesSetup {
+    /// Measures the baseline (if any, told apart by `is_baseline`) and then
+    /// the agent, each with `measure(binary, nginx, wrk script, dir, is_baseline)`.
+    pub(crate) fn side_by_side<R>(
+        self,
+        bench: &str,
+        measure: impl Fn(&Path, &Nginx, &Path, &Path, bool) -> Result<R>,
+        summary: impl Fn(&R) -> String,
+    ) -> Result<SideBySide<R>> {
+        let baseline = match self.baseline {
+            Some(b) => {
+                let r = measure(&b, &self.nginx, &self.script, self.tmp.path(), true)?;
+                println!("bench: {bench}: baseline {}: {}", b.display(), summary(&r));
+                Some((b, r))
+            }
+            None => None,
+        };
+        let run = measure(&self.bin, &self.nginx, &self.script, self.tmp.path(), false)?;
+        Ok(SideBySide {
+            bin: self.bin,
+            run,
+            baseline,
+        })
+    }
+}
+
+impl<R> SideBySide<R> {
+    /// Adds the measured run's fields (`json(run, binary)`) to a bench's JSON
+    /// `value`, and the baseline's under `baseline` when one was measured.
+    pub(crate) fn add_runs(
+        &self,
+        value: &mut serde_json::Value,
+        json: impl Fn(&R, &Path) -> serde_json::Value,
+    ) -> Result<()> {
+        let obj = value.as_object_mut().context("JSON object")?;
+        if let serde_json::Value::Object(m) = json(&self.run, &self.bin) {
+            obj.extend(m);
+        }
+        if let Some((b, r)) = &self.baseline {
+            obj.insert("baseline".into(), json(r, b));
+        }
+        Ok(())
+    }
+}
+
 /// Runs the bench and writes `memory.json`. With
 /// `XTASK_BENCH_MEMORY_BASELINE` (another agent binary, e.g. a build of an
 /// older commit) that one is measured too, right before, for a side-by-side
 /// figure under the same host conditions. `XTASK_BENCH_MEMORY_YAML`: config
 /// appended for the measured agent only (experiments with a setting).
 pub fn run() -> Result<()> {
-    let RoutesSetup {
-        bin,
-        baseline,
-        tmp,
-        script,
-        nginx,
-    } = routes_setup("memory", "XTASK_BENCH_MEMORY_BASELINE")?;
-    let base = match &baseline {
-        Some(b) => {
-            let r = measure(b, &nginx, &script, tmp.path(), "")?;
-            println!("bench: memory: baseline {}: {}", b.display(), r.summary());
-            Some(r)
-        }
-        None => None,
-    };
     let extra = std::env::var("XTASK_BENCH_MEMORY_YAML").unwrap_or_default();
-    let run = measure(&bin, &nginx, &script, tmp.path(), &extra)?;
-    drop(nginx);
+    let runs = routes_setup("memory", "XTASK_BENCH_MEMORY_BASELINE")?.side_by_side(
+        "memory",
+        |bin, nginx, script, dir, is_baseline| {
+            measure(
+                bin,
+                nginx,
+                script,
+                dir,
+                if is_baseline { "" } else { &extra },
+            )
+        },
+        Run::summary,
+    )?;
+    let run = &runs.run;
 
     let met = mib(run.rss_kib()) <= GOAL_MIB;
     let mut value = json!({
@@ -464,11 +502,7 @@ pub fn run() -> Result<()> {
         "throughput_per_sec": mib(run.rss_kib()),
         "unit": "MiB RSS (max of after load, after 2 periods, after scrape)",
     });
-    with_runs(
-        &mut value,
-        run.json(&bin),
-        baseline.as_ref().zip(base.as_ref()).map(|(b, r)| r.json(b)),
-    )?;
+    runs.add_runs(&mut value, Run::json)?;
     let path = crate::bench::write_bench_json("memory", &value)?;
     println!(
         "bench: memory: {}; goal RSS <= {GOAL_MIB} MiB {} -> {}",

@@ -10,7 +10,6 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -18,8 +17,8 @@ use serde_json::json;
 
 use crate::bench_kit::{AgentProc, scrape_openmetrics};
 use crate::bench_memory::{
-    GRAY_TAGS, OtlpSink, PERIOD_SECS, ROUTES, RoutesSetup, WRK_ARGS, agent_yaml, count_series,
-    mem_of, mib, routes_setup, with_runs,
+    GRAY_TAGS, OtlpSink, PERIOD_SECS, ROUTES, agent_yaml, count_series, mem_of, mib, routes_setup,
+    wrk_routes,
 };
 use testbed::nginx::Nginx;
 
@@ -93,13 +92,7 @@ fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path) -> Result<Run> 
     let sink = OtlpSink::start()?;
     let agent = AgentProc::start_with(bin, &agent_yaml(sink.port, dir))?;
     let pid = agent.pid();
-    let out = Command::new("wrk")
-        .args(WRK_ARGS)
-        .arg("-s")
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{}/", nginx.port))
-        .output()
-        .context("run wrk")?;
+    let out = wrk_routes(nginx, script)?;
     if !out.status.success() {
         bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -155,23 +148,12 @@ fn measure(bin: &Path, nginx: &Nginx, script: &Path, dir: &Path) -> Result<Run> 
 
 /// Runs the bench and writes `scrape_parallel.json`.
 pub fn run() -> Result<()> {
-    let RoutesSetup {
-        bin,
-        baseline,
-        tmp,
-        script,
-        nginx,
-    } = routes_setup("scrape", "XTASK_BENCH_SCRAPE_BASELINE")?;
-    let base = match &baseline {
-        Some(b) => {
-            let r = measure(b, &nginx, &script, tmp.path())?;
-            println!("bench: scrape: baseline {}: {}", b.display(), r.summary());
-            Some(r)
-        }
-        None => None,
-    };
-    let run = measure(&bin, &nginx, &script, tmp.path())?;
-    drop(nginx);
+    let runs = routes_setup("scrape", "XTASK_BENCH_SCRAPE_BASELINE")?.side_by_side(
+        "scrape",
+        |bin, nginx, script, dir, _| measure(bin, nginx, script, dir),
+        Run::summary,
+    )?;
+    let run = &runs.run;
     let mut value = json!({
         "name": "scrape_parallel",
         "scrapers": SCRAPERS,
@@ -181,12 +163,8 @@ pub fn run() -> Result<()> {
         "throughput_per_sec": run.peak_mib - run.rss_before_mib,
         "unit": "MiB peak RSS over RSS before, 10 parallel scrapes",
     });
-    with_runs(
-        &mut value,
-        run.json(&bin),
-        baseline.as_ref().zip(base.as_ref()).map(|(b, r)| r.json(b)),
-    )?;
-    if let Some(r) = &base {
+    runs.add_runs(&mut value, Run::json)?;
+    if let Some((_, r)) = &runs.baseline {
         value["peak_over_before_ratio_to_baseline"] =
             json!((run.peak_mib - run.rss_before_mib) / (r.peak_mib - r.rss_before_mib));
     }

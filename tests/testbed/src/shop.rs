@@ -180,13 +180,47 @@ services:
 routes:
   patterns:
     - pattern: /api/flaky/{{id}}
-slo:
+{QUICK_SLO_YAML}"#
+    )
+}
+
+/// The `slo:` section of the end-to-end tests: judged every second, quick to
+/// fire (a 3-period baseline) and to resolve (2 healthy periods).
+pub const QUICK_SLO_YAML: &str = "slo:
   period: 1s
   min_requests: 5
   min_errors: 2
   min_baseline_periods: 3
   resolve_after_periods: 2
-"#
+";
+
+/// The `fuse:` and `admin:` sections the end-to-end tests append: enforce
+/// after 5 requests, state and audit files in `dir`, one file action named
+/// `name` writing `path` in `format`, the admin API on `admin_port` with the
+/// token in `dir/token`.
+pub fn enforce_fuse_yaml(
+    dir: &std::path::Path,
+    name: &str,
+    path: &std::path::Path,
+    format: &str,
+    admin_port: u16,
+) -> String {
+    format!(
+        r#"fuse:
+  mode: enforce
+  min_requests: 5
+  state_file: {dir}/state.json
+  audit_file: {dir}/audit.jsonl
+  actions:
+    - type: file
+      name: {name}
+      path: {path}
+      format: {format}
+admin:
+  listen: 127.0.0.1:{admin_port}
+"#,
+        dir = dir.display(),
+        path = path.display(),
     )
 }
 

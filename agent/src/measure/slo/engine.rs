@@ -462,6 +462,7 @@ fn judge_stable(
         b.learn(p, scratch);
     }
     let history: Vec<&PeriodSummary> = e.history.iter().collect();
+    let base = step_input(cfg, key, "", end, &history, e.target, baseline);
     for t in e.tracks.iter_mut() {
         let judgement = match t.kind {
             AlertKind::P99Breach => l1,
@@ -469,17 +470,7 @@ fn judge_stable(
             // Stable entries carry only the L1 and L2 tracks.
             AlertKind::GrayRollback | AlertKind::FuseStateReset => continue,
         };
-        alerts.extend(t.step(&StepInput {
-            route: key,
-            gray_tag: "",
-            period_end: end,
-            period: cfg.period,
-            judgement,
-            resolve_after: cfg.resolve_after_periods,
-            history: &history,
-            target: e.target,
-            baseline,
-        }));
+        alerts.extend(t.step(&StepInput { judgement, ..base }));
     }
     RouteVerdict {
         route: key.clone(),
@@ -503,17 +494,34 @@ fn judge_gray(
     let judgement = gray_rollback::judge(cfg, s, stable_healthy, &mut e.streak);
     let history: Vec<&PeriodSummary> = e.history.iter().collect();
     let input = StepInput {
-        route: key,
-        gray_tag: &e.tag,
-        period_end: end,
-        period: cfg.period,
         judgement,
-        resolve_after: cfg.resolve_after_periods,
-        history: &history,
-        target: e.target,
-        baseline: None,
+        ..step_input(cfg, key, &e.tag, end, &history, e.target, None)
     };
     for t in e.tracks.iter_mut() {
         alerts.extend(t.step(&input));
+    }
+}
+
+/// What every track of an entry is stepped with for the period ending at
+/// `end`; the caller sets each detector's judgement.
+fn step_input<'a>(
+    cfg: &SloConfig,
+    route: &'a RouteKey,
+    gray_tag: &'a str,
+    end: SystemTime,
+    history: &'a [&'a PeriodSummary],
+    target: SloTarget,
+    baseline: Option<super::baseline::BaselineFigures>,
+) -> StepInput<'a> {
+    StepInput {
+        route,
+        gray_tag,
+        period_end: end,
+        period: cfg.period,
+        judgement: Default::default(),
+        resolve_after: cfg.resolve_after_periods,
+        history,
+        target,
+        baseline,
     }
 }

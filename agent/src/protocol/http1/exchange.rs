@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use agent_common::Direction;
 
 use super::head::{Framing, Head, MsgKind, is_definite_start, parse_truncated};
-use super::stream::{Body, DirParser, Limits, Plan, Sink};
+use super::stream::{Body, DirParser, HeadSeen, Limits, Plan, Sink};
 use super::{DataChunk, HttpCounters};
 use crate::request::{HttpRequest, Side};
 
@@ -145,14 +145,13 @@ impl Sink for ConnSink<'_, '_, '_> {
         }
     }
 
-    fn head(
-        &mut self,
-        head: Head,
-        start_ts: u64,
-        ts: u64,
-        head_bytes: u64,
-        truncated: bool,
-    ) -> Plan {
+    fn head(&mut self, head: Head, seen: HeadSeen) -> Plan {
+        let HeadSeen {
+            start_ts,
+            ts,
+            bytes: head_bytes,
+            truncated,
+        } = seen;
         let p = &mut *self.pairing;
         if truncated {
             self.ctx.counters.truncated_heads += 1;

@@ -33,19 +33,25 @@ pub(crate) enum Plan {
     Tunnel,
 }
 
+/// When and how a head was seen.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeadSeen {
+    /// CLOCK_MONOTONIC ns of the message's first byte.
+    pub start_ts: u64,
+    /// ... and of the syscall that completed the head.
+    pub ts: u64,
+    /// Head bytes on the wire.
+    pub bytes: u64,
+    /// Only a prefix of the head was seen.
+    pub truncated: bool,
+}
+
 /// Receives the messages of one direction.
 pub(crate) trait Sink {
     /// A message's first byte arrived; `expect` is the kind this direction carries, if known.
     fn message_start(&mut self, expect: Option<MsgKind>, ts: u64);
-    /// A head was parsed (`truncated`: only a prefix of it was seen).
-    fn head(
-        &mut self,
-        head: Head,
-        start_ts: u64,
-        ts: u64,
-        head_bytes: u64,
-        truncated: bool,
-    ) -> Plan;
+    /// A head was parsed.
+    fn head(&mut self, head: Head, seen: HeadSeen) -> Plan;
     /// Body bytes of the current message (counted, not seen).
     fn body_bytes(&mut self, kind: MsgKind, n: u64, ts: u64);
     /// The current message ended with its last byte at `end_ts`; `framed` is
@@ -159,7 +165,13 @@ impl DirParser {
         }
         self.expect = Some(kind);
         self.head_buf.clear();
-        let plan = sink.head(head, self.msg_start_ts, ts, head_bytes, truncated);
+        let seen = HeadSeen {
+            start_ts: self.msg_start_ts,
+            ts,
+            bytes: head_bytes,
+            truncated,
+        };
+        let plan = sink.head(head, seen);
         let plan = match plan {
             Plan::Body(_) if truncated => Plan::Body(Body::Unknown { chunked: false }),
             p => p,

@@ -25,10 +25,13 @@ async fn synced_watcher_and_cache() -> (
     tokio::sync::mpsc::UnboundedSender<String>,
     PodWatcher,
     PodCache,
+    tempfile::TempDir,
 ) {
     let (replay, w1, watcher) = synced_watcher().await;
     let cache = watcher.cache.clone();
-    (replay, w1, watcher, cache)
+    // Where the tests write the processes' `/proc/<pid>/cgroup`.
+    let proc_root = tempfile::tempdir().unwrap();
+    (replay, w1, watcher, cache, proc_root)
 }
 
 fn write_cgroup(root: &std::path::Path, pid: u32, path: &str) {
@@ -92,9 +95,8 @@ const ROUTE: &str = "http_request_method=\"GET\",http_route=\"/items/{id}\",http
 #[tokio::test]
 async fn metrics_and_spans_carry_the_pod_of_the_process() {
     tokio::time::timeout(Duration::from_secs(10), async {
-        let (_replay, w1, _watcher, cache) = synced_watcher_and_cache().await;
+        let (_replay, w1, _watcher, cache, proc_root) = synced_watcher_and_cache().await;
 
-        let proc_root = tempfile::tempdir().unwrap();
         // systemd driver, containerd: the checkout pod's envoy container.
         write_cgroup(
             proc_root.path(),
@@ -213,8 +215,7 @@ async fn metrics_and_spans_carry_the_pod_of_the_process() {
 #[tokio::test]
 async fn a_rule_names_the_service_and_the_pod_still_labels_it() {
     tokio::time::timeout(Duration::from_secs(10), async {
-        let (_replay, w1, _watcher, cache) = synced_watcher_and_cache().await;
-        let proc_root = tempfile::tempdir().unwrap();
+        let (_replay, w1, _watcher, cache, proc_root) = synced_watcher_and_cache().await;
         write_cgroup(
             proc_root.path(),
             ENVOY,
@@ -283,8 +284,7 @@ fn series(reg: &Registry) -> usize {
 async fn series_of_a_thousand_deleted_pods_go_back_to_the_baseline() {
     const PODS: u32 = 1000;
     tokio::time::timeout(Duration::from_secs(60), async {
-        let (_replay, w1, _watcher, cache) = synced_watcher_and_cache().await;
-        let proc_root = tempfile::tempdir().unwrap();
+        let (_replay, w1, _watcher, cache, proc_root) = synced_watcher_and_cache().await;
         let pid = |i: u32| 10_000 + i;
         for i in 0..PODS {
             write_cgroup(

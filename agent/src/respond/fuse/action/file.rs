@@ -125,6 +125,13 @@ pub fn nginx_regex(method: &str, route: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(service: &str, method: &str, route: &str, state: FuseState) -> SnapshotEntry {
+        SnapshotEntry {
+            route: RouteKey::new(service, method, route),
+            state,
+        }
+    }
     use crate::request::route::RouteKey;
 
     #[test]
@@ -175,22 +182,10 @@ mod tests {
             ..Default::default()
         });
         let snap = vec![
-            SnapshotEntry {
-                route: RouteKey::new("shop", "GET", "/slow"),
-                state: FuseState::Open,
-            },
-            SnapshotEntry {
-                route: RouteKey::new("shop", "GET", "/half"),
-                state: FuseState::HalfOpen,
-            },
-            SnapshotEntry {
-                route: RouteKey::new("shop", "GET", "/ok"),
-                state: FuseState::Closed,
-            },
-            SnapshotEntry {
-                route: RouteKey::new("other", "GET", "/x"),
-                state: FuseState::Open,
-            },
+            entry("shop", "GET", "/slow", FuseState::Open),
+            entry("shop", "GET", "/half", FuseState::HalfOpen),
+            entry("shop", "GET", "/ok", FuseState::Closed),
+            entry("other", "GET", "/x", FuseState::Open),
         ];
         let c = f.content(&snap);
         let lines: Vec<_> = c.lines().filter(|l| !l.starts_with('#')).collect();
@@ -204,14 +199,8 @@ mod tests {
             ..Default::default()
         });
         let snap = vec![
-            SnapshotEntry {
-                route: RouteKey::new("shop", "GET", "/slow"),
-                state: FuseState::Open,
-            },
-            SnapshotEntry {
-                route: RouteKey::new("shop", "GET", "/ok"),
-                state: FuseState::Closed,
-            },
+            entry("shop", "GET", "/slow", FuseState::Open),
+            entry("shop", "GET", "/ok", FuseState::Closed),
         ];
         let v: serde_json::Value = serde_json::from_str(&f.content(&snap)).unwrap();
         assert_eq!(v["routes"].as_array().unwrap().len(), 1);
