@@ -44,6 +44,10 @@ pub enum DataSource {
     Sendmsg = 7,
     Sendfile = 8,
     Other = 9,
+    /// Plaintext returned by OpenSSL's `SSL_read`/`SSL_read_ex` (a uretprobe).
+    SslRead = 10,
+    /// Plaintext handed to OpenSSL's `SSL_write`/`SSL_write_ex` (a uretprobe).
+    SslWrite = 11,
 }
 
 /// Bytes moved by one socket syscall on a TCP connection that is HTTP/1.x (its
@@ -75,6 +79,9 @@ pub struct DataEvent {
 pub const DATA_FLAG_CLASSIFIED_HERE: u32 = 1;
 /// The connection is not yet classified (the prefix was too short to tell).
 pub const DATA_FLAG_UNDECIDED: u32 = 2;
+/// The bytes are TLS plaintext seen at the TLS library (`source` says which
+/// call); `sk` is the socket carrying its records, `fd` is -1.
+pub const DATA_FLAG_TLS: u32 = 4;
 
 /// Offset of `payload` in [`DataEvent`]: the fixed part that is always sent.
 pub const DATA_EVENT_FIXED: usize = core::mem::size_of::<DataEvent>() - MAX_PAYLOAD;

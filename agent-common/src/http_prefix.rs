@@ -75,6 +75,17 @@ pub fn classify(w: u64, n: usize) -> PrefixClass {
     }
 }
 
+/// Whether a stream (first `n` bytes in `w`, little-endian) starts with a TLS
+/// record header: content type 20..=24 (change_cipher_spec, alert,
+/// handshake, application_data, heartbeat) and major version 3. Checked only
+/// on streams [`classify`] found not HTTP, so the socket's ciphertext is
+/// counted as TLS rather than as unknown bytes.
+#[inline(always)]
+pub fn is_tls_record(w: u64, n: usize) -> bool {
+    let ty = (w & 0xff) as u8;
+    n >= 2 && (20..=24).contains(&ty) && ((w >> 8) & 0xff) == 3
+}
+
 /// [`classify`] for a byte slice (userspace convenience).
 pub fn classify_bytes(bytes: &[u8]) -> PrefixClass {
     let n = bytes.len().min(PREFIX_LEN);
@@ -120,6 +131,35 @@ mod tests {
             b"{\"a\":1}",
         ] {
             assert_eq!(classify_bytes(s), PrefixClass::NotHttp, "{:?}", s);
+        }
+    }
+
+    #[test]
+    fn tls_records_are_recognised() {
+        let w = |b: &[u8]| {
+            let mut a = [0u8; 8];
+            a[..b.len()].copy_from_slice(b);
+            (u64::from_le_bytes(a), b.len())
+        };
+        for b in [
+            &b"\x16\x03\x01\x02\x00"[..], // ClientHello
+            b"\x17\x03\x03\x00\x20",      // application data
+            b"\x15\x03\x03",              // alert
+            b"\x14\x03",
+        ] {
+            let (x, n) = w(b);
+            assert!(is_tls_record(x, n), "{b:?}");
+        }
+        for b in [
+            &b"\x16"[..],
+            b"\x16\x02\x00",
+            b"\x13\x03\x03",
+            b"\x19\x03\x03",
+            b"GET / HT",
+            b"PRI * HT",
+        ] {
+            let (x, n) = w(b);
+            assert!(!is_tls_record(x, n), "{b:?}");
         }
     }
 

@@ -81,8 +81,22 @@ pub enum KernelCounter {
     /// Connections whose first bytes were classified as not HTTP/1.x (TLS,
     /// garbage, other protocols): once per connection, unlike the syscalls.
     NonHttpConnections = 8,
+    /// Connections whose first bytes were TLS records (handshake or
+    /// application data): their ciphertext is counted here, never captured;
+    /// the plaintext comes from the TLS library probes.
+    TlsConnections = 9,
+    /// Socket syscalls that moved TLS records (ciphertext).
+    TlsSyscalls = 10,
+    /// Bytes of those syscalls.
+    TlsBytes = 11,
+    /// TLS connections whose plaintext is not HTTP/1.x (HTTP/2, other
+    /// protocols, garbage): once per connection, no event sent.
+    TlsNotHttpConnections = 12,
+    /// TLS library calls whose socket the probe could not tell (no syscall
+    /// inside the call and no earlier one remembered): plaintext dropped.
+    TlsUnattributed = 13,
 }
-pub const KERNEL_COUNTERS: u32 = 9;
+pub const KERNEL_COUNTERS: u32 = 14;
 
 #[cfg(feature = "user")]
 mod pod {

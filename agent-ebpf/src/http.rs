@@ -4,7 +4,7 @@
 use agent_common::{
     DATA_EVENT_FIXED, DATA_FLAG_CLASSIFIED_HERE, DATA_FLAG_UNDECIDED, DataEvent, DataSource,
     Direction, EventKind, KernelCounter, MAX_PAYLOAD, ProbeConfig, cost_stage,
-    http_prefix::{PREFIX_LEN, PrefixClass, classify},
+    http_prefix::{PREFIX_LEN, PrefixClass, classify, is_tls_record},
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_probe_read_user},
@@ -27,13 +27,6 @@ static DATA_SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0
 #[inline(always)]
 pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http: bool, tgid: u32) {
     let args = syscall::current();
-    let Some(ev) = DATA_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: per-CPU scratch; a tracepoint program does not migrate mid-run.
-    let ev = unsafe { &mut *ev };
-    let mut flags = 0u32;
-    let mut captured = 0u32;
     // Measuring the transfer alone: an event without payload, nothing read.
     let transfer_only = cfg.cost_stage == cost_stage::TRANSFER;
     let inspectable =
@@ -43,42 +36,101 @@ pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http:
         count(KernelCounter::DataUnclassified);
         return;
     }
-    if inspectable {
+    let buffer = if inspectable {
         match first_buffer(&args) {
             Err(_) => {
                 count(KernelCounter::ReadFailed);
                 if !known_http {
                     return;
                 }
+                None
             }
-            Ok((buf, buf_len)) => {
-                let avail = if (len as u64) < buf_len {
-                    len as u64
-                } else {
-                    buf_len
-                };
-                if !known_http {
-                    match classify_user(ev, buf, avail) {
-                        Some(PrefixClass::Http) => {
-                            set_verdict(sk, tgid, Verdict::Http);
-                            flags |= DATA_FLAG_CLASSIFIED_HERE;
-                        }
-                        Some(PrefixClass::Undecided) => flags |= DATA_FLAG_UNDECIDED,
-                        Some(PrefixClass::NotHttp) => {
-                            set_verdict(sk, tgid, Verdict::NotHttp);
-                            count(KernelCounter::NonHttpConnections);
-                            count_non_http(len as i32);
-                            return;
-                        }
-                        None => {
-                            count(KernelCounter::ReadFailed);
-                            return;
-                        }
-                    }
+            Ok(b) => Some(b),
+        }
+    } else {
+        None
+    };
+    let at = Capture {
+        sk,
+        dir,
+        len,
+        fd: args.fd,
+        source: args.source,
+        flags: 0,
+    };
+    emit(cfg, &at, buffer, known_http, |v, (w, n)| match v {
+        // Ciphertext: the plaintext comes from the TLS library probes.
+        Verdict::NotHttp if is_tls_record(w, n) => {
+            set_verdict(sk, tgid, Verdict::Tls);
+            crate::tls::on_first_record(sk, len);
+        }
+        Verdict::NotHttp => {
+            set_verdict(sk, tgid, Verdict::NotHttp);
+            count(KernelCounter::NonHttpConnections);
+            count_non_http(len as i32);
+        }
+        v => set_verdict(sk, tgid, v),
+    });
+}
+
+/// Where the bytes of a data event were seen.
+pub struct Capture {
+    pub sk: u64,
+    pub dir: Direction,
+    /// Bytes moved.
+    pub len: u32,
+    pub fd: i32,
+    pub source: DataSource,
+    /// `DATA_FLAG_*` bits to add.
+    pub flags: u32,
+}
+
+/// Classify (unless `known_http`) and copy the prefix of the user buffer
+/// `(address, length)` and send the data event. `set_verdict` records what
+/// the first bytes showed (with those bytes as a little-endian word and
+/// their count), where the caller keeps its per-connection verdict; on
+/// `NotHttp` nothing is sent. Shared by socket syscalls and TLS library
+/// calls, so both follow the same capture rules and bounds.
+#[inline(always)]
+pub fn emit<F: FnOnce(Verdict, (u64, usize))>(
+    cfg: &ProbeConfig,
+    at: &Capture,
+    buffer: Option<(u64, u64)>,
+    known_http: bool,
+    set_verdict: F,
+) {
+    let Some(ev) = DATA_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch; a BPF program does not migrate mid-run.
+    let ev = unsafe { &mut *ev };
+    let mut flags = at.flags;
+    let mut captured = 0u32;
+    let len = at.len;
+    if let Some((buf, buf_len)) = buffer {
+        let avail = if (len as u64) < buf_len {
+            len as u64
+        } else {
+            buf_len
+        };
+        if !known_http {
+            match classify_user(ev, buf, avail) {
+                Some((PrefixClass::Http, w)) => {
+                    set_verdict(Verdict::Http, w);
+                    flags |= DATA_FLAG_CLASSIFIED_HERE;
                 }
-                captured = copy_prefix(ev, buf, avail);
+                Some((PrefixClass::Undecided, _)) => flags |= DATA_FLAG_UNDECIDED,
+                Some((PrefixClass::NotHttp, w)) => {
+                    set_verdict(Verdict::NotHttp, w);
+                    return;
+                }
+                None => {
+                    count(KernelCounter::ReadFailed);
+                    return;
+                }
             }
         }
+        captured = copy_prefix(ev, buf, avail);
     }
     // comm and cgroup id travel in the SockOwnerEvent instead (cheaper).
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -88,10 +140,10 @@ pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http:
     head.header.tgid = (pid_tgid >> 32) as u32;
     // SAFETY: helper without arguments.
     head.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    head.sk = sk;
-    head.fd = args.fd;
-    head.direction = dir as u32;
-    head.source = args.source as u32;
+    head.sk = at.sk;
+    head.fd = at.fd;
+    head.direction = at.dir as u32;
+    head.source = at.source as u32;
     head.len = len;
     head.captured = captured;
     head.flags = flags;
@@ -107,16 +159,17 @@ pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http:
 }
 
 /// Classify the first bytes at `buf` (`avail` valid), using the payload area
-/// as the read target. `None` when the user memory could not be read.
+/// as the read target; with the verdict, the bytes read (as a little-endian
+/// word) and how many. `None` when the user memory could not be read.
 #[inline(always)]
-fn classify_user(ev: &mut DataEvent, buf: u64, avail: u64) -> Option<PrefixClass> {
+fn classify_user(ev: &mut DataEvent, buf: u64, avail: u64) -> Option<(PrefixClass, (u64, usize))> {
     let n = if avail < PREFIX_LEN as u64 {
         avail as u32
     } else {
         PREFIX_LEN as u32
     };
     if n == 0 {
-        return Some(PrefixClass::Undecided);
+        return Some((PrefixClass::Undecided, (0, 0)));
     }
     let dst = ev.payload.as_mut_ptr();
     // SAFETY: n ≤ 8 ≤ MAX_PAYLOAD bytes into the scratch payload.
@@ -126,7 +179,8 @@ fn classify_user(ev: &mut DataEvent, buf: u64, avail: u64) -> Option<PrefixClass
     }
     // SAFETY: the payload holds at least 8 bytes; those past n are ignored.
     let w = unsafe { core::ptr::read_unaligned(dst as *const u64) };
-    Some(classify(w, n as usize))
+    let n = n as usize;
+    Some((classify(w, n), (w, n)))
 }
 
 /// Copy up to `MAX_PAYLOAD` of the `avail` bytes at `buf`; bytes copied.

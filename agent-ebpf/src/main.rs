@@ -1,5 +1,5 @@
-//! sloguard's kernel side: tracepoint programs only (no kprobes/fentry on our
-//! kernels). Collect, filter cheaply, copy a bounded prefix, emit; parsing is
+//! sloguard's kernel side: tracepoint programs, plus uprobes on TLS libraries
+//! (no kprobes/fentry on our kernels). Collect, filter cheaply, copy a bounded prefix, emit; parsing is
 //! userspace's job.
 #![no_std]
 #![no_main]
@@ -9,6 +9,7 @@ mod maps;
 mod sock;
 mod syscall;
 mod tcp;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -42,6 +42,8 @@ pub enum Verdict {
     Unknown = 0,
     Http = 1,
     NotHttp = 2,
+    /// TLS records: counted, never captured (see `tls.rs`).
+    Tls = 3,
 }
 
 /// Per-socket state, keyed by `sk`. Forgotten when the socket reaches CLOSE
@@ -145,6 +147,10 @@ fn on_sock_io(ctx: &RawTracePointContext, dir: Direction) {
     };
     if verdict == Verdict::NotHttp as u32 {
         count_non_http(ret);
+        return;
+    }
+    // Plain HTTP (the hot path) never pays for the TLS lookup.
+    if verdict != Verdict::Http as u32 && crate::tls::on_socket_io(sk, pid_tgid, verdict, ret) {
         return;
     }
     if cfg.capture_http == 0 || cfg.cost_stage == cost_stage::CLASSIFY {

@@ -62,6 +62,11 @@ pub const PROBE_EVENT_NAMES: [&str; agent_common::KERNEL_COUNTERS as usize] = [
     "non_http_bytes",
     "data_unclassified",
     "non_http_connections",
+    "tls_connections",
+    "tls_syscalls",
+    "tls_bytes",
+    "tls_not_http_connections",
+    "tls_unattributed",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

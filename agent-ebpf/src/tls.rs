@@ -1,0 +1,276 @@
+//! TLS plaintext at OpenSSL's `SSL_read`/`SSL_read_ex`/`SSL_write`/
+//! `SSL_write_ex` (uprobes at entry, uretprobes at return; the C ABI allows
+//! uretprobes). The plaintext becomes the same [`DataEvent`] as socket data,
+//! flagged [`DATA_FLAG_TLS`] and keyed by the socket that carries the
+//! records, so the HTTP/1.x tracker pairs it like plain HTTP.
+//!
+//! Tying an `SSL*` to its socket: the socket syscall OpenSSL makes inside the
+//! call (its `sock:sock_*_length` tracepoint runs in the same thread while
+//! the call is in flight, see [`on_socket_io`]) names the `sk`; it is kept per
+//! `(tgid, SSL*)` for calls served from OpenSSL's buffer without a syscall.
+//! Runtimes that feed OpenSSL through memory BIOs (Node.js) never make a
+//! syscall inside the call: for them the thread's last TLS socket outside a
+//! call stands in (their event loop reads the records, then decrypts them
+//! on the same thread; docs/probes.md).
+//!
+//! [`DataEvent`]: agent_common::DataEvent
+use agent_common::{DATA_FLAG_TLS, DataSource, Direction, KernelCounter, cost_stage};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{map, tracepoint, uprobe, uretprobe},
+    maps::{LruHashMap, RingBuf},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
+};
+
+use crate::{
+    http::{Capture, emit},
+    maps::{config, count, count_n},
+    sock::{SOCKS, Verdict},
+};
+
+/// A TLS library call in flight on one thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsCall {
+    pub ssl: u64,
+    pub buf: u64,
+    /// `size_t *readbytes`/`*written` of the `_ex` calls, 0 for the plain ones.
+    pub done_ptr: u64,
+    /// Socket of a syscall made inside the call, 0 if none (yet).
+    pub sk: u64,
+}
+
+/// Calls in flight by thread (`pid_tgid`). LRU: a return that never comes
+/// (thread killed mid-call) must not leak its entry.
+#[map(name = "TLS_CALLS")]
+static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(16_384, 0);
+
+/// `SSL*` pointers are per address space: key them by process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ssl: u64,
+}
+
+/// What is known of one `SSL*`: its socket and its plaintext's verdict.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslConn {
+    pub sk: u64,
+    /// A [`Verdict`] of the plaintext (HTTP/1.x or not) as u32.
+    pub verdict: u32,
+    pub _pad: u32,
+}
+
+#[map(name = "SSL_CONNS")]
+static SSL_CONNS: LruHashMap<SslKey, SslConn> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Per thread: the TLS socket it last read or wrote outside a TLS call.
+#[map(name = "LAST_TLS_SK")]
+static LAST_TLS_SK: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Process ids that just exec'd, for userspace to look for TLS libraries in.
+#[map(name = "EXECS")]
+pub static EXECS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+// SSL_read(SSL *s, void *buf, int num), SSL_write(SSL *s, const void *buf, int num)
+#[uprobe]
+pub fn ssl_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, false);
+    0
+}
+
+// SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes) and
+// SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
+#[uprobe]
+pub fn ssl_ex_enter(ctx: ProbeContext) -> u32 {
+    enter(&ctx, true);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_read_exit(ctx: RetProbeContext) -> u32 {
+    exit(&ctx, Direction::Ingress, DataSource::SslRead);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_write_exit(ctx: RetProbeContext) -> u32 {
+    exit(&ctx, Direction::Egress, DataSource::SslWrite);
+    0
+}
+
+/// `sched:sched_process_exec`: tell userspace which process to look at (it
+/// maps its libraries after this; userspace looks again a little later).
+#[tracepoint]
+pub fn tls_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let _ = EXECS.output::<u32>(&tgid, 0);
+    0
+}
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, ex: bool) {
+    let Some(cfg) = config() else { return };
+    if cfg.cost_stage == cost_stage::ATTACH {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
+        return;
+    }
+    let call = TlsCall {
+        ssl: ctx.arg(0).unwrap_or(0),
+        buf: ctx.arg(1).unwrap_or(0),
+        done_ptr: if ex { ctx.arg(3).unwrap_or(0) } else { 0 },
+        sk: 0,
+    };
+    let _ = TLS_CALLS.insert(&pid_tgid, &call, 0);
+}
+
+#[inline(always)]
+fn exit(ctx: &RetProbeContext, dir: Direction, source: DataSource) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = TLS_CALLS.get_ptr(&pid_tgid) else {
+        return;
+    };
+    // SAFETY: value pointer from the map, copied before the entry goes.
+    let call = unsafe { *call };
+    let _ = TLS_CALLS.remove(&pid_tgid);
+    let Some(cfg) = config() else { return };
+    let rc = ctx.ret::<u64>() as i32;
+    let len: u64 = if call.done_ptr != 0 {
+        // The _ex calls return 1 on success and store the count.
+        if rc != 1 {
+            return;
+        }
+        // SAFETY: a user pointer the caller passed; read fault-tolerantly.
+        match unsafe { bpf_probe_read_user(call.done_ptr as *const u64) } {
+            Ok(n) => n,
+            Err(_) => {
+                count(KernelCounter::ReadFailed);
+                return;
+            }
+        }
+    } else if rc > 0 {
+        rc as u64
+    } else {
+        return;
+    };
+    if len == 0 || len > u32::MAX as u64 {
+        return;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = SslKey {
+        tgid,
+        _pad: 0,
+        ssl: call.ssl,
+    };
+    let known = SSL_CONNS.get_ptr_mut(&key);
+    let sk = if call.sk != 0 {
+        call.sk
+    } else if let Some(c) = known
+        // SAFETY: value pointer from the map.
+        && is_live_tls(unsafe { (*c).sk })
+    {
+        unsafe { (*c).sk }
+    } else if let Some(sk) = LAST_TLS_SK.get_ptr(&pid_tgid) {
+        // SAFETY: value pointer from the map.
+        unsafe { *sk }
+    } else {
+        count(KernelCounter::TlsUnattributed);
+        return;
+    };
+    // A new socket for this SSL* (or a reused SSL* address): a new stream.
+    let conn = match known {
+        // SAFETY: value pointer from the map; only this thread uses this SSL*.
+        Some(c) if unsafe { (*c).sk } == sk => c,
+        _ => {
+            let fresh = SslConn {
+                sk,
+                verdict: Verdict::Unknown as u32,
+                _pad: 0,
+            };
+            let _ = SSL_CONNS.insert(&key, &fresh, 0);
+            match SSL_CONNS.get_ptr_mut(&key) {
+                Some(c) => c,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: value pointer from the map.
+    let verdict = unsafe { (*conn).verdict };
+    if verdict == Verdict::NotHttp as u32 {
+        return;
+    }
+    if cfg.capture_http == 0 || cfg.cost_stage == cost_stage::CLASSIFY {
+        return;
+    }
+    let at = Capture {
+        sk,
+        dir,
+        len: len as u32,
+        fd: -1,
+        source,
+        flags: DATA_FLAG_TLS,
+    };
+    let buffer = (cfg.cost_stage != cost_stage::TRANSFER).then_some((call.buf, len));
+    emit(cfg, &at, buffer, verdict == Verdict::Http as u32, |v, _| {
+        if v == Verdict::NotHttp {
+            // HTTP/2, another protocol or garbage inside TLS.
+            count(KernelCounter::TlsNotHttpConnections);
+        }
+        // SAFETY: value pointer from the map.
+        unsafe { (*conn).verdict = v as u32 };
+    });
+}
+
+/// Is `sk` still a live TLS socket? (Closed sockets leave `SOCKS`; a
+/// remembered `SSL*` → `sk` must not outlive its connection.)
+#[inline(always)]
+fn is_live_tls(sk: u64) -> bool {
+    match SOCKS.get_ptr(&sk) {
+        // SAFETY: value pointer from the map.
+        Some(s) => unsafe { (*s).verdict == Verdict::Tls as u32 },
+        None => false,
+    }
+}
+
+/// A socket syscall on a connection not (yet) known as HTTP: if it is TLS
+/// (its verdict, or the thread is inside a TLS call) count its ciphertext,
+/// remember the socket, and return true (nothing to capture).
+#[inline(always)]
+pub fn on_socket_io(sk: u64, pid_tgid: u64, verdict: u32, len: i32) -> bool {
+    let in_call = TLS_CALLS.get_ptr_mut(&pid_tgid);
+    if let Some(c) = in_call {
+        // SAFETY: value pointer from the map; only this thread writes it.
+        unsafe { (*c).sk = sk };
+    }
+    if verdict != Verdict::Tls as u32 && in_call.is_none() {
+        return false;
+    }
+    if verdict != Verdict::Tls as u32 {
+        // Bytes seen first inside a TLS call (a connection older than the
+        // probes): ciphertext whatever they look like.
+        crate::sock::set_verdict(sk, (pid_tgid >> 32) as u32, Verdict::Tls);
+        count(KernelCounter::TlsConnections);
+    } else if in_call.is_none() {
+        let _ = LAST_TLS_SK.insert(&pid_tgid, &sk, 0);
+    }
+    count(KernelCounter::TlsSyscalls);
+    count_n(KernelCounter::TlsBytes, len as u64);
+    true
+}
+
+/// The first bytes of a connection were a TLS record (seen outside a TLS
+/// call: the handshake).
+#[inline(always)]
+pub fn on_first_record(sk: u64, len: u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let _ = LAST_TLS_SK.insert(&pid_tgid, &sk, 0);
+    count(KernelCounter::TlsConnections);
+    count(KernelCounter::TlsSyscalls);
+    count_n(KernelCounter::TlsBytes, len as u64);
+}
