@@ -45,6 +45,8 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0} (set tls.enabled: false to run without HTTPS plaintext)")]
+    Tls(#[from] crate::kernel::tls::TlsStartError),
     #[error("runtime: {0}")]
     Io(#[from] std::io::Error),
     #[error("the {0} thread died (see the panic above); exiting so the agent is restarted")]
@@ -155,6 +157,8 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     let mut registry = Registry::default();
     let self_metrics = SelfMetrics::default();
     self_metrics.register(&mut registry);
+    let tls_metrics = crate::kernel::tls::TlsMetrics::default();
+    tls_metrics.register(&mut registry);
     let node = cfg.node();
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
 
@@ -272,6 +276,13 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     let ring = probes.take_ring_buffer()?;
     self_metrics.probes_attached.set(probes.attached() as i64);
     tracing::info!(programs = probes.attached(), "probes attached");
+    // HTTPS: the first look at every process happens before readiness, so
+    // TLS traffic after /readyz is seen.
+    let mut tls = crate::kernel::tls::TlsManager::start(&cfg.tls, probes.ebpf_mut(), tls_metrics)?;
+    if let Some(t) = &mut tls {
+        t.poll(probes.ebpf_mut());
+        tracing::info!(files = t.attached(), "TLS libraries attached");
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let cap = (cfg.probes.channel_capacity / BATCH_RECORDS).max(1);
@@ -314,6 +325,7 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     // Kernel-side counts are read from the probes' counter map each second.
     let mut kernel = KernelCounterMirror::new(&self_metrics, cfg.probes.run_time_stats);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut tls_ticker = tokio::time::interval(crate::kernel::tls::POLL_INTERVAL);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut outcome = Ok(());
     loop {
@@ -321,6 +333,11 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
             _ = ticker.tick() => {
                 kernel.sync(&probes, &non_http_conns);
                 counters.sample_rate();
+            }
+            _ = tls_ticker.tick(), if tls.is_some() => {
+                if let Some(t) = &mut tls {
+                    t.poll(probes.ebpf_mut());
+                }
             }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }

@@ -35,6 +35,7 @@ pub struct Config {
     pub slo: crate::measure::slo::SloConfig,
     pub k8s: crate::request::k8s::config::K8sConfig,
     pub snapshots: crate::respond::snapshot::SnapshotConfig,
+    pub tls: crate::kernel::tls::TlsConfig,
 }
 
 impl Config {
@@ -108,6 +109,7 @@ impl Config {
         self.slo.validate()?;
         self.k8s.validate()?;
         self.snapshots.validate()?;
+        self.tls.filter()?;
         Ok(())
     }
 

@@ -76,6 +76,8 @@ pub struct ConnInfo {
     pub last_seen_ns: u64,
     /// First event seen for this socket address (see `remove_if_older`).
     pub first_seen_ns: u64,
+    /// Its HTTP was read as TLS plaintext (`url.scheme="https"`).
+    pub tls: bool,
 }
 
 impl ConnInfo {
@@ -93,6 +95,7 @@ impl ConnInfo {
             retrans_counter: None,
             last_seen_ns: now_ns,
             first_seen_ns: now_ns,
+            tls: false,
         }
     }
 

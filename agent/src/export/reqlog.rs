@@ -115,6 +115,8 @@ pub struct RequestLogLine<'a> {
     pub method: &'a str,
     pub route: &'a str,
     pub path: &'a str,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     pub status: u16,
     pub duration: Duration,
     pub error: bool,
@@ -208,6 +210,7 @@ impl RequestLogger {
             http_request_method = l.method,
             http_route = l.route,
             url_path = crate::request::redact::cap(l.path, MAX_FIELD_BYTES),
+            url_scheme = l.scheme,
             http_response_status_code = l.status,
             duration_ms = l.duration.as_secs_f64() * 1e3,
             error = l.error,
@@ -336,6 +339,7 @@ mod tests {
             method: "GET",
             route: "/items/{id}",
             path: "/items/7",
+            scheme: "https",
             status: 200,
             duration: Duration::from_millis(3),
             error: false,
@@ -374,6 +378,7 @@ mod tests {
         // Unknown container: left out, not empty.
         assert!(in_pod.get("k8s_container").is_none(), "{text}");
         assert_eq!(outside["service_name"], "checkout");
+        assert_eq!(outside["url_scheme"], "https", "{text}");
         for k in ["k8s_namespace", "k8s_pod", "k8s_workload", "k8s_container"] {
             assert!(outside.get(k).is_none(), "{k} outside a pod: {text}");
         }

@@ -383,6 +383,9 @@ impl Pipeline {
                     self.http
                         .on_close(d.head.sk, d.head.header.ts_ns, &mut done);
                 }
+                if d.head.flags & agent_common::DATA_FLAG_TLS != 0 {
+                    self.conns.entry(d.head.sk, d.head.header.ts_ns).tls = true;
+                }
                 let direction = if d.head.direction == Direction::Egress as u32 {
                     Direction::Egress
                 } else {
@@ -433,6 +436,7 @@ impl Pipeline {
                 peer: None,
                 retransmits: 0,
                 connect_duration_ns: None,
+                tls: false,
             },
         }
     }
@@ -485,6 +489,7 @@ fn facts_of(c: &mut crate::conn::table::ConnInfo, service: ServiceIdentity) -> C
         peer: ep(c.remote),
         retransmits,
         connect_duration_ns,
+        tls: c.tls,
     }
 }
 

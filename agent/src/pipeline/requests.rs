@@ -215,6 +215,8 @@ pub struct ConnFacts {
     pub peer: Option<Endpoint>,
     pub retransmits: u32,
     pub connect_duration_ns: Option<u64>,
+    /// The connection's requests were read from TLS plaintext.
+    pub tls: bool,
 }
 
 impl RequestStage {
@@ -225,6 +227,7 @@ impl RequestStage {
         req.start_time = wall;
         req.tcp.retransmits = facts.retransmits;
         req.tcp.connect_duration_ns = facts.connect_duration_ns;
+        req.tls = facts.tls;
 
         let route = self
             .routes
@@ -293,6 +296,7 @@ impl RequestStage {
                 method: &route.method,
                 route: &route.route,
                 path,
+                scheme: url_scheme(&req),
                 status: req.status,
                 duration,
                 error,
@@ -336,6 +340,11 @@ impl RequestStage {
     }
 }
 
+/// `url.scheme` (OTel): `https` for requests read from TLS plaintext.
+pub fn url_scheme(req: &HttpRequest) -> &'static str {
+    if req.tls { "https" } else { "http" }
+}
+
 /// The span for a request: OTel HTTP semantic conventions plus what the
 /// kernel saw on the connection. The pod goes to the span's resource.
 /// String attributes are capped at `otlp.max_attribute_bytes` and query values
@@ -363,6 +372,7 @@ fn span_record(
     ));
     a.push(KeyValue::new("http.route", route.route.to_string()));
     a.push(KeyValue::new("url.path", path.to_string()));
+    a.push(KeyValue::new("url.scheme", url_scheme(req)));
     if let Some(q) = query {
         a.push(KeyValue::new(
             "url.query",

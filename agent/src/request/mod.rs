@@ -192,6 +192,8 @@ pub struct HttpRequest {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub tcp: TcpEvidence,
+    /// Seen as TLS plaintext at the TLS library (`url.scheme="https"`).
+    pub tls: bool,
 }
 
 impl HttpRequest {
@@ -238,6 +240,7 @@ impl HttpRequest {
             request_bytes: 0,
             response_bytes: 0,
             tcp: TcpEvidence::default(),
+            tls: false,
         }
     }
 

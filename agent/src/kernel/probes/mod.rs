@@ -202,6 +202,11 @@ impl Probes {
             .collect()
     }
 
+    /// The loaded object, for programs attached later (TLS uprobes).
+    pub fn ebpf_mut(&mut self) -> &mut aya::Ebpf {
+        &mut self.ebpf
+    }
+
     /// Number of attached programs (readiness).
     pub fn attached(&self) -> usize {
         self.attached

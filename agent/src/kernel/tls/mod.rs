@@ -1,0 +1,336 @@
+//! HTTPS plaintext: which files get the OpenSSL uprobes, and for how long.
+//!
+//! Every `libssl.so*` a process maps, and every executable exporting
+//! `SSL_read` (Node.js), is attached once per distinct file (device +
+//! inode) and detached when no live process maps it any more. Processes are
+//! found at start (a full look at `/proc`), on their exec (the
+//! `sched:sched_process_exec` tracepoint sends the pid through a small ring
+//! buffer; the pid is looked at again shortly after, since libraries such as
+//! Python's `_ssl` are loaded after exec), and by a full look every
+//! `tls.rescan_interval`. docs/probes.md has the kernel side.
+mod attach;
+mod config;
+pub mod discover;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aya::Ebpf;
+use aya::maps::{MapData, RingBuf};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub use attach::TlsAttachError;
+pub use config::{PathFilter, TlsConfig};
+use discover::{Candidate, FileKey, Unattachable};
+
+/// How often [`TlsManager::poll`] should run: a process is attached
+/// within about this long after its exec (or its `dlopen`, see below).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// After an exec, look at the process again at these delays: libraries
+/// opened with dlopen (Python's `ssl` module) appear after the exec.
+const EXEC_LOOKS: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_millis(200),
+    Duration::from_millis(800),
+    Duration::from_secs(3),
+];
+/// Looks waiting at most (an exec storm must not grow memory); beyond it
+/// the periodic rescan catches up.
+const MAX_PENDING: usize = 16_384;
+/// Files remembered as not attachable (not retried until they change).
+const MAX_REFUSED: usize = 65_536;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// `sloguard_tls_attached{kind}` and `sloguard_tls_attach_failures_total{reason}`.
+#[derive(Clone, Default)]
+pub struct TlsMetrics {
+    pub attached: Family<KindLabels, Gauge>,
+    pub failures: Family<ReasonLabels, Counter>,
+}
+
+impl TlsMetrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "sloguard_tls_attached",
+            "Files (distinct device and inode) whose TLS functions carry the agent's uprobes",
+            self.attached.clone(),
+        );
+        r.register(
+            "sloguard_tls_attach_failures",
+            "TLS candidate files that could not be attached, once per file, by reason",
+            self.failures.clone(),
+        );
+        // Every series from the start, so rates work from the first scrape.
+        let _ = self.attached.get_or_create(&KindLabels { kind: "openssl" });
+        for reason in ["unreadable", "not_elf", "no_symbols", "kernel"] {
+            let _ = self.failures.get_or_create(&ReasonLabels { reason });
+        }
+    }
+
+    fn fail(&self, reason: &'static str) {
+        self.failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+}
+
+struct Attached {
+    path: String,
+    links: Vec<attach::Link>,
+    /// Live processes mapping the file, as last seen.
+    pids: HashSet<u32>,
+}
+
+/// Attachments and the scans that keep them.
+pub struct TlsManager {
+    filter: PathFilter,
+    rescan: Duration,
+    proc_root: PathBuf,
+    self_pid: u32,
+    files: HashMap<FileKey, Attached>,
+    refused: HashSet<FileKey>,
+    /// `(due, pid)` looks at one process, in due order.
+    pending: VecDeque<(Instant, u32)>,
+    last_full: Option<Instant>,
+    execs: RingBuf<MapData>,
+    metrics: TlsMetrics,
+}
+
+impl TlsManager {
+    /// Load the TLS programs into `ebpf` and take its exec ring buffer.
+    /// `None` when `tls.enabled` is off.
+    pub fn start(
+        cfg: &TlsConfig,
+        ebpf: &mut Ebpf,
+        metrics: TlsMetrics,
+    ) -> Result<Option<Self>, TlsStartError> {
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        let filter = cfg.filter()?;
+        attach::load(ebpf)?;
+        let execs = ebpf
+            .take_map("EXECS")
+            .and_then(|m| RingBuf::try_from(m).ok())
+            .ok_or(TlsStartError::Map("EXECS"))?;
+        Ok(Some(Self {
+            filter,
+            rescan: cfg.rescan_interval,
+            proc_root: PathBuf::from("/proc"),
+            self_pid: std::process::id(),
+            files: HashMap::new(),
+            refused: HashSet::new(),
+            pending: VecDeque::new(),
+            last_full: None,
+            execs,
+            metrics,
+        }))
+    }
+
+    /// Files attached now.
+    pub fn attached(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Run often (every 100 ms): new processes, due looks, the periodic
+    /// full rescan.
+    pub fn poll(&mut self, ebpf: &mut Ebpf) {
+        let now = Instant::now();
+        while let Some(item) = self.execs.next() {
+            let Some(pid) = item
+                .get(..4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            else {
+                continue;
+            };
+            for d in EXEC_LOOKS {
+                if self.pending.len() < MAX_PENDING {
+                    self.pending.push_back((now + d, pid));
+                }
+            }
+        }
+        // Due order: the deque holds runs of increasing due times; sort
+        // only the due prefix cheaply by taking every due entry.
+        let mut due = Vec::new();
+        self.pending.retain(|&(at, pid)| {
+            if at <= now {
+                due.push(pid);
+                false
+            } else {
+                true
+            }
+        });
+        due.sort_unstable();
+        due.dedup();
+        for pid in due {
+            self.look_at(ebpf, pid);
+        }
+        if self
+            .last_full
+            .is_none_or(|t| now.duration_since(t) >= self.rescan)
+        {
+            self.full_scan(ebpf);
+            self.last_full = Some(now);
+        }
+        self.release_unmapped(ebpf);
+    }
+
+    /// Look at every process.
+    pub fn full_scan(&mut self, ebpf: &mut Ebpf) {
+        let Ok(dir) = std::fs::read_dir(&self.proc_root) else {
+            return;
+        };
+        let mut live = HashSet::new();
+        for e in dir.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                live.insert(pid);
+                self.look_at(ebpf, pid);
+            }
+        }
+        for f in self.files.values_mut() {
+            f.pids.retain(|p| live.contains(p));
+        }
+    }
+
+    /// Attach what `pid` maps and was not attached yet; record which
+    /// attached files it maps (and which it no longer does: after an exec).
+    fn look_at(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        if pid == self.self_pid {
+            return;
+        }
+        let Some(found) = discover::process_files(&self.proc_root, pid) else {
+            for f in self.files.values_mut() {
+                f.pids.remove(&pid);
+            }
+            return;
+        };
+        let mut maps_now = HashSet::new();
+        for c in &found.candidates {
+            if !self.filter.allows(&found.exe, &c.path) {
+                continue;
+            }
+            if self.files.contains_key(&c.key) || self.try_attach(ebpf, pid, c) {
+                maps_now.insert(c.key);
+            }
+        }
+        for (key, f) in &mut self.files {
+            if maps_now.contains(key) {
+                f.pids.insert(pid);
+            } else {
+                f.pids.remove(&pid);
+            }
+        }
+    }
+
+    fn try_attach(&mut self, ebpf: &mut Ebpf, pid: u32, c: &Candidate) -> bool {
+        if self.refused.contains(&c.key) {
+            return false;
+        }
+        let host = discover::host_path(&self.proc_root, pid, &c.path);
+        let refuse = |me: &mut Self, reason: &'static str| {
+            if me.refused.len() >= MAX_REFUSED {
+                me.refused.clear();
+            }
+            me.refused.insert(c.key);
+            me.metrics.fail(reason);
+        };
+        let offsets = match discover::ssl_offsets(&host) {
+            Ok(o) => o,
+            // Most executables carry no OpenSSL: not a failure worth a count.
+            Err(Unattachable::NoSymbols) if c.is_exe => {
+                refuse_quietly(&mut self.refused, c.key);
+                return false;
+            }
+            Err(e) => {
+                tracing::info!(pid, path = %c.path, "TLS library not attachable: {e}");
+                refuse(self, e.label());
+                return false;
+            }
+        };
+        match attach::attach_file(ebpf, &host, &offsets) {
+            Ok(links) => {
+                let symbols: Vec<&str> = offsets.iter().map(|(s, _)| *s).collect();
+                tracing::info!(
+                    pid,
+                    path = %c.path,
+                    kind = "openssl",
+                    symbols = ?symbols,
+                    "TLS uprobes attached"
+                );
+                self.files.insert(
+                    c.key,
+                    Attached {
+                        path: c.path.clone(),
+                        links,
+                        pids: HashSet::new(),
+                    },
+                );
+                self.set_gauge();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(pid, path = %c.path, "TLS uprobes not attached: {e}");
+                refuse(self, "kernel");
+                false
+            }
+        }
+    }
+
+    /// Detach files no live process maps any more.
+    fn release_unmapped(&mut self, ebpf: &mut Ebpf) {
+        let root = &self.proc_root;
+        for f in self.files.values_mut() {
+            f.pids.retain(|p| root.join(p.to_string()).exists());
+        }
+        let gone: Vec<FileKey> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.pids.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            if let Some(f) = self.files.remove(&key) {
+                tracing::info!(path = %f.path, "TLS uprobes detached: no process maps the file");
+                attach::detach(ebpf, f.links);
+            }
+        }
+        self.set_gauge();
+    }
+
+    fn set_gauge(&self) {
+        self.metrics
+            .attached
+            .get_or_create(&KindLabels { kind: "openssl" })
+            .set(self.files.len() as i64);
+    }
+}
+
+fn refuse_quietly(refused: &mut HashSet<FileKey>, key: FileKey) {
+    if refused.len() >= MAX_REFUSED {
+        refused.clear();
+    }
+    refused.insert(key);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsStartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("TLS probes: {0}")]
+    Attach(#[from] TlsAttachError),
+    #[error("eBPF map {0} is missing or has the wrong type")]
+    Map(&'static str),
+}
