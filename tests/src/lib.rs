@@ -8,11 +8,13 @@
 //! - [`kernel_events`]: load the probes and collect their raw events.
 //! - [`events`]: decode ring-buffer records (data and owner events) in tests.
 //! - [`otlp`]: a real OTLP receiver (gRPC and HTTP/protobuf).
+//! - [`fidelity`]: the agent's view against the peers' records (counts, percentiles).
 pub use testbed::{
     agent, child, dashboard, env, gateway, loopback, netns, nginx, prom, pyserver, shop,
     tcp_traffic, tools, webhook,
 };
 
 pub mod events;
+pub mod fidelity;
 pub mod kernel_events;
 pub mod otlp;
