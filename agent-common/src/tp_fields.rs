@@ -36,6 +36,12 @@ pub mod inet_sock_set_state {
     pub const SADDR_V6: usize = 40;
     pub const DADDR_V6: usize = 56;
 }
+/// `syscalls:sys_enter_mmap` (the TLS probes' hint that a process mapped
+/// a file executable, e.g. a `dlopen`ed libssl).
+pub mod sys_enter_mmap {
+    pub const PROT: usize = 32;
+    pub const FD: usize = 48;
+}
 /// Every (tracepoint, field, offset) above, for the format check.
 pub const ALL: &[(&str, &str, usize)] = &[
     (
@@ -142,4 +148,6 @@ pub const ALL: &[(&str, &str, usize)] = &[
         "daddr_v6",
         inet_sock_set_state::DADDR_V6,
     ),
+    ("syscalls/sys_enter_mmap", "prot", sys_enter_mmap::PROT),
+    ("syscalls/sys_enter_mmap", "fd", sys_enter_mmap::FD),
 ];

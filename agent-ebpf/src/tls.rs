@@ -14,8 +14,12 @@
 //! on the same thread; docs/probes.md).
 //!
 //! [`DataEvent`]: agent_common::DataEvent
-use agent_common::{DATA_FLAG_TLS, DataSource, Direction, KernelCounter, cost_stage};
+use agent_common::{
+    DATA_FLAG_TLS, DataSource, Direction, KernelCounter, cost_stage,
+    tp_fields::sys_enter_mmap as mm,
+};
 use aya_ebpf::{
+    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{LruHashMap, RingBuf},
@@ -25,7 +29,7 @@ use aya_ebpf::{
 use crate::{
     http::{Capture, emit},
     maps::{config, count, count_n},
-    sock::{SOCKS, Verdict},
+    sock::{SOCKS, Verdict, field},
 };
 
 /// A TLS library call in flight on one thread.
@@ -71,7 +75,8 @@ static SSL_CONNS: LruHashMap<SslKey, SslConn> = LruHashMap::with_max_entries(65_
 #[map(name = "LAST_TLS_SK")]
 static LAST_TLS_SK: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16_384, 0);
 
-/// Process ids that just exec'd, for userspace to look for TLS libraries in.
+/// Process ids that just exec'd or mapped a file's code, for userspace to
+/// look for TLS libraries in.
 #[map(name = "EXECS")]
 pub static EXECS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
@@ -102,13 +107,41 @@ pub fn ssl_write_exit(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// `sched:sched_process_exec`: tell userspace which process to look at (it
-/// maps its libraries after this; userspace looks again a little later).
+/// `sched:sched_process_exec`: tell userspace which process to look at
+/// (its executable may carry OpenSSL, as node's does).
 #[tracepoint]
 pub fn tls_exec(_ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let _ = EXECS.output::<u32>(&tgid, 0);
+    look_at_me();
     0
+}
+
+/// `syscalls:sys_enter_mmap` of a file with `PROT_EXEC`: the loader mapping
+/// a library's code (at start or on `dlopen`, e.g. Python's `import ssl`),
+/// so userspace looks at the process's maps as soon as it can. Anonymous
+/// and non-executable mappings (malloc, JIT heaps, data) return at once.
+#[tracepoint]
+pub fn tls_mmap(ctx: TracePointContext) -> u32 {
+    let p = ctx.as_ptr() as *const u8;
+    // SAFETY: direct loads from the tracepoint record at offsets the
+    // kernel-format test checks.
+    let prot: u64 = unsafe { field(p, mm::PROT) };
+    let fd: u64 = unsafe { field(p, mm::FD) };
+    if prot & PROT_EXEC != 0 && (fd as i64) >= 0 {
+        look_at_me();
+    }
+    0
+}
+
+const PROT_EXEC: u64 = 4;
+
+#[inline(always)]
+fn look_at_me() {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if config().is_some_and(|c| c.self_tgid == tgid) {
+        return;
+    }
+    // Full: dropped; the periodic rescan catches up.
+    let _ = EXECS.output::<u32>(&tgid, 0);
 }
 
 #[inline(always)]

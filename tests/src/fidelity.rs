@@ -96,4 +96,3 @@ pub fn settle(agent: &Agent, service: &str, want: f64, max: Duration) -> String 
         std::thread::sleep(Duration::from_millis(200));
     }
 }
-

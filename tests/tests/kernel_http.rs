@@ -232,13 +232,40 @@ fn nginx_and_curl_bytes_match_the_access_log() {
 
 #[test]
 fn non_http_stream_is_counted_not_sent() {
+    // Another protocol: counted as non-HTTP.
+    stream_is_counted_not_sent(
+        "SSH-2.0-",
+        KernelCounter::NonHttpBytes,
+        KernelCounter::NonHttpSyscalls,
+    );
+}
+
+/// TLS records are ciphertext whose plaintext the TLS probes read: counted
+/// as TLS, not as non-HTTP garbage.
+#[test]
+fn tls_stream_is_counted_as_tls_not_sent() {
+    stream_is_counted_not_sent(
+        "\\x16\\x03\\x01\\x02\\x00\\x01\\x00\\x01",
+        KernelCounter::TlsBytes,
+        KernelCounter::TlsSyscalls,
+    );
+}
+
+/// A 256 KiB stream starting with `prefix` (a Python bytes literal body)
+/// between two sockets of one child process: no data events, its bytes and
+/// syscalls counted in `bytes_counter`/`calls_counter`.
+fn stream_is_counted_not_sent(
+    prefix: &str,
+    bytes_counter: KernelCounter,
+    calls_counter: KernelCounter,
+) {
     let Some(mut probes) = probes_or_skip(&[("python3", has_program("python3"))]) else {
         return;
     };
     let mut rb = probes.take_ring_buffer().unwrap();
     let before = probes.kernel_counters().unwrap();
-    // A TLS-looking stream of 256 KiB between two sockets of one child process.
-    const SCRIPT: &str = r#"
+    let script = format!(
+        r#"
 import os, socket, threading
 l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
 got = [0]
@@ -250,12 +277,14 @@ def serve():
         got[0] += len(b)
 t = threading.Thread(target=serve); t.start()
 c = socket.create_connection(l.getsockname())
-c.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01" + os.urandom(262144 - 8))
+p = b"{prefix}"
+c.sendall(p + os.urandom(262144 - len(p)))
 c.close(); t.join()
 assert got[0] == 262144, got
-"#;
+"#
+    );
     let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
+        .args(["-c", &script])
         .spawn()
         .expect("python3 runs");
     let pid = child.id();
@@ -272,13 +301,11 @@ assert got[0] == 262144, got
         owners_of(&events, pid).len() >= 2,
         "both sockets announced their owner"
     );
-    let bytes =
-        after[KernelCounter::NonHttpBytes as usize] - before[KernelCounter::NonHttpBytes as usize];
-    let calls = after[KernelCounter::NonHttpSyscalls as usize]
-        - before[KernelCounter::NonHttpSyscalls as usize];
+    let bytes = after[bytes_counter as usize] - before[bytes_counter as usize];
+    let calls = after[calls_counter as usize] - before[calls_counter as usize];
     // Sent once and received once (other traffic on the machine may add more).
-    assert!(bytes >= 2 * 262_144, "non-HTTP bytes counted: {bytes}");
-    assert!(calls >= 2, "non-HTTP syscalls counted: {calls}");
+    assert!(bytes >= 2 * 262_144, "{bytes_counter:?}: {bytes}");
+    assert!(calls >= 2, "{calls_counter:?}: {calls}");
 }
 
 /// One curl GET of nginx's `/small.txt`, then every event until the ring is quiet.

@@ -18,6 +18,13 @@ pub const OPENSSL_PROBES: [(&str, &str, &str); 4] = [
     ("SSL_write_ex", "ssl_ex_enter", "ssl_write_exit"),
 ];
 
+/// Tracepoints that name processes to look at: new programs, and code
+/// mappings of files (libraries loaded at start or with dlopen).
+const HINTS: [(&str, &str, &str); 2] = [
+    ("tls_exec", "sched", "sched_process_exec"),
+    ("tls_mmap", "syscalls", "sys_enter_mmap"),
+];
+
 const UPROBE_PROGRAMS: [&str; 4] = [
     "ssl_enter",
     "ssl_ex_enter",
@@ -51,8 +58,8 @@ pub struct Link {
     id: UProbeLinkId,
 }
 
-/// Load the uprobe programs and attach the exec tracepoint that tells
-/// userspace about new processes.
+/// Load the uprobe programs and attach the tracepoints that tell userspace
+/// which processes to look at.
 pub fn load(ebpf: &mut Ebpf) -> Result<(), TlsAttachError> {
     for name in UPROBE_PROGRAMS {
         let p: &mut UProbe = ebpf
@@ -68,21 +75,19 @@ pub fn load(ebpf: &mut Ebpf) -> Result<(), TlsAttachError> {
             source: e.into(),
         })?;
     }
-    let exec: &mut TracePoint = ebpf
-        .program_mut("tls_exec")
-        .ok_or(TlsAttachError::Missing("tls_exec"))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| TlsAttachError::Load {
-            program: "tls_exec",
+    for (program, category, name) in HINTS {
+        let load_err = |e: aya::programs::ProgramError| TlsAttachError::Load {
+            program,
             source: e.into(),
-        })?;
-    let load_err = |e: aya::programs::ProgramError| TlsAttachError::Load {
-        program: "tls_exec",
-        source: e.into(),
-    };
-    exec.load().map_err(load_err)?;
-    exec.attach("sched", "sched_process_exec")
-        .map_err(load_err)?;
+        };
+        let tp: &mut TracePoint = ebpf
+            .program_mut(program)
+            .ok_or(TlsAttachError::Missing(program))?
+            .try_into()
+            .map_err(load_err)?;
+        tp.load().map_err(load_err)?;
+        tp.attach(category, name).map_err(load_err)?;
+    }
     Ok(())
 }
 

@@ -3,11 +3,11 @@
 //! Every `libssl.so*` a process maps, and every executable exporting
 //! `SSL_read` (Node.js), is attached once per distinct file (device +
 //! inode) and detached when no live process maps it any more. Processes are
-//! found at start (a full look at `/proc`), on their exec (the
-//! `sched:sched_process_exec` tracepoint sends the pid through a small ring
-//! buffer; the pid is looked at again shortly after, since libraries such as
-//! Python's `_ssl` are loaded after exec), and by a full look every
-//! `tls.rescan_interval`. docs/probes.md has the kernel side.
+//! found at start (a full look at `/proc`); on their exec and whenever they
+//! map a file's code (`sched:sched_process_exec` and `sys_enter_mmap` with
+//! `PROT_EXEC` send the pid through a small ring buffer: libraries such as
+//! Python's `_ssl` are loaded with dlopen long after exec); and by a full
+//! look every `tls.rescan_interval`. docs/probes.md has the kernel side.
 mod attach;
 mod config;
 pub mod discover;
@@ -29,18 +29,14 @@ pub use config::{PathFilter, TlsConfig};
 use discover::{Candidate, FileKey, Unattachable};
 
 /// How often [`TlsManager::poll`] should run: a process is attached
-/// within about this long after its exec (or its `dlopen`, see below).
+/// within about this long after it maps OpenSSL.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// After an exec, look at the process again at these delays: libraries
-/// opened with dlopen (Python's `ssl` module) appear after the exec.
-const EXEC_LOOKS: [Duration; 4] = [
-    Duration::ZERO,
-    Duration::from_millis(200),
-    Duration::from_millis(800),
-    Duration::from_secs(3),
-];
-/// Looks waiting at most (an exec storm must not grow memory); beyond it
+/// After a hint (an exec, or a file's code mapped: the tracepoint fires on
+/// entry to mmap, before the mapping exists) look at the process at the
+/// next poll and once more a poll later.
+const HINT_LOOKS_MS: [u64; 2] = [0, 100];
+/// Looks waiting at most (an exec or dlopen storm must not grow memory); beyond it
 /// the periodic rescan catches up.
 const MAX_PENDING: usize = 16_384;
 /// Files remembered as not attachable (not retried until they change).
@@ -110,7 +106,7 @@ pub struct TlsManager {
 }
 
 impl TlsManager {
-    /// Load the TLS programs into `ebpf` and take its exec ring buffer.
+    /// Load the TLS programs into `ebpf` and take its hint ring buffer.
     /// `None` when `tls.enabled` is off.
     pub fn start(
         cfg: &TlsConfig,
@@ -156,9 +152,10 @@ impl TlsManager {
             else {
                 continue;
             };
-            for d in EXEC_LOOKS {
+            for ms in HINT_LOOKS_MS {
                 if self.pending.len() < MAX_PENDING {
-                    self.pending.push_back((now + d, pid));
+                    self.pending
+                        .push_back((now + Duration::from_millis(ms), pid));
                 }
             }
         }
