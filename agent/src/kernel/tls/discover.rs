@@ -94,12 +94,37 @@ fn parse_key(dev: &str, inode: &str) -> Option<FileKey> {
     })
 }
 
-/// Where a candidate is readable from the agent: through the process's root.
+/// Where a candidate is readable from the agent: through the process's root
+/// (its container's filesystem). `/proc/<pid>/root` needs `CAP_SYS_PTRACE`
+/// for processes the agent may not ptrace; without it, the same path in the
+/// agent's own mount namespace serves when it is the very file (same device
+/// and inode: a host process), else `None`.
+pub fn readable_path(proc_root: &Path, pid: u32, c: &Candidate) -> Option<PathBuf> {
+    let via_root = host_path(proc_root, pid, &c.path);
+    if std::fs::File::open(&via_root).is_ok() {
+        return Some(via_root);
+    }
+    let own = PathBuf::from(&c.path);
+    (file_key(&own) == Some(c.key)).then_some(own)
+}
+
+/// The path under `/proc/<pid>/root`.
 pub fn host_path(proc_root: &Path, pid: u32, path: &str) -> PathBuf {
     proc_root
         .join(pid.to_string())
         .join("root")
         .join(path.trim_start_matches('/'))
+}
+
+/// `(device, inode)` of a file as the maps lines write them.
+fn file_key(path: &Path) -> Option<FileKey> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    let dev = m.dev();
+    Some(FileKey {
+        dev: (u64::from(libc::major(dev)) << 32) | u64::from(libc::minor(dev)),
+        inode: m.ino(),
+    })
 }
 
 /// The OpenSSL functions the probes go on.
@@ -258,6 +283,36 @@ mod tests {
             "",
         );
         assert!(p.candidates.is_empty());
+    }
+
+    #[test]
+    fn own_path_serves_only_when_it_is_the_mapped_file() {
+        let lib = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+        let Some(key) = file_key(Path::new(lib)) else {
+            return;
+        };
+        let c = |key| Candidate {
+            key,
+            path: lib.into(),
+            is_exe: false,
+        };
+        // A process root that cannot be read (no such pid under this root).
+        let nowhere = Path::new("/nonexistent-proc");
+        assert_eq!(readable_path(nowhere, 1, &c(key)), Some(PathBuf::from(lib)));
+        let other = FileKey {
+            inode: key.inode + 1,
+            ..key
+        };
+        assert_eq!(
+            readable_path(nowhere, 1, &c(other)),
+            None,
+            "another file at that path"
+        );
+        let me = std::process::id();
+        assert_eq!(
+            readable_path(Path::new("/proc"), me, &c(key)),
+            Some(PathBuf::from(format!("/proc/{me}/root{lib}")))
+        );
     }
 
     #[test]

@@ -236,13 +236,21 @@ impl TlsManager {
         if self.refused.contains(&c.key) {
             return false;
         }
-        let host = discover::host_path(&self.proc_root, pid, &c.path);
         let refuse = |me: &mut Self, reason: &'static str| {
             if me.refused.len() >= MAX_REFUSED {
                 me.refused.clear();
             }
             me.refused.insert(c.key);
             me.metrics.fail(reason);
+        };
+        let Some(host) = discover::readable_path(&self.proc_root, pid, c) else {
+            tracing::info!(
+                pid,
+                path = %c.path,
+                "TLS library not attachable: /proc/<pid>/root not readable (CAP_SYS_PTRACE)"
+            );
+            refuse(self, "unreadable");
+            return false;
         };
         let offsets = match discover::ssl_offsets(&host) {
             Ok(o) => o,
