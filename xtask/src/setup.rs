@@ -52,8 +52,13 @@ pub const DEB_PACKAGES: &[(&str, Need)] = &[
     ("yamllint", Need::Test),
     ("golang-go", Need::Test),
     ("python3-pip", Need::Test),
-    // Certificates for the TLS gateway in the fuse action tests.
+    // Certificates for the TLS gateway in the fuse action tests and the
+    // HTTPS tests (kernel_tls).
     ("openssl", Need::Test),
+    // HTTPS peers of kernel_tls: a Node.js https server and client (an image
+    // with NodeSource's nodejs, whose node carries OpenSSL statically,
+    // already has the package; Debian's links the system libssl).
+    ("nodejs", Need::Test),
     // nstat, ps.
     ("procps", Need::Test),
     // Lists loaded eBPF programs (the detach-on-SIGTERM test).

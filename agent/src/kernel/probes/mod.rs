@@ -295,7 +295,7 @@ where
 /// Whether an `io::Error` with this errno is anywhere in the error's chain
 /// (aya wraps the syscall's error one or two levels down). EACCES is not
 /// privilege: the verifier answers it for programs it rejects.
-fn has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+pub(crate) fn has_errno(e: &(dyn std::error::Error + 'static), errno: i32) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>()

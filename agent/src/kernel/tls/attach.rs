@@ -52,6 +52,19 @@ pub enum TlsAttachError {
     },
 }
 
+impl TlsAttachError {
+    /// The kernel said EACCES/EPERM: a missing capability, not a bad file.
+    pub fn not_permitted(&self) -> bool {
+        match self {
+            Self::Attach { source, .. } | Self::Load { source, .. } => {
+                crate::kernel::probes::has_errno(source.as_ref(), libc::EACCES)
+                    || crate::kernel::probes::has_errno(source.as_ref(), libc::EPERM)
+            }
+            Self::Missing(_) => false,
+        }
+    }
+}
+
 /// One attached program instance, to detach later.
 pub struct Link {
     program: &'static str,

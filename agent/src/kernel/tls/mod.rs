@@ -73,7 +73,13 @@ impl TlsMetrics {
         );
         // Every series from the start, so rates work from the first scrape.
         let _ = self.attached.get_or_create(&KindLabels { kind: "openssl" });
-        for reason in ["unreadable", "not_elf", "no_symbols", "kernel"] {
+        for reason in [
+            "unreadable",
+            "not_elf",
+            "no_symbols",
+            "not_permitted",
+            "kernel",
+        ] {
             let _ = self.failures.get_or_create(&ReasonLabels { reason });
         }
     }
@@ -285,6 +291,15 @@ impl TlsManager {
                 );
                 self.set_gauge();
                 true
+            }
+            Err(e) if e.not_permitted() => {
+                tracing::warn!(
+                    pid,
+                    path = %c.path,
+                    "TLS uprobes not attached: not permitted ({e}); the uprobe PMU needs CAP_SYS_ADMIN (docs/requirements.md)"
+                );
+                refuse(self, "not_permitted");
+                false
             }
             Err(e) => {
                 tracing::warn!(pid, path = %c.path, "TLS uprobes not attached: {e}");
