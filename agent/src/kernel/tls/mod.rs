@@ -36,6 +36,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// entry to mmap, before the mapping exists) look at the process at the
 /// next poll and once more a poll later.
 const HINT_LOOKS_MS: [u64; 2] = [0, 100];
+/// How often the processes seen mapping attached files are checked for exit.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Looks waiting at most (an exec or dlopen storm must not grow memory); beyond it
 /// the periodic rescan catches up.
 const MAX_PENDING: usize = 16_384;
@@ -107,6 +110,7 @@ pub struct TlsManager {
     /// `(due, pid)` looks at one process, in due order.
     pending: VecDeque<(Instant, u32)>,
     last_full: Option<Instant>,
+    last_prune: Option<Instant>,
     execs: RingBuf<MapData>,
     metrics: TlsMetrics,
 }
@@ -137,6 +141,7 @@ impl TlsManager {
             refused: HashSet::new(),
             pending: VecDeque::new(),
             last_full: None,
+            last_prune: None,
             execs,
             metrics,
         }))
@@ -188,7 +193,15 @@ impl TlsManager {
             self.full_scan(ebpf);
             self.last_full = Some(now);
         }
-        self.release_unmapped(ebpf);
+        // One stat per process seen mapping an attached file: once a second
+        // is soon enough to release a file (idle links cost nothing).
+        if self
+            .last_prune
+            .is_none_or(|t| now.duration_since(t) >= PRUNE_INTERVAL)
+        {
+            self.release_unmapped(ebpf);
+            self.last_prune = Some(now);
+        }
     }
 
     /// Look at every process.
