@@ -20,9 +20,9 @@ use agent_common::{
 };
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, tracepoint, uprobe, uretprobe},
-    maps::{LruHashMap, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 
@@ -134,11 +134,40 @@ pub fn tls_mmap(ctx: TracePointContext) -> u32 {
 
 const PROT_EXEC: u64 = 4;
 
+/// Per CPU: the process last hinted and when, so a program start's dozens
+/// of library mappings send one record, not one each.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastHint {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
+}
+
+#[map(name = "LAST_HINT")]
+static LAST_HINT: PerCpuArray<LastHint> = PerCpuArray::with_max_entries(1, 0);
+
+/// Hints of one process closer than this are one: userspace looks at a
+/// hinted process at its next poll and again a poll (100 ms) later, by
+/// which time the mappings made in this window exist.
+const HINT_MERGE_NS: u64 = 50_000_000;
+
 #[inline(always)]
 fn look_at_me() {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if config().is_some_and(|c| c.self_tgid == tgid) {
         return;
+    }
+    if let Some(last) = LAST_HINT.get_ptr_mut(0) {
+        // SAFETY: helper without arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        let last = unsafe { &mut *last };
+        if last.tgid == tgid && now.wrapping_sub(last.ts_ns) < HINT_MERGE_NS {
+            return;
+        }
+        last.tgid = tgid;
+        last.ts_ns = now;
     }
     // Full: dropped; the periodic rescan catches up.
     let _ = EXECS.output::<u32>(&tgid, 0);

@@ -424,76 +424,6 @@ async fn http_action_errors_do_not_show_the_query() {
     assert!(err.contains("/runtime_modify?REDACTED"), "{err}");
 }
 
-/// A CA and a leaf certificate for 127.0.0.1 signed by it (openssl CLI).
-fn make_certs(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .output()
-            .expect("openssl (apt-get install -y openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=sloguard test CA",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    ]
-    .concat());
-    std::fs::write(d.join("leaf.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.ext",
-    ]);
-    (d.join("ca.pem"), d.join("leaf.pem"), d.join("leaf.key"))
-}
-
 #[tokio::test]
 async fn http_action_trusts_its_ca_file_and_sends_secret_headers_from_files() {
     if !nginx_installed("http_action_trusts_its_ca_file_and_sends_secret_headers_from_files") {
@@ -501,7 +431,7 @@ async fn http_action_trusts_its_ca_file_and_sends_secret_headers_from_files() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (ca, cert, key) = make_certs(d);
+    let (ca, cert, key) = testbed::certs::make_certs(d);
     // 200 only with both secrets; the log shows what arrived.
     let nginx = Nginx::start(&NginxOptions {
         access_log: false,

@@ -10,7 +10,7 @@
 //! - [`otlp`]: a real OTLP receiver (gRPC and HTTP/protobuf).
 //! - [`fidelity`]: the agent's view against the peers' records (counts, percentiles).
 pub use testbed::{
-    agent, child, dashboard, env, gateway, loopback, netns, nginx, prom, pyserver, shop,
+    agent, certs, child, dashboard, env, gateway, loopback, netns, nginx, prom, pyserver, shop,
     tcp_traffic, tools, webhook,
 };
 

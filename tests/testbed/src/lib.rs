@@ -7,6 +7,7 @@
 //! - [`env`]: what a test needs from the machine (root, BTF, tools); skip
 //!   with a reason, or fail in CI, when missing; free loopback ports.
 //! - [`tools`]: find external tools (same skip/fail rule).
+//! - [`certs`]: a test CA and a leaf certificate for 127.0.0.1 (openssl CLI).
 //! - [`child`]: child processes with bounded waits, killed on drop.
 //! - [`netns`]: network namespaces joined by a veth pair, nftables loss, `nstat`.
 //! - [`nginx`]: a real nginx under a temp prefix, its access log parsed.
@@ -22,6 +23,7 @@
 //!   `Shop::flaky()` is the SLO/fuse tests' backend.
 //! - [`webhook`]: a recording webhook receiver, a steady keep-alive client, bounded waits.
 pub mod agent;
+pub mod certs;
 pub mod child;
 pub mod dashboard;
 pub mod env;

@@ -12,7 +12,7 @@ mod attach;
 mod config;
 pub mod discover;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -32,15 +32,11 @@ use discover::{Candidate, FileKey, Unattachable};
 /// within about this long after it maps OpenSSL.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// After a hint (an exec, or a file's code mapped: the tracepoint fires on
-/// entry to mmap, before the mapping exists) look at the process at the
-/// next poll and once more a poll later.
-const HINT_LOOKS_MS: [u64; 2] = [0, 100];
 /// How often the processes seen mapping attached files are checked for exit.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Looks waiting at most (an exec or dlopen storm must not grow memory); beyond it
-/// the periodic rescan catches up.
+/// Distinct processes hinted per poll at most (an exec or dlopen storm must
+/// not grow memory); beyond it the periodic rescan catches up.
 const MAX_PENDING: usize = 16_384;
 /// Files remembered as not attachable (not retried until they change).
 const MAX_REFUSED: usize = 65_536;
@@ -107,8 +103,9 @@ pub struct TlsManager {
     self_pid: u32,
     files: HashMap<FileKey, Attached>,
     refused: HashSet<FileKey>,
-    /// `(due, pid)` looks at one process, in due order.
-    pending: VecDeque<(Instant, u32)>,
+    /// Processes hinted during the previous poll: looked at again now (the
+    /// mmap hint fires on entry to mmap, before the mapping exists).
+    hinted_before: HashSet<u32>,
     last_full: Option<Instant>,
     last_prune: Option<Instant>,
     execs: RingBuf<MapData>,
@@ -139,7 +136,7 @@ impl TlsManager {
             self_pid: std::process::id(),
             files: HashMap::new(),
             refused: HashSet::new(),
-            pending: VecDeque::new(),
+            hinted_before: HashSet::new(),
             last_full: None,
             last_prune: None,
             execs,
@@ -156,36 +153,21 @@ impl TlsManager {
     /// full rescan.
     pub fn poll(&mut self, ebpf: &mut Ebpf) {
         let now = Instant::now();
+        // Each hinted process is looked at in this poll and the next one,
+        // once per poll however many hints it sent.
+        let mut hinted = HashSet::new();
         while let Some(item) = self.execs.next() {
-            let Some(pid) = item
-                .get(..4)
-                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-            else {
-                continue;
-            };
-            for ms in HINT_LOOKS_MS {
-                if self.pending.len() < MAX_PENDING {
-                    self.pending
-                        .push_back((now + Duration::from_millis(ms), pid));
-                }
+            if let Some(b) = item.get(..4)
+                && hinted.len() < MAX_PENDING
+            {
+                hinted.insert(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
             }
         }
-        // Due order: the deque holds runs of increasing due times; sort
-        // only the due prefix cheaply by taking every due entry.
-        let mut due = Vec::new();
-        self.pending.retain(|&(at, pid)| {
-            if at <= now {
-                due.push(pid);
-                false
-            } else {
-                true
-            }
-        });
-        due.sort_unstable();
-        due.dedup();
-        for pid in due {
+        let before = std::mem::take(&mut self.hinted_before);
+        for &pid in hinted.union(&before) {
             self.look_at(ebpf, pid);
         }
+        self.hinted_before = hinted;
         if self
             .last_full
             .is_none_or(|t| now.duration_since(t) >= self.rescan)
@@ -256,10 +238,7 @@ impl TlsManager {
             return false;
         }
         let refuse = |me: &mut Self, reason: &'static str| {
-            if me.refused.len() >= MAX_REFUSED {
-                me.refused.clear();
-            }
-            me.refused.insert(c.key);
+            me.remember_refused(c.key);
             me.metrics.fail(reason);
         };
         let Some(host) = discover::readable_path(&self.proc_root, pid, c) else {
@@ -275,7 +254,7 @@ impl TlsManager {
             Ok(o) => o,
             // Most executables carry no OpenSSL: not a failure worth a count.
             Err(Unattachable::NoSymbols) if c.is_exe => {
-                refuse_quietly(&mut self.refused, c.key);
+                self.remember_refused(c.key);
                 return false;
             }
             Err(e) => {
@@ -322,6 +301,14 @@ impl TlsManager {
         }
     }
 
+    /// Not retried until the set is full (then all are, once).
+    fn remember_refused(&mut self, key: FileKey) {
+        if self.refused.len() >= MAX_REFUSED {
+            self.refused.clear();
+        }
+        self.refused.insert(key);
+    }
+
     /// Detach files no live process maps any more.
     fn release_unmapped(&mut self, ebpf: &mut Ebpf) {
         let root = &self.proc_root;
@@ -349,13 +336,6 @@ impl TlsManager {
             .get_or_create(&KindLabels { kind: "openssl" })
             .set(self.files.len() as i64);
     }
-}
-
-fn refuse_quietly(refused: &mut HashSet<FileKey>, key: FileKey) {
-    if refused.len() >= MAX_REFUSED {
-        refused.clear();
-    }
-    refused.insert(key);
 }
 
 #[derive(Debug, thiserror::Error)]
