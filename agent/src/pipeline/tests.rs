@@ -175,3 +175,48 @@ fn synack_retransmits_are_attributed_by_tuple_not_the_listener() {
         "the listener is not a connection"
     );
 }
+
+/// Plaintext read at the TLS library arrives flagged `DATA_FLAG_TLS`: the
+/// connection is marked, so its requests say `url.scheme="https"`; plain
+/// data on another socket does not.
+#[test]
+fn tls_plaintext_marks_its_connection_https() {
+    let (mut p, _reg) = pipeline();
+    let flags_at = std::mem::offset_of!(agent_common::DataEventHead, flags);
+    let rec = |sk: u64, ts: u64, dir: u32, bytes: &[u8], tls: bool| {
+        let mut r = data(
+            header(EventKind::Data, 7, ts, "nginx"),
+            sk,
+            dir,
+            bytes.len() as u32,
+            bytes,
+        );
+        if tls {
+            r[flags_at..flags_at + 4].copy_from_slice(&agent_common::DATA_FLAG_TLS.to_ne_bytes());
+        }
+        r
+    };
+    for (sk, tls) in [(1u64, true), (2, false)] {
+        p.handle_record(&rec(sk, 10, 0, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", tls));
+        p.handle_record(&rec(
+            sk,
+            20,
+            1,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            tls,
+        ));
+    }
+    assert!(p.connections().get(1).is_some_and(|c| c.tls));
+    assert!(!p.connections().get(2).is_some_and(|c| c.tls));
+    let mut req = crate::request::HttpRequest::synthetic(
+        crate::request::Side::Server,
+        "GET",
+        "/x",
+        200,
+        0,
+        1,
+    );
+    assert_eq!(requests::url_scheme(&req), "http");
+    req.tls = true;
+    assert_eq!(requests::url_scheme(&req), "https");
+}
