@@ -96,3 +96,59 @@ pub fn settle(agent: &Agent, service: &str, want: f64, max: Duration) -> String 
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Runs a tool to completion (stderr passed through); its stdout.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run tool");
+    assert!(out.status.success(), "{cmd:?} failed: {}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// wrk on `url`: 8 connections for 3 s, each pausing 4 ms between requests
+/// (wrk's `delay` hook): at full speed (~18 k req/s here) the debug-build
+/// agent on two shared cores drops events at its channel (counted in
+/// `sloguard_events_lost_total`); raw capacity is the benchmark's job.
+pub fn paced_wrk(dir: &std::path::Path, url: &str) {
+    let script = dir.join("pace.lua");
+    std::fs::write(&script, "function delay()\n  return 4\nend\n").unwrap();
+    let wrk = run(std::process::Command::new("wrk")
+        .args(["-t1", "-c8", "-d3s", "-s"])
+        .arg(&script)
+        .arg(url));
+    eprintln!(
+        "wrk: {}",
+        wrk.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+    );
+}
+
+/// The agent saw at least 99.9 % of the requests in nginx's access log as
+/// server requests of `service`, with the same count per status. Returns the
+/// access log.
+pub fn assert_counts_match_access_log(
+    nginx: &crate::nginx::Nginx,
+    agent: &Agent,
+    service: &str,
+) -> Vec<crate::nginx::AccessLogEntry> {
+    // nginx writes the log line as each request completes; wait for the last.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = nginx.access_log().expect("access log");
+    let mut want: BTreeMap<u16, f64> = BTreeMap::new();
+    for e in &log {
+        *want.entry(e.status).or_default() += 1.0;
+    }
+    let total = log.len() as f64;
+    let text = settle(agent, service, total, Duration::from_secs(30));
+    let got = server_counts(&text, service);
+    let seen: f64 = got.values().sum();
+    eprintln!("access log {total} lines {want:?}; agent {seen} {got:?}");
+    losses(&text);
+    assert!(
+        seen >= 0.999 * total,
+        "agent saw {seen} of {total} requests: {got:?} vs {want:?}"
+    );
+    assert_eq!(got, want, "per-status counts");
+    log
+}

@@ -5,13 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tests::agent::{Agent, http_get};
 use tests::env::{require_kernel, require_tool};
 use tests::fidelity::{
-    SERVER, agree, config, field, losses, pct, request_logs, server_counts, settle,
+    SERVER, agree, assert_counts_match_access_log, config, field, losses, paced_wrk, pct,
+    request_logs, run, server_counts, settle,
 };
 use tests::nginx::{Nginx, NginxOptions};
 use tests::prom::value;
@@ -119,12 +120,6 @@ fn chunked_upstream() -> u16 {
     port
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.stderr(Stdio::inherit()).output().expect("run tool");
-    assert!(out.status.success(), "{cmd:?} failed: {}", out.status);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
     if !ready(&["nginx", "curl", "wrk"]) {
@@ -183,39 +178,10 @@ fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
         .collect();
     assert_eq!(got, [200, 404, 200]);
     drop(s);
-    // wrk: 8 connections for 3 s, each pausing 4 ms between requests (wrk's
-    // `delay` hook): at full speed (~18 k req/s here) the debug-build agent
-    // on two shared cores drops events at its channel (counted in
-    // `sloguard_events_lost_total`); raw capacity is the benchmark's job.
-    let script = agent.dir.path().join("pace.lua");
-    std::fs::write(&script, "function delay()\n  return 4\nend\n").unwrap();
-    let wrk = run(Command::new("wrk")
-        .args(["-t1", "-c8", "-d3s", "-s"])
-        .arg(&script)
-        .arg(nginx.url("/small.txt")));
-    eprintln!(
-        "wrk: {}",
-        wrk.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
-    );
-
-    // nginx writes the log line as each request completes; wait for the last.
-    std::thread::sleep(Duration::from_millis(300));
-    let log = nginx.access_log().expect("access log");
-    let mut want: BTreeMap<u16, f64> = BTreeMap::new();
-    for e in &log {
-        *want.entry(e.status).or_default() += 1.0;
-    }
+    // wrk paced (see tests::fidelity::paced_wrk), then the access log.
+    paced_wrk(agent.dir.path(), &nginx.url("/small.txt"));
+    let log = assert_counts_match_access_log(&nginx, &agent, "web");
     let total = log.len() as f64;
-    let text = settle(&agent, "web", total, Duration::from_secs(30));
-    let got = server_counts(&text, "web");
-    let seen: f64 = got.values().sum();
-    eprintln!("access log {total} lines {want:?}; agent {seen} {got:?}");
-    losses(&text);
-    assert!(
-        seen >= 0.999 * total,
-        "agent saw {seen} of {total} requests: {got:?} vs {want:?}"
-    );
-    assert_eq!(got, want, "per-status counts");
 
     let mut by_path: BTreeMap<String, usize> = BTreeMap::new();
     let web_logs = request_logs(&agent, "web");

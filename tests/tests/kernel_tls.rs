@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use tests::agent::Agent;
 use tests::child::Spawned;
 use tests::env::{require_kernel, require_tool};
-use tests::fidelity::{agree, config, field, losses, pct, request_logs, server_counts, settle};
+use tests::fidelity::{
+    agree, assert_counts_match_access_log, config, field, losses, paced_wrk, pct, request_logs,
+    run, server_counts, settle,
+};
 use tests::nginx::{Nginx, NginxOptions};
 use tests::otlp::OtlpReceiver;
 use tests::prom::value;
@@ -64,12 +67,6 @@ fn web_rules(nginx: &Nginx) -> String {
         "    - name: web\n      process: \"nginx\"\n      port: {}\n",
         nginx.port
     )
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.stderr(Stdio::inherit()).output().expect("run tool");
-    assert!(out.status.success(), "{cmd:?} failed: {}", out.status);
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A Python `http.client` over TLS: `n` keep-alive GETs of each path on one
@@ -148,35 +145,10 @@ fn https_nginx_access_log_and_clients_agree_with_the_agent() {
     // Python's ssl client, keep-alive.
     let py = py_client(nginx.port, 20, &["/small.txt", "/notfound"]);
     assert_eq!(py.len(), 40);
-    // wrk over https: 8 connections for 3 s, paced (see http_fidelity).
-    let script = agent.dir.path().join("pace.lua");
-    std::fs::write(&script, "function delay()\n  return 4\nend\n").unwrap();
-    let wrk = run(Command::new("wrk")
-        .args(["-t1", "-c8", "-d3s", "-s"])
-        .arg(&script)
-        .arg(https(&nginx, "/small.txt")));
-    eprintln!(
-        "wrk: {}",
-        wrk.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
-    );
-
-    std::thread::sleep(Duration::from_millis(300));
-    let log = nginx.access_log().expect("access log");
-    let mut want: BTreeMap<u16, f64> = BTreeMap::new();
-    for e in &log {
-        *want.entry(e.status).or_default() += 1.0;
-    }
+    // wrk paced (see tests::fidelity::paced_wrk), then the access log.
+    paced_wrk(agent.dir.path(), &https(&nginx, "/small.txt"));
+    let log = assert_counts_match_access_log(&nginx, &agent, "web");
     let total = log.len() as f64;
-    let text = settle(&agent, "web", total, Duration::from_secs(30));
-    let got = server_counts(&text, "web");
-    let seen: f64 = got.values().sum();
-    eprintln!("access log {total} lines {want:?}; agent {seen} {got:?}");
-    losses(&text);
-    assert!(
-        seen >= 0.999 * total,
-        "agent saw {seen} of {total} HTTPS requests: {got:?} vs {want:?}"
-    );
-    assert_eq!(got, want, "per-status counts");
 
     // Server durations against nginx's $request_time, and the scheme.
     let web_logs: Vec<_> = request_logs(&agent, "web")

@@ -16,9 +16,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::export::metrics::{KindLabels, ReasonLabels};
 use aya::Ebpf;
 use aya::maps::{MapData, RingBuf};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -40,16 +40,6 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_PENDING: usize = 16_384;
 /// Files remembered as not attachable (not retried until they change).
 const MAX_REFUSED: usize = 65_536;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
-}
 
 /// `sloguard_tls_attached{kind}` and `sloguard_tls_attach_failures_total{reason}`.
 #[derive(Clone, Default)]
