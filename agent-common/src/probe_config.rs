@@ -36,6 +36,10 @@ pub struct ProbeConfig {
     pub wakeup_bytes: u32,
     /// How far the HTTP probes go, one of [`cost_stage`]: measurement only.
     pub cost_stage: u32,
+    /// 1 when the user narrowed the tracing scope: the socket probes then
+    /// trace only task groups in the `SCOPE` map; 0 traces everything (the
+    /// default, which costs no lookup).
+    pub scope_active: u32,
 }
 
 /// Values of [`ProbeConfig::cost_stage`]: where the HTTP probes stop, so the
@@ -81,8 +85,11 @@ pub enum KernelCounter {
     /// Connections whose first bytes were classified as not HTTP/1.x (TLS,
     /// garbage, other protocols): once per connection, unlike the syscalls.
     NonHttpConnections = 8,
+    /// Socket syscalls of processes outside the configured scope: the probe
+    /// returned after the scope check, before any other lookup.
+    OutOfScope = 9,
 }
-pub const KERNEL_COUNTERS: u32 = 9;
+pub const KERNEL_COUNTERS: u32 = 10;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -62,6 +62,7 @@ pub const PROBE_EVENT_NAMES: [&str; agent_common::KERNEL_COUNTERS as usize] = [
     "non_http_bytes",
     "data_unclassified",
     "non_http_connections",
+    "out_of_scope",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

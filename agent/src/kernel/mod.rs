@@ -3,3 +3,4 @@
 //! event (`events`). Everything later sees only [`events::Event`].
 pub mod events;
 pub mod probes;
+pub mod scope;
