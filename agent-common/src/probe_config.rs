@@ -36,6 +36,10 @@ pub struct ProbeConfig {
     pub wakeup_bytes: u32,
     /// How far the HTTP probes go, one of [`cost_stage`]: measurement only.
     pub cost_stage: u32,
+    /// 1 when the user narrowed the tracing scope: the socket probes then
+    /// trace only task groups in the `SCOPE` map; 0 traces everything (the
+    /// default, which costs no lookup).
+    pub scope_active: u32,
 }
 
 /// Values of [`ProbeConfig::cost_stage`]: where the HTTP probes stop, so the
@@ -95,8 +99,12 @@ pub enum KernelCounter {
     /// TLS library calls whose socket the probe could not tell (no syscall
     /// inside the call and no earlier one remembered): plaintext dropped.
     TlsUnattributed = 13,
+    /// Socket syscalls and TLS library calls of processes outside the
+    /// configured scope: the probe returned after the scope check, before
+    /// any other lookup.
+    OutOfScope = 14,
 }
-pub const KERNEL_COUNTERS: u32 = 14;
+pub const KERNEL_COUNTERS: u32 = 15;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -6,6 +6,7 @@
 
 mod http;
 mod maps;
+mod scope;
 mod sock;
 mod syscall;
 mod tcp;

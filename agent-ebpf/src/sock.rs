@@ -116,6 +116,9 @@ fn on_sock_io(ctx: &RawTracePointContext, dir: Direction) {
     if tgid == cfg.self_tgid || cfg.offsets.valid == 0 {
         return;
     }
+    if !crate::scope::admits(cfg, tgid) {
+        return;
+    }
     // `sk_type` and `sk_protocol` are adjacent u16s: one read. Only inet
     // sockets are created as SOCK_STREAM with protocol 6, so no family check.
     // SAFETY: `sk` is the tracepoint's socket; the offset comes from this kernel's BTF.

@@ -180,7 +180,10 @@ fn enter(ctx: &ProbeContext, ex: bool) {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
+    let tgid = (pid_tgid >> 32) as u32;
+    // Out of scope: no call recorded, so the return probe ends at its first
+    // lookup and no plaintext is sent.
+    if tgid == cfg.self_tgid || !crate::scope::admits(cfg, tgid) {
         return;
     }
     let call = TlsCall {

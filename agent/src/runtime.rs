@@ -40,6 +40,8 @@ pub enum RunError {
     K8s(#[from] crate::request::k8s::pods::K8sError),
     #[error(transparent)]
     Admin(#[from] crate::export::admin::AdminError),
+    #[error(transparent)]
+    Scope(#[from] crate::kernel::scope::ScopeError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsBind {
         addr: std::net::SocketAddr,
@@ -159,6 +161,8 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     self_metrics.register(&mut registry);
     let tls_metrics = crate::kernel::tls::TlsMetrics::default();
     tls_metrics.register(&mut registry);
+    let scope_metrics = crate::kernel::scope::ScopeMetrics::default();
+    scope_metrics.register(&mut registry);
     let node = cfg.node();
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
 
@@ -285,6 +289,14 @@ async fn run_async(cfg: Config) -> Result<(), RunError> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Before readiness: once ready, only the processes in scope are traced.
+    let _scope = crate::kernel::scope::start(
+        &cfg.scope,
+        &mut probes,
+        k8s.as_ref().map(|w| w.cache.clone()),
+        scope_metrics,
+        stop.clone(),
+    )?;
     let cap = (cfg.probes.channel_capacity / BATCH_RECORDS).max(1);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(cap);
     let (recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel::<Batch>(RECYCLED_BATCHES);

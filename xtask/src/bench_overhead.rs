@@ -4,8 +4,17 @@
 //! pair). Per run: requests/s, wrk's p99, and the agent's CPU time from
 //! /proc/<pid>/stat; then one run with the kernel timing the probes, which
 //! gives the cost per request and the throughput ratio that cost allows.
+//!
+//! The agent runs in three tracing scopes in every pair, in rotated order:
+//! `all` (the default: nginx and wrk both traced), `server` (`scope:` selects
+//! this nginx only; wrk ends at the probes' scope check) and `none` (a scope
+//! that selects nothing on the load: the floor of the scope check). The
+//! top-level figures are `all`'s, as before; `scopes` holds all three.
+//!
+//! Knobs for a busy host: `XTASK_BENCH_OVERHEAD_PAIRS` (default 8) and
+//! `XTASK_BENCH_OVERHEAD_SECS` (seconds per run, default 3).
 use anyhow::Result;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::bench_kit::{
     AgentRun, WRK_ARGS, WRK_SECS, WrkFigures, mean, median, prepare, wrk_without_agent,
@@ -15,108 +24,203 @@ use crate::bench_kit::{
 /// load differ by up to ±6 % on this VM, so a ratio needs many short pairs.
 const PAIRS: usize = 8;
 
+/// A tracing scope the agent runs in: name and `scope:` section.
+struct Scope {
+    name: &'static str,
+    yaml: String,
+}
+
+fn scopes(nginx_port: u16) -> Vec<Scope> {
+    vec![
+        Scope {
+            name: "all",
+            yaml: String::new(),
+        },
+        // Name and port: only this nginx, not another nginx on the host.
+        Scope {
+            name: "server",
+            yaml: format!("scope:\n  include:\n    - process: nginx\n      port: {nginx_port}\n"),
+        },
+        Scope {
+            name: "none",
+            yaml: "scope:\n  include:\n    - process: sg-bench-nothing\n".into(),
+        },
+    ]
+}
+
+fn knob(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+/// One scope's figures over the pairs.
+#[derive(Default)]
+struct Series {
+    tput: Vec<f64>,
+    p99: Vec<f64>,
+    cores_per_10k: Vec<f64>,
+    /// Agent CPU per request (ns) of every paired run: its range over runs.
+    agent_ns: Vec<f64>,
+    rps: Vec<f64>,
+}
+
 /// Runs the comparison and writes `overhead_nginx.json`.
 pub fn run() -> Result<()> {
+    let pairs = knob("XTASK_BENCH_OVERHEAD_PAIRS", PAIRS);
+    let secs = knob("XTASK_BENCH_OVERHEAD_SECS", WRK_SECS as usize) as u32;
     let (bin, nginx, hz) = prepare("overhead")?;
+    let scopes = scopes(nginx.port);
+    let mut series: Vec<Series> = scopes.iter().map(|_| Series::default()).collect();
     let mut runs = Vec::new();
-    let (mut tput, mut p99, mut cores_per_10k) = (Vec::new(), Vec::new(), Vec::new());
     let mut base_cpu_ns = Vec::new();
-    for pair in 0..PAIRS {
+    for pair in 0..pairs {
         // Without-then-with, then with-then-without: a drift of the host
-        // over the pairs weighs on both sides alike.
+        // over the pairs weighs on both sides alike. The scopes rotate too.
         let base_first = pair % 2 == 0;
         let mut base_run = || -> Result<WrkFigures> {
-            let (w, cpu_ns) = wrk_without_agent(nginx.port, hz, WRK_SECS)?;
+            let (w, cpu_ns) = wrk_without_agent(nginx.port, hz, secs)?;
             base_cpu_ns.push(cpu_ns);
             Ok(w)
         };
         let early = if base_first { Some(base_run()?) } else { None };
-        let AgentRun {
-            wrk: with,
-            cpu_s,
-            wall,
-            cores,
-            per_10k,
-            lost,
-            ..
-        } = AgentRun::measure(&bin, "", nginx.port, hz, WRK_SECS)?;
+        let mut with = Vec::new();
+        for k in 0..scopes.len() {
+            let i = (pair + k) % scopes.len();
+            with.push((
+                i,
+                AgentRun::measure(&bin, &scopes[i].yaml, nginx.port, hz, secs)?,
+            ));
+        }
         let base = match early {
             Some(b) => b,
             None => base_run()?,
         };
-        println!(
-            "bench: overhead pair {pair}: without agent {:.0} req/s, p99 {:.3} ms; with agent {:.0} req/s, p99 {:.3} ms, agent {:.3} cores ({:.3} per 10k req/s), {lost} events lost",
-            base.requests_per_sec, base.p99_ms, with.requests_per_sec, with.p99_ms, cores, per_10k
-        );
         runs.push(json!({"pair": pair, "agent": false,
             "requests_per_sec": base.requests_per_sec, "p99_ms": base.p99_ms}));
-        runs.push(json!({"pair": pair, "agent": true,
-            "requests_per_sec": with.requests_per_sec, "p99_ms": with.p99_ms,
-            "agent_cpu_seconds": cpu_s, "wall_seconds": wall, "agent_cores": cores,
-            "agent_cores_per_10k_rps": per_10k, "events_lost": lost}));
-        tput.push(with.requests_per_sec / base.requests_per_sec);
-        p99.push(with.p99_ms / base.p99_ms);
-        cores_per_10k.push(per_10k);
+        for (i, r) in with {
+            let s = &mut series[i];
+            println!(
+                "bench: overhead pair {pair}: scope {:<6} {:.0} / {:.0} req/s = {:.3}, p99 {:.3} / {:.3} ms, agent {:.3} cores ({:.3} per 10k req/s), {} events lost",
+                scopes[i].name,
+                r.wrk.requests_per_sec,
+                base.requests_per_sec,
+                r.wrk.requests_per_sec / base.requests_per_sec,
+                r.wrk.p99_ms,
+                base.p99_ms,
+                r.cores,
+                r.per_10k,
+                r.lost
+            );
+            runs.push(json!({"pair": pair, "agent": true, "scope": scopes[i].name,
+                "requests_per_sec": r.wrk.requests_per_sec, "p99_ms": r.wrk.p99_ms,
+                "agent_cpu_seconds": r.cpu_s, "wall_seconds": r.wall, "agent_cores": r.cores,
+                "agent_cores_per_10k_rps": r.per_10k, "events_lost": r.lost}));
+            s.tput.push(r.wrk.requests_per_sec / base.requests_per_sec);
+            s.p99.push(r.wrk.p99_ms / base.p99_ms);
+            s.cores_per_10k.push(r.per_10k);
+            s.agent_ns.push(r.agent_ns_per_request());
+            s.rps.push(r.wrk.requests_per_sec);
+        }
     }
-    // One more run with the kernel timing every probe run: the in-kernel
-    // cost per request (the timing itself adds a little, so this run is not
-    // part of the ratios above).
-    let timed = AgentRun::measure(
-        &bin,
-        "probes:\n  run_time_stats: true\n",
-        nginx.port,
-        hz,
-        WRK_SECS,
-    )?;
+    let base_cpu_ns_per_request = median(&base_cpu_ns);
+    // One more run per scope with the kernel timing every probe run: the
+    // in-kernel cost per request (the timing itself adds a little, so these
+    // runs are not part of the ratios above).
+    let mut summaries = Vec::new();
+    for (scope, s) in scopes.iter().zip(&series) {
+        let yaml = format!("probes:\n  run_time_stats: true\n{}", scope.yaml);
+        let timed = AgentRun::measure(&bin, &yaml, nginx.port, hz, secs)?;
+        summaries.push(summarise(scope.name, s, &timed, base_cpu_ns_per_request));
+    }
+    drop(nginx);
+    let all = &summaries[0];
+    let mut value = json!({
+        "name": "overhead_nginx",
+        "wrk": format!("{} -d{secs}s", WRK_ARGS.join(" ")),
+        "pairs": pairs,
+        "runs": runs,
+        "base_cpu_ns_per_request": base_cpu_ns_per_request,
+        "scopes": summaries,
+        "unit": "requests",
+    });
+    // The top-level figures, as before the scopes: everything traced.
+    for key in [
+        "throughput_ratio",
+        "throughput_ratio_median",
+        "throughput_ratio_from_cost",
+        "agent_ns_per_request_timed_run",
+        "p99_ratio",
+        "p99_ratio_median",
+        "agent_cores_per_10k_rps",
+        "agent_cpu_us_per_request",
+        "probe_ns_per_request",
+        "probe_runs_per_request",
+        "probe_ns_per_run",
+        "throughput_per_sec",
+    ] {
+        value[key] = all[key].clone();
+    }
+    let path = crate::bench::write_bench_json("overhead_nginx", &value)?;
+    for s in &summaries {
+        println!(
+            "bench: overhead: scope {:<6} throughput ratio {:.3} (median {:.3}, range {:.3}-{:.3}, from cost {:.3}), p99 ratio {:.3} (median {:.3}); probes {:.0} ns + agent {:.0} ns per request (agent over runs {:.0}-{:.0} ns)",
+            s["scope"].as_str().unwrap_or(""),
+            s["throughput_ratio"].as_f64().unwrap_or(f64::NAN),
+            s["throughput_ratio_median"].as_f64().unwrap_or(f64::NAN),
+            s["throughput_ratio_min"].as_f64().unwrap_or(f64::NAN),
+            s["throughput_ratio_max"].as_f64().unwrap_or(f64::NAN),
+            s["throughput_ratio_from_cost"].as_f64().unwrap_or(f64::NAN),
+            s["p99_ratio"].as_f64().unwrap_or(f64::NAN),
+            s["p99_ratio_median"].as_f64().unwrap_or(f64::NAN),
+            s["probe_ns_per_request"].as_f64().unwrap_or(f64::NAN),
+            s["agent_ns_per_request_timed_run"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            s["agent_ns_per_request_min"].as_f64().unwrap_or(f64::NAN),
+            s["agent_ns_per_request_max"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    println!("bench: overhead -> {}", path.display());
+    Ok(())
+}
+
+/// One scope's JSON: ratios over the pairs, and the cost per request from
+/// its timed run, measured within that run (no pairing): the kernel's own
+/// timing of the probes plus the agent's CPU, against the machine's busy CPU
+/// per request without the agent. With both cores saturated the throughput
+/// ratio that cost allows is base / (base + cost).
+fn summarise(name: &str, s: &Series, timed: &AgentRun, base_ns: f64) -> Value {
     let probe_ns_per_request = timed.probe_ns_per_request();
     let probe_runs_per_request = timed.probe_runs / timed.requests();
     let probe_ns_per_run = timed.probe_s * 1e9 / timed.probe_runs.max(1.0);
-    // The cost side, measured within one run (no pairing): the kernel's own timing
-    // of the probes plus the agent's CPU, against the machine's busy CPU per
-    // request without the agent. With both cores saturated the throughput
-    // ratio that cost allows is base / (base + cost).
     let agent_ns_per_request = timed.agent_ns_per_request();
-    let base_cpu_ns_per_request = median(&base_cpu_ns);
-    let ratio_from_cost = base_cpu_ns_per_request
-        / (base_cpu_ns_per_request + probe_ns_per_request + agent_ns_per_request);
+    let ratio_from_cost = base_ns / (base_ns + probe_ns_per_request + agent_ns_per_request);
     println!(
-        "bench: overhead: probes {probe_ns_per_request:.0} ns per request in the kernel ({probe_runs_per_request:.2} runs of {probe_ns_per_run:.0} ns), agent {agent_ns_per_request:.0} ns, against {base_cpu_ns_per_request:.0} ns of CPU per request without the agent: ratio {ratio_from_cost:.3} from cost"
+        "bench: overhead: scope {name:<6} probes {probe_ns_per_request:.0} ns per request in the kernel ({probe_runs_per_request:.2} runs of {probe_ns_per_run:.0} ns), agent {agent_ns_per_request:.0} ns, against {base_ns:.0} ns of CPU per request without the agent: ratio {ratio_from_cost:.3} from cost"
     );
-    drop(nginx);
-    let with_rps: Vec<f64> = runs
-        .iter()
-        .filter(|r| r["agent"] == true)
-        .filter_map(|r| r["requests_per_sec"].as_f64())
-        .collect();
-    let value = json!({
-        "name": "overhead_nginx",
-        "wrk": format!("{} -d{WRK_SECS}s", WRK_ARGS.join(" ")),
-        "pairs": PAIRS,
-        "runs": runs,
-        "throughput_ratio": mean(&tput),
-        "throughput_ratio_median": median(&tput),
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    json!({
+        "scope": name,
+        "throughput_ratio": mean(&s.tput),
+        "throughput_ratio_median": median(&s.tput),
+        "throughput_ratio_min": min(&s.tput),
+        "throughput_ratio_max": max(&s.tput),
         "throughput_ratio_from_cost": ratio_from_cost,
-        "base_cpu_ns_per_request": base_cpu_ns_per_request,
         "agent_ns_per_request_timed_run": agent_ns_per_request,
-        "p99_ratio": mean(&p99),
-        "p99_ratio_median": median(&p99),
-        "agent_cores_per_10k_rps": mean(&cores_per_10k),
-        "agent_cpu_us_per_request": mean(&cores_per_10k) * 100.0,
+        "agent_ns_per_request_min": min(&s.agent_ns),
+        "agent_ns_per_request_max": max(&s.agent_ns),
+        "p99_ratio": mean(&s.p99),
+        "p99_ratio_median": median(&s.p99),
+        "agent_cores_per_10k_rps": mean(&s.cores_per_10k),
+        "agent_cpu_us_per_request": mean(&s.cores_per_10k) * 100.0,
         "probe_ns_per_request": probe_ns_per_request,
         "probe_runs_per_request": probe_runs_per_request,
         "probe_ns_per_run": probe_ns_per_run,
-        "throughput_per_sec": mean(&with_rps),
-        "unit": "requests",
-    });
-    let path = crate::bench::write_bench_json("overhead_nginx", &value)?;
-    println!(
-        "bench: overhead: throughput ratio {:.3} (median {:.3}, from cost {ratio_from_cost:.3}), p99 ratio {:.3} (median {:.3}), {:.3} cores per 10k req/s -> {}",
-        mean(&tput),
-        median(&tput),
-        mean(&p99),
-        median(&p99),
-        mean(&cores_per_10k),
-        path.display()
-    );
-    Ok(())
+        "events_lost_timed_run": timed.lost,
+        "throughput_per_sec": mean(&s.rps),
+    })
 }

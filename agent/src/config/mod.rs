@@ -24,6 +24,7 @@ pub struct Config {
     pub log: crate::log::LogConfig,
     pub metrics: crate::export::metrics::MetricsConfig,
     pub probes: crate::kernel::probes::ProbesConfig,
+    pub scope: crate::kernel::scope::ScopeConfig,
     pub services: crate::request::service::ServicesConfig,
     pub tcp: crate::conn::tcp_stats::TcpConfig,
     pub otlp: crate::export::otlp::OtlpConfig,
@@ -98,6 +99,7 @@ impl Config {
         self.alerts.validate()?;
         self.log.validate()?;
         self.probes.validate()?;
+        self.scope.validate()?;
         self.services.validate()?;
         self.tcp.validate()?;
         self.otlp.validate()?;

@@ -67,6 +67,7 @@ pub const PROBE_EVENT_NAMES: [&str; agent_common::KERNEL_COUNTERS as usize] = [
     "tls_bytes",
     "tls_not_http_connections",
     "tls_unattributed",
+    "out_of_scope",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -5,3 +5,4 @@
 pub mod events;
 pub mod probes;
 pub mod tls;
+pub mod scope;

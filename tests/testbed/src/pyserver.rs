@@ -24,11 +24,16 @@ impl PyServer {
 
     /// Serves the given (name, contents).
     pub fn with_files(files: &[(&str, Vec<u8>)]) -> Self {
+        Self::on_port(free_port(), files)
+    }
+
+    /// Serves the given (name, contents) on `port` (a test that must name the
+    /// port before the server starts).
+    pub fn on_port(port: u16, files: &[(&str, Vec<u8>)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for (name, data) in files {
             std::fs::write(dir.path().join(name), data).unwrap();
         }
-        let port = free_port();
         let child = Command::new("python3")
             .args([
                 "-m",

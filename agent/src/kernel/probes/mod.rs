@@ -5,8 +5,10 @@
 mod btf;
 mod config;
 pub mod programs;
+mod scope_map;
 
 pub use config::{CostStage, ProbesConfig};
+pub use scope_map::ScopeMap;
 
 use std::path::Path;
 
@@ -118,6 +120,8 @@ impl Probes {
             capture_http: cfg.capture_http as u32,
             wakeup_bytes: RING_BUFFER_WAKEUP_BYTES,
             cost_stage: cfg.cost_stage.code(),
+            // Everything until the scope keeper has filled the SCOPE map.
+            scope_active: 0,
         };
         {
             let map = ebpf.map_mut("CONFIG").ok_or(ProbeError::Map("CONFIG"))?;

@@ -66,6 +66,8 @@ pub struct PodMeta {
     pub containers: Vec<ContainerMeta>,
     /// The object's resourceVersion, for the watch's bookkeeping.
     pub resource_version: String,
+    /// All the pod's labels, for `scope` selectors (never exported as is).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl PodMeta {
@@ -119,6 +121,7 @@ impl PodMeta {
             app_name,
             containers,
             resource_version: meta.resource_version.clone().unwrap_or_default(),
+            labels: labels.cloned().unwrap_or_default(),
         })
     }
 

@@ -506,3 +506,7 @@ async fn https_client_builds() {
 /// Pod labels through the pipeline, and the removal of deleted pods' series.
 #[path = "pods_pipeline_tests.rs"]
 mod pipeline_labels;
+
+/// `scope` selectors on namespaces and pod labels.
+#[path = "pods_scope_tests.rs"]
+mod scope_selectors;
