@@ -74,12 +74,12 @@ pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
     let start = SystemTime::now();
     match only {
         None => {}
-        Some(part @ ("overhead" | "latency")) => {
+        Some(part @ ("overhead" | "https" | "latency")) => {
             let ctx = system_benches::BenchContext {
                 out_dir: bench_dir(),
             };
-            if part == "overhead" {
-                crate::bench_overhead::run()?;
+            if part == "overhead" || part == "https" {
+                crate::bench_overhead::run(part == "https")?;
             } else {
                 system_benches::detection_latency(&ctx)?;
             }
@@ -108,7 +108,7 @@ pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
         }
         Some(other) => {
             anyhow::bail!(
-                "--only {other}: known parts are `overhead`, `stages`, `memory`, `scrape`, `slowclients`, `latency`"
+                "--only {other}: known parts are `overhead`, `https`, `stages`, `memory`, `scrape`, `slowclients`, `latency`"
             )
         }
     }

@@ -80,6 +80,13 @@ fn clock_ticks_per_sec() -> f64 {
 /// locations.
 pub(crate) fn bench_nginx(server_extra: &str) -> Result<Nginx> {
     Nginx::start(&NginxOptions {
+        server_extra: server_extra.into(),
+        ..bench_nginx_options()
+    })
+}
+
+fn bench_nginx_options() -> NginxOptions {
+    NginxOptions {
         workers: 1,
         sendfile: false,
         access_log: false,
@@ -87,9 +94,8 @@ pub(crate) fn bench_nginx(server_extra: &str) -> Result<Nginx> {
             "index.html".into(),
             b"<html>hello sloguard</html>\n".to_vec(),
         )],
-        server_extra: server_extra.into(),
         ..NginxOptions::default()
-    })
+    }
 }
 
 /// The agent under a bench: `testbed`'s agent process on a given binary,
@@ -176,12 +182,12 @@ pub(crate) struct AgentRun {
 impl AgentRun {
     /// Start the agent with `yaml` as extra config, run wrk for `secs`, stop
     /// the agent.
-    pub(crate) fn measure(bin: &Path, yaml: &str, port: u16, hz: f64, secs: u32) -> Result<Self> {
+    pub(crate) fn measure(bin: &Path, yaml: &str, url: &str, hz: f64, secs: u32) -> Result<Self> {
         let agent = AgentProc::start_with(bin, yaml)?;
         let (p0, n0) = agent.probe_runs()?;
         let before = agent.cpu_ticks()?;
         let t0 = Instant::now();
-        let with = wrk_for(port, secs)?;
+        let with = wrk_for(url, secs)?;
         let wall = t0.elapsed().as_secs_f64();
         let cpu_s = (agent.cpu_ticks()? - before) as f64 / hz;
         let (p1, n1) = agent.probe_runs()?;
@@ -216,16 +222,12 @@ impl AgentRun {
     }
 }
 
-pub(crate) fn wrk(port: u16) -> Result<WrkFigures> {
-    wrk_for(port, WRK_SECS)
-}
-
-/// `wrk` with the bench's connections for `secs` seconds.
-pub(crate) fn wrk_for(port: u16, secs: u32) -> Result<WrkFigures> {
+/// `wrk` with the bench's connections for `secs` seconds on `url`.
+pub(crate) fn wrk_for(url: &str, secs: u32) -> Result<WrkFigures> {
     let out = Command::new("wrk")
         .args(WRK_ARGS)
         .arg(format!("-d{secs}s"))
-        .arg(format!("http://127.0.0.1:{port}/index.html"))
+        .arg(url)
         .output()
         .context("run wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -245,10 +247,10 @@ pub(crate) fn sum_samples(text: &str, name: &str) -> f64 {
 
 /// A wrk run without the agent, and the machine's busy CPU per request in
 /// it (ns): what a request costs before the agent adds anything.
-pub(crate) fn wrk_without_agent(port: u16, hz: f64, secs: u32) -> Result<(WrkFigures, f64)> {
+pub(crate) fn wrk_without_agent(url: &str, hz: f64, secs: u32) -> Result<(WrkFigures, f64)> {
     let b0 = busy_ticks()?;
     let t0 = Instant::now();
-    let w = wrk_for(port, secs)?;
+    let w = wrk_for(url, secs)?;
     let busy_s = (busy_ticks()? - b0) as f64 / hz;
     let cpu_ns = busy_s * 1e9 / (w.requests_per_sec * t0.elapsed().as_secs_f64());
     Ok((w, cpu_ns))
@@ -291,17 +293,53 @@ pub(crate) fn agent_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// What a bench against nginx needs: the release agent, nginx after a
-/// warm-up run (page cache, nginx's open-file state, CPU frequency), and the
-/// clock-tick rate; `bench` names it in the error when not root.
-pub(crate) fn prepare(bench: &str) -> Result<(PathBuf, Nginx, f64)> {
+/// The load a bench drives: its nginx (plain, or `ssl` with a test
+/// certificate) and the URL wrk fetches.
+pub(crate) struct Load {
+    pub(crate) nginx: Nginx,
+    pub(crate) url: String,
+    /// The certificate's directory, kept while nginx runs.
+    _certs: Option<tempfile::TempDir>,
+}
+
+/// What a bench against nginx needs: the release agent, nginx (over TLS when
+/// `tls`) after a warm-up run (page cache, nginx's open-file state, CPU
+/// frequency), and the clock-tick rate; `bench` names it in the error when
+/// not root.
+pub(crate) fn prepare(bench: &str, tls: bool) -> Result<(PathBuf, Load, f64)> {
     if !util::is_root() {
         bail!("the {bench} bench loads eBPF programs: run as root");
     }
     let bin = agent_bin()?;
-    let nginx = bench_nginx("")?;
-    wrk(nginx.port)?;
-    Ok((bin, nginx, clock_ticks_per_sec()))
+    let load = if tls {
+        let dir = tempfile::tempdir()?;
+        let (_ca, cert, key) = testbed::certs::make_certs(dir.path());
+        let nginx = Nginx::start(&NginxOptions {
+            listen_params: "ssl".into(),
+            server_extra: format!(
+                "ssl_certificate {};\nssl_certificate_key {};\n",
+                cert.display(),
+                key.display()
+            ),
+            ..bench_nginx_options()
+        })?;
+        let url = format!("https://127.0.0.1:{}/index.html", nginx.port);
+        Load {
+            nginx,
+            url,
+            _certs: Some(dir),
+        }
+    } else {
+        let nginx = bench_nginx("")?;
+        let url = format!("http://127.0.0.1:{}/index.html", nginx.port);
+        Load {
+            nginx,
+            url,
+            _certs: None,
+        }
+    };
+    wrk_for(&load.url, WRK_SECS)?;
+    Ok((bin, load, clock_ticks_per_sec()))
 }
 
 #[cfg(test)]

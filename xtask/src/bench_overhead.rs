@@ -11,6 +11,13 @@
 //! that selects nothing on the load: the floor of the scope check). The
 //! top-level figures are `all`'s, as before; `scopes` holds all three.
 //!
+//! `--only https` runs the same comparison with nginx serving TLS (`ssl`,
+//! a test certificate) and wrk over https, so the agent's OpenSSL uprobes
+//! are in the path; it adds a fourth agent configuration, `attach`
+//! (`probes.cost_stage: attach`: every program attached and returning at
+//! once), which prices the uprobe traps alone, the floor of the TLS path.
+//! It writes `overhead_nginx_https.json`.
+//!
 //! Knobs for a busy host: `XTASK_BENCH_OVERHEAD_PAIRS` (default 8) and
 //! `XTASK_BENCH_OVERHEAD_SECS` (seconds per run, default 3).
 use anyhow::Result;
@@ -30,8 +37,8 @@ struct Scope {
     yaml: String,
 }
 
-fn scopes(nginx_port: u16) -> Vec<Scope> {
-    vec![
+fn scopes(nginx_port: u16, tls: bool) -> Vec<Scope> {
+    let mut scopes = vec![
         Scope {
             name: "all",
             yaml: String::new(),
@@ -45,7 +52,14 @@ fn scopes(nginx_port: u16) -> Vec<Scope> {
             name: "none",
             yaml: "scope:\n  include:\n    - process: sg-bench-nothing\n".into(),
         },
-    ]
+    ];
+    if tls {
+        scopes.push(Scope {
+            name: "attach",
+            yaml: "probes:\n  cost_stage: attach\n".into(),
+        });
+    }
+    scopes
 }
 
 fn knob(var: &str, default: usize) -> usize {
@@ -67,12 +81,18 @@ struct Series {
     rps: Vec<f64>,
 }
 
-/// Runs the comparison and writes `overhead_nginx.json`.
-pub fn run() -> Result<()> {
+/// Runs the comparison and writes `overhead_nginx.json` (plain HTTP) or,
+/// with `tls`, `overhead_nginx_https.json`.
+pub fn run(tls: bool) -> Result<()> {
+    let name = if tls {
+        "overhead_nginx_https"
+    } else {
+        "overhead_nginx"
+    };
     let pairs = knob("XTASK_BENCH_OVERHEAD_PAIRS", PAIRS);
     let secs = knob("XTASK_BENCH_OVERHEAD_SECS", WRK_SECS as usize) as u32;
-    let (bin, nginx, hz) = prepare("overhead")?;
-    let scopes = scopes(nginx.port);
+    let (bin, load, hz) = prepare("overhead", tls)?;
+    let scopes = scopes(load.nginx.port, tls);
     let mut series: Vec<Series> = scopes.iter().map(|_| Series::default()).collect();
     let mut runs = Vec::new();
     let mut base_cpu_ns = Vec::new();
@@ -81,7 +101,7 @@ pub fn run() -> Result<()> {
         // over the pairs weighs on both sides alike. The scopes rotate too.
         let base_first = pair % 2 == 0;
         let mut base_run = || -> Result<WrkFigures> {
-            let (w, cpu_ns) = wrk_without_agent(nginx.port, hz, secs)?;
+            let (w, cpu_ns) = wrk_without_agent(&load.url, hz, secs)?;
             base_cpu_ns.push(cpu_ns);
             Ok(w)
         };
@@ -91,7 +111,7 @@ pub fn run() -> Result<()> {
             let i = (pair + k) % scopes.len();
             with.push((
                 i,
-                AgentRun::measure(&bin, &scopes[i].yaml, nginx.port, hz, secs)?,
+                AgentRun::measure(&bin, &scopes[i].yaml, &load.url, hz, secs)?,
             ));
         }
         let base = match early {
@@ -131,15 +151,19 @@ pub fn run() -> Result<()> {
     // runs are not part of the ratios above).
     let mut summaries = Vec::new();
     for (scope, s) in scopes.iter().zip(&series) {
-        let yaml = format!("probes:\n  run_time_stats: true\n{}", scope.yaml);
-        let timed = AgentRun::measure(&bin, &yaml, nginx.port, hz, secs)?;
+        // One `probes:` section: the `attach` configuration has its own.
+        let yaml = match scope.yaml.strip_prefix("probes:\n") {
+            Some(rest) => format!("probes:\n  run_time_stats: true\n{rest}"),
+            None => format!("probes:\n  run_time_stats: true\n{}", scope.yaml),
+        };
+        let timed = AgentRun::measure(&bin, &yaml, &load.url, hz, secs)?;
         summaries.push(summarise(scope.name, s, &timed, base_cpu_ns_per_request));
     }
-    drop(nginx);
+    drop(load);
     let all = &summaries[0];
     let mut value = json!({
-        "name": "overhead_nginx",
-        "wrk": format!("{} -d{secs}s", WRK_ARGS.join(" ")),
+        "name": name,
+        "wrk": format!("{} -d{secs}s {}", WRK_ARGS.join(" "), if tls { "https" } else { "http" }),
         "pairs": pairs,
         "runs": runs,
         "base_cpu_ns_per_request": base_cpu_ns_per_request,
@@ -163,7 +187,7 @@ pub fn run() -> Result<()> {
     ] {
         value[key] = all[key].clone();
     }
-    let path = crate::bench::write_bench_json("overhead_nginx", &value)?;
+    let path = crate::bench::write_bench_json(name, &value)?;
     for s in &summaries {
         println!(
             "bench: overhead: scope {:<6} throughput ratio {:.3} (median {:.3}, range {:.3}-{:.3}, from cost {:.3}), p99 ratio {:.3} (median {:.3}); probes {:.0} ns + agent {:.0} ns per request (agent over runs {:.0}-{:.0} ns)",

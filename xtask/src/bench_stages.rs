@@ -23,12 +23,12 @@ const STAGES: [&str; 4] = ["attach", "classify", "transfer", "full"];
 
 /// Runs the ladder and writes `overhead_stages.json`.
 pub fn run() -> Result<()> {
-    let (bin, nginx, hz) = prepare("stages")?;
+    let (bin, load, hz) = prepare("stages", false)?;
 
     // Busy CPU of the whole machine per request without the agent.
     let mut base_ns = Vec::new();
     for _ in 0..3 {
-        base_ns.push(wrk_without_agent(nginx.port, hz, RUN_SECS)?.1);
+        base_ns.push(wrk_without_agent(&load.url, hz, RUN_SECS)?.1);
     }
     let base_ns = median(&base_ns);
     println!(
@@ -38,7 +38,7 @@ pub fn run() -> Result<()> {
     let mut costs = Vec::new();
     for stage in STAGES {
         let yaml = format!("probes:\n  cost_stage: {stage}\n  run_time_stats: true\n");
-        let r = AgentRun::measure(&bin, &yaml, nginx.port, hz, RUN_SECS)?;
+        let r = AgentRun::measure(&bin, &yaml, &load.url, hz, RUN_SECS)?;
         let (k, u) = (r.probe_ns_per_request(), r.agent_ns_per_request());
         let allowed = base_ns / (base_ns + k + u);
         println!(
@@ -52,9 +52,9 @@ pub fn run() -> Result<()> {
     let mut runs = Vec::new();
     for round in 0..ROUNDS {
         for (i, stage) in STAGES.iter().enumerate() {
-            let base = wrk_for(nginx.port, RUN_SECS)?;
+            let base = wrk_for(&load.url, RUN_SECS)?;
             let yaml = format!("probes:\n  cost_stage: {stage}\n");
-            let r = AgentRun::measure(&bin, &yaml, nginx.port, hz, RUN_SECS)?;
+            let r = AgentRun::measure(&bin, &yaml, &load.url, hz, RUN_SECS)?;
             let ratio = r.wrk.requests_per_sec / base.requests_per_sec;
             println!(
                 "bench: stages round {round}: {stage:<8} {:.0} / {:.0} req/s = {ratio:.3}, agent {:.3} cores, {} events lost",
@@ -66,7 +66,7 @@ pub fn run() -> Result<()> {
             ratios[i].push(ratio);
         }
     }
-    drop(nginx);
+    drop(load);
 
     let mut summary = Vec::new();
     for (i, stage) in STAGES.iter().enumerate() {

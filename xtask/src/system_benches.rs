@@ -12,15 +12,16 @@ pub struct BenchContext {
     pub out_dir: PathBuf,
 }
 
-/// Runs every end-to-end bench: the nginx+wrk overhead comparison, the
-/// agent's memory at 1000 routes × 5 gray tags, then the detection latency
+/// Runs every end-to-end bench: the nginx+wrk overhead comparison (plain
+/// HTTP, then HTTPS), the agent's memory at 1000 routes × 5 gray tags, then the detection latency
 /// of the SLO engine end to end.
 pub fn run(ctx: &BenchContext) -> Result<()> {
     println!(
         "bench: end-to-end benches (results go to {})",
         ctx.out_dir.display()
     );
-    crate::bench_overhead::run()?;
+    crate::bench_overhead::run(false)?;
+    crate::bench_overhead::run(true)?;
     crate::bench_stages::run()?;
     crate::bench_memory::run()?;
     crate::bench_scrape::run()?;

@@ -4,5 +4,5 @@
 //! processes map (`tls`). Everything later sees only [`events::Event`].
 pub mod events;
 pub mod probes;
-pub mod tls;
 pub mod scope;
+pub mod tls;
