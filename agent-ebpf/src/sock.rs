@@ -33,6 +33,10 @@ pub struct SockState {
     pub tgid: u32,
     /// A [`Verdict`] as u32.
     pub verdict: u32,
+    /// On a TLS socket, the [`Verdict`] of the plaintext it carries. It lives
+    /// here, not with the `SSL*`, so that it is forgotten with the socket:
+    /// nginx hands a freed `SSL*` and socket address to the next connection.
+    pub tls_verdict: u32,
 }
 
 /// Whether a connection carries HTTP/1.x, decided on its first bytes.
@@ -142,6 +146,7 @@ fn on_sock_io(ctx: &RawTracePointContext, dir: Direction) {
             let fresh = SockState {
                 tgid,
                 verdict: Verdict::Unknown as u32,
+                tls_verdict: Verdict::Unknown as u32,
             };
             let _ = SOCKS.insert(&sk, &fresh, 0);
             announce_owner(cfg, sk);
@@ -181,6 +186,7 @@ pub fn set_verdict(sk: u64, tgid: u32, v: Verdict) {
     let st = SockState {
         tgid,
         verdict: v as u32,
+        tls_verdict: Verdict::Unknown as u32,
     };
     let _ = SOCKS.insert(&sk, &st, 0);
 }

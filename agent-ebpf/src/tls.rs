@@ -58,18 +58,11 @@ pub struct SslKey {
     pub ssl: u64,
 }
 
-/// What is known of one `SSL*`: its socket and its plaintext's verdict.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct SslConn {
-    pub sk: u64,
-    /// A [`Verdict`] of the plaintext (HTTP/1.x or not) as u32.
-    pub verdict: u32,
-    pub _pad: u32,
-}
-
+/// The socket an `SSL*` last read or wrote through. The plaintext's verdict
+/// is kept with the socket (`SockState::tls_verdict`), not here: an `SSL*`
+/// address outlives its connection when the library reuses it.
 #[map(name = "SSL_CONNS")]
-static SSL_CONNS: LruHashMap<SslKey, SslConn> = LruHashMap::with_max_entries(65_536, 0);
+static SSL_CONNS: LruHashMap<SslKey, u64> = LruHashMap::with_max_entries(65_536, 0);
 
 /// Per thread: the TLS socket it last read or wrote outside a TLS call.
 #[map(name = "LAST_TLS_SK")]
@@ -233,14 +226,14 @@ fn exit(ctx: &RetProbeContext, dir: Direction, source: DataSource) {
         _pad: 0,
         ssl: call.ssl,
     };
-    let known = SSL_CONNS.get_ptr_mut(&key);
+    let known = SSL_CONNS.get_ptr(&key);
     let sk = if call.sk != 0 {
         call.sk
     } else if let Some(c) = known
         // SAFETY: value pointer from the map.
-        && is_live_tls(unsafe { (*c).sk })
+        && is_live_tls(unsafe { *c })
     {
-        unsafe { (*c).sk }
+        unsafe { *c }
     } else if let Some(sk) = LAST_TLS_SK.get_ptr(&pid_tgid) {
         // SAFETY: value pointer from the map.
         unsafe { *sk }
@@ -248,25 +241,18 @@ fn exit(ctx: &RetProbeContext, dir: Direction, source: DataSource) {
         count(KernelCounter::TlsUnattributed);
         return;
     };
-    // A new socket for this SSL* (or a reused SSL* address): a new stream.
-    let conn = match known {
-        // SAFETY: value pointer from the map; only this thread uses this SSL*.
-        Some(c) if unsafe { (*c).sk } == sk => c,
-        _ => {
-            let fresh = SslConn {
-                sk,
-                verdict: Verdict::Unknown as u32,
-                _pad: 0,
-            };
-            let _ = SSL_CONNS.insert(&key, &fresh, 0);
-            match SSL_CONNS.get_ptr_mut(&key) {
-                Some(c) => c,
-                None => return,
-            }
-        }
+    // SAFETY: value pointer from the map.
+    if known.is_none_or(|c| unsafe { *c } != sk) {
+        let _ = SSL_CONNS.insert(&key, &sk, 0);
+    }
+    // The connection's own state: a socket closed since (or never seen as
+    // TLS) has nothing to attribute the plaintext to.
+    let Some(state) = SOCKS.get_ptr_mut(&sk) else {
+        count(KernelCounter::TlsUnattributed);
+        return;
     };
     // SAFETY: value pointer from the map.
-    let verdict = unsafe { (*conn).verdict };
+    let verdict = unsafe { (*state).tls_verdict };
     if verdict == Verdict::NotHttp as u32 {
         return;
     }
@@ -288,7 +274,7 @@ fn exit(ctx: &RetProbeContext, dir: Direction, source: DataSource) {
             count(KernelCounter::TlsNotHttpConnections);
         }
         // SAFETY: value pointer from the map.
-        unsafe { (*conn).verdict = v as u32 };
+        unsafe { (*state).tls_verdict = v as u32 };
     });
 }
 

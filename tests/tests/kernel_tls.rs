@@ -605,3 +605,81 @@ fn garbage_http2_and_a_large_body_inside_tls() {
     let ok = py_client(nginx.port, 1, &["/small.txt"]);
     assert_eq!(ok, [200]);
 }
+
+/// One or two garbage TLS connections (nginx answers 400 and closes them),
+/// then a fresh HTTPS connection carrying one GET, `n` times.
+const PY_REUSE: &str = r#"
+import http.client, socket, ssl, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+ctx = ssl._create_unverified_context()
+def garbage():
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
+    s.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+    try:
+        while s.recv(4096): pass
+    except Exception:
+        pass
+    s.close()
+    # Let nginx free the old socket first, so the next one may get its address.
+    time.sleep(0.02)
+for i in range(n):
+    # One or two: nginx cycles through freed addresses, and the good
+    # connection must land on the garbage one's pair now and then.
+    for _ in range(1 + i % 2):
+        garbage()
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+    c.request("GET", "/small.txt")
+    r = c.getresponse(); r.read()
+    print(r.status)
+    c.close()
+"#;
+
+/// nginx frees a connection's `SSL*` and socket and hands the same addresses
+/// to the next connection: a not-HTTP verdict of the old connection must not
+/// silence the new one (seen in CI: a whole HTTPS request went unseen).
+#[test]
+fn a_not_http_tls_connection_does_not_silence_the_next_one_at_its_addresses() {
+    if !ready(&["python3"]) {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let nginx = https_nginx(certs.path(), "");
+    let mut agent = Agent::start(&config(&web_rules(&nginx), "")).expect("agent starts");
+    let n = 30;
+    let out = run(Command::new("python3").args([
+        "-c",
+        PY_REUSE,
+        &nginx.port.to_string(),
+        &n.to_string(),
+    ]));
+    assert_eq!(
+        out.lines().filter(|l| l.trim() == "200").count(),
+        n,
+        "{out}"
+    );
+    let logged = nginx
+        .access_log()
+        .unwrap()
+        .iter()
+        .filter(|e| e.request.starts_with("GET /small.txt "))
+        .count();
+    assert_eq!(logged, n, "nginx's own count");
+    let t0 = Instant::now();
+    let seen = loop {
+        let seen = request_logs(&agent, "web")
+            .iter()
+            .filter(|v| field(v, "side") == "server" && field(v, "url_path") == "/small.txt")
+            .count();
+        if seen >= n || t0.elapsed() > Duration::from_secs(10) {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        seen,
+        n,
+        "server-side requests the agent saw: {}",
+        agent.log()
+    );
+    assert!(agent.try_wait().is_none(), "agent alive");
+}
