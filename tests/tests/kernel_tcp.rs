@@ -653,8 +653,18 @@ fn synack_retransmits_match_nstat() {
         synacks.len(),
         segs - synacks.len() as u64
     );
-    assert!(!synacks.is_empty());
-    assert_eq!(segs, delta);
+    // On a mismatch, every retransmit recorded (any tuple) and the ring's
+    // health say whether an event was lost or went to another tuple.
+    let explain = || {
+        format!(
+            "all retransmit events: {:?}; undecodable records: {}; server {}:{port}, client port {local}",
+            retransmits(&evs).collect::<Vec<_>>(),
+            rec.undecodable(),
+            net.b_addr
+        )
+    };
+    assert!(!synacks.is_empty(), "{}", explain());
+    assert_eq!(segs, delta, "{}", explain());
     assert!(
         synacks
             .iter()
