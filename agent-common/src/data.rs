@@ -48,6 +48,10 @@ pub enum DataSource {
     SslRead = 10,
     /// Plaintext handed to OpenSSL's `SSL_write`/`SSL_write_ex` (a uretprobe).
     SslWrite = 11,
+    /// Plaintext read by Go's `crypto/tls.(*Conn).Read` (uprobes at its RETs).
+    GoTlsRead = 12,
+    /// Plaintext written by Go's `crypto/tls.(*Conn).Write` (uprobes at its RETs).
+    GoTlsWrite = 13,
 }
 
 /// Bytes moved by one socket syscall on a TCP connection that is HTTP/1.x (its

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod gotls;
 mod http;
 mod maps;
 mod scope;

@@ -217,6 +217,31 @@ fn exit(ctx: &RetProbeContext, dir: Direction, source: DataSource) {
     } else {
         return;
     };
+    deliver(cfg, pid_tgid, call.ssl, call.sk, call.buf, len, dir, source, || {
+        // SAFETY: value pointer from the map.
+        LAST_TLS_SK.get_ptr(&pid_tgid).map(|sk| unsafe { *sk })
+    });
+}
+
+/// Plaintext of one TLS library call (`len` bytes at user address `buf`)
+/// through the socket capture path. `conn_ptr` is the library's connection
+/// pointer (`SSL*`, Go's `*tls.Conn`), `call_sk` the socket of a syscall
+/// made inside the call (0: none), `fallback` the socket to assume when
+/// neither that nor a remembered one is known. Shared by OpenSSL and Go so
+/// both follow the same rules.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn deliver<F: FnOnce() -> Option<u64>>(
+    cfg: &agent_common::ProbeConfig,
+    pid_tgid: u64,
+    conn_ptr: u64,
+    call_sk: u64,
+    buf: u64,
+    len: u64,
+    dir: Direction,
+    source: DataSource,
+    fallback: F,
+) {
     if len == 0 || len > u32::MAX as u64 {
         return;
     }
@@ -224,19 +249,18 @@ fn exit(ctx: &RetProbeContext, dir: Direction, source: DataSource) {
     let key = SslKey {
         tgid,
         _pad: 0,
-        ssl: call.ssl,
+        ssl: conn_ptr,
     };
     let known = SSL_CONNS.get_ptr(&key);
-    let sk = if call.sk != 0 {
-        call.sk
+    let sk = if call_sk != 0 {
+        call_sk
     } else if let Some(c) = known
         // SAFETY: value pointer from the map.
         && is_live_tls(unsafe { *c })
     {
         unsafe { *c }
-    } else if let Some(sk) = LAST_TLS_SK.get_ptr(&pid_tgid) {
-        // SAFETY: value pointer from the map.
-        unsafe { *sk }
+    } else if let Some(sk) = fallback() {
+        sk
     } else {
         count(KernelCounter::TlsUnattributed);
         return;
@@ -267,7 +291,7 @@ fn exit(ctx: &RetProbeContext, dir: Direction, source: DataSource) {
         source,
         flags: DATA_FLAG_TLS,
     };
-    let buffer = (cfg.cost_stage != cost_stage::TRANSFER).then_some((call.buf, len));
+    let buffer = (cfg.cost_stage != cost_stage::TRANSFER).then_some((buf, len));
     emit(cfg, &at, buffer, verdict == Verdict::Http as u32, |v, _| {
         if v == Verdict::NotHttp {
             // HTTP/2, another protocol or garbage inside TLS.
@@ -294,20 +318,25 @@ fn is_live_tls(sk: u64) -> bool {
 /// remember the socket, and return true (nothing to capture).
 #[inline(always)]
 pub fn on_socket_io(sk: u64, pid_tgid: u64, verdict: u32, len: i32) -> bool {
-    let in_call = TLS_CALLS.get_ptr_mut(&pid_tgid);
-    if let Some(c) = in_call {
-        // SAFETY: value pointer from the map; only this thread writes it.
-        unsafe { (*c).sk = sk };
-    }
-    if verdict != Verdict::Tls as u32 && in_call.is_none() {
+    let is_tls = verdict == Verdict::Tls as u32;
+    let in_call = match TLS_CALLS.get_ptr_mut(&pid_tgid) {
+        Some(c) => {
+            // SAFETY: value pointer from the map; only this thread writes it.
+            unsafe { (*c).sk = sk };
+            true
+        }
+        // Not in an OpenSSL call: maybe in a Go crypto/tls one.
+        None => crate::gotls::on_socket_io(sk, pid_tgid, is_tls),
+    };
+    if !is_tls && !in_call {
         return false;
     }
-    if verdict != Verdict::Tls as u32 {
+    if !is_tls {
         // Bytes seen first inside a TLS call (a connection older than the
         // probes): ciphertext whatever they look like.
         crate::sock::set_verdict(sk, (pid_tgid >> 32) as u32, Verdict::Tls);
         count(KernelCounter::TlsConnections);
-    } else if in_call.is_none() {
+    } else if !in_call {
         let _ = LAST_TLS_SK.insert(&pid_tgid, &sk, 0);
     }
     count(KernelCounter::TlsSyscalls);
@@ -321,6 +350,7 @@ pub fn on_socket_io(sk: u64, pid_tgid: u64, verdict: u32, len: i32) -> bool {
 pub fn on_first_record(sk: u64, len: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let _ = LAST_TLS_SK.insert(&pid_tgid, &sk, 0);
+    let _ = crate::gotls::on_socket_io(sk, pid_tgid, true);
     count(KernelCounter::TlsConnections);
     count(KernelCounter::TlsSyscalls);
     count_n(KernelCounter::TlsBytes, len as u64);

@@ -7,15 +7,27 @@ use aya::Ebpf;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{TracePoint, UProbe};
 
+use super::discover::{At, Site};
+use super::golang::GO_SYMBOLS;
 use crate::kernel::probes::KernelError;
 
-/// Entry and return program for each OpenSSL function. The entry programs
-/// are shared: the four functions take `(SSL *, buf, num[, size_t *done])`.
-pub const OPENSSL_PROBES: [(&str, &str, &str); 4] = [
-    ("SSL_read", "ssl_enter", "ssl_read_exit"),
-    ("SSL_read_ex", "ssl_ex_enter", "ssl_read_exit"),
-    ("SSL_write", "ssl_enter", "ssl_write_exit"),
-    ("SSL_write_ex", "ssl_ex_enter", "ssl_write_exit"),
+/// The programs attached at each kind of site. OpenSSL: the entry programs
+/// are shared (the four functions take `(SSL *, buf, num[, size_t *done])`)
+/// and the uretprobe sits at the entry too. Go: an entry program and a RET
+/// program per function.
+pub const PROBES: [(&str, At, &str); 12] = [
+    ("SSL_read", At::Entry, "ssl_enter"),
+    ("SSL_read", At::Entry, "ssl_read_exit"),
+    ("SSL_read_ex", At::Entry, "ssl_ex_enter"),
+    ("SSL_read_ex", At::Entry, "ssl_read_exit"),
+    ("SSL_write", At::Entry, "ssl_enter"),
+    ("SSL_write", At::Entry, "ssl_write_exit"),
+    ("SSL_write_ex", At::Entry, "ssl_ex_enter"),
+    ("SSL_write_ex", At::Entry, "ssl_write_exit"),
+    (GO_SYMBOLS[0], At::Entry, "go_tls_read_enter"),
+    (GO_SYMBOLS[0], At::Return, "go_tls_read_ret"),
+    (GO_SYMBOLS[1], At::Entry, "go_tls_write_enter"),
+    (GO_SYMBOLS[1], At::Return, "go_tls_write_ret"),
 ];
 
 /// Tracepoints that name processes to look at: new programs, and code
@@ -25,11 +37,15 @@ const HINTS: [(&str, &str, &str); 2] = [
     ("tls_mmap", "syscalls", "sys_enter_mmap"),
 ];
 
-const UPROBE_PROGRAMS: [&str; 4] = [
+const UPROBE_PROGRAMS: [&str; 8] = [
     "ssl_enter",
     "ssl_ex_enter",
     "ssl_read_exit",
     "ssl_write_exit",
+    "go_tls_read_enter",
+    "go_tls_write_enter",
+    "go_tls_read_ret",
+    "go_tls_write_ret",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -104,20 +120,20 @@ pub fn load(ebpf: &mut Ebpf) -> Result<(), TlsAttachError> {
     Ok(())
 }
 
-/// Attach entry and return probes at each function's file offset in
+/// Attach the programs of each site (see [`PROBES`]) at its file offset in
 /// `path`. All or nothing: on an error the links made so far are detached.
 pub fn attach_file(
     ebpf: &mut Ebpf,
     path: &Path,
-    offsets: &[(&'static str, u64)],
+    sites: &[Site],
 ) -> Result<Vec<Link>, TlsAttachError> {
-    let mut links = Vec::with_capacity(offsets.len() * 2);
-    for &(symbol, offset) in offsets {
-        let Some(&(_, enter, exit)) = OPENSSL_PROBES.iter().find(|(s, _, _)| *s == symbol) else {
-            continue;
-        };
-        for program in [enter, exit] {
-            match attach_one(ebpf, program, path, offset) {
+    let mut links = Vec::with_capacity(sites.len() * 2);
+    for site in sites {
+        let programs = PROBES
+            .iter()
+            .filter(|(s, at, _)| *s == site.symbol && *at == site.at);
+        for &(symbol, _, program) in programs {
+            match attach_one(ebpf, program, path, site.offset) {
                 Ok(id) => links.push(Link { program, id }),
                 Err(e) => {
                     detach(ebpf, links);
@@ -160,5 +176,22 @@ pub fn detach(ebpf: &mut Ebpf, links: Vec<Link>) {
         {
             tracing::debug!(program = l.program, "detaching a TLS uprobe: {e}");
         }
+    }
+}
+
+/// Tell the socket probes that `pid` runs attached Go code, so its socket
+/// syscalls look for a goroutine's call from its first connection on (the
+/// first call into crypto/tls sets it too; this covers a handshake before).
+pub fn mark_go_process(ebpf: &mut Ebpf, pid: u32) {
+    let Some(map) = ebpf.map_mut("GO_PROCS") else {
+        return;
+    };
+    match aya::maps::HashMap::<_, u32, u32>::try_from(map) {
+        Ok(mut m) => {
+            if let Err(e) = m.insert(pid, 1, 0) {
+                tracing::debug!(pid, "marking a Go process: {e}");
+            }
+        }
+        Err(e) => tracing::debug!("GO_PROCS: {e}"),
     }
 }

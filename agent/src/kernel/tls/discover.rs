@@ -137,8 +137,12 @@ pub enum Unattachable {
     Unreadable,
     #[error("not an ELF file this agent can parse")]
     NotElf,
-    #[error("no dynamic SSL_read/SSL_write symbols")]
+    #[error("no SSL_read/SSL_write or crypto/tls.(*Conn).Read/Write symbols")]
     NoSymbols,
+    #[error("Go binary without a symbol table (stripped): crypto/tls cannot be found")]
+    Stripped,
+    #[error("the machine code of a TLS function could not be decoded")]
+    Undecodable,
 }
 
 impl Unattachable {
@@ -147,7 +151,75 @@ impl Unattachable {
             Self::Unreadable => "unreadable",
             Self::NotElf => "not_elf",
             Self::NoSymbols => "no_symbols",
+            Self::Stripped => "stripped",
+            Self::Undecodable => "undecodable",
         }
+    }
+
+    /// Every label, for series that exist from the first scrape.
+    pub const LABELS: [&'static str; 5] = [
+        "unreadable",
+        "not_elf",
+        "no_symbols",
+        "stripped",
+        "undecodable",
+    ];
+}
+
+/// Which TLS implementation a file carries (the `kind` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    OpenSsl,
+    Go,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::OpenSsl, Kind::Go];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::OpenSsl => "openssl",
+            Self::Go => "go",
+        }
+    }
+}
+
+/// Where in a function a probe goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// The first instruction (OpenSSL's return is caught by a uretprobe
+    /// placed there too).
+    Entry,
+    /// A RET instruction (Go).
+    Return,
+}
+
+/// One probe site: a function and a file offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Site {
+    pub symbol: &'static str,
+    pub at: At,
+    pub offset: u64,
+}
+
+/// The probe sites of a file: OpenSSL's exported functions, else Go's
+/// `crypto/tls` found in its symbol table.
+pub fn tls_sites(path: &Path) -> Result<(Kind, Vec<Site>), Unattachable> {
+    let map = Mmap::open(path).ok_or(Unattachable::Unreadable)?;
+    let obj = object::File::parse(map.bytes()).map_err(|_| Unattachable::NotElf)?;
+    match openssl_offsets(&obj) {
+        Ok(offs) => Ok((
+            Kind::OpenSsl,
+            offs.into_iter()
+                .map(|(symbol, offset)| Site {
+                    symbol,
+                    at: At::Entry,
+                    offset,
+                })
+                .collect(),
+        )),
+        Err(e) if !super::golang::is_go(&obj) => Err(e),
+        Err(_) => Ok((Kind::Go, super::golang::go_sites(&obj)?)),
     }
 }
 
@@ -155,9 +227,7 @@ impl Unattachable {
 /// symbol table (what the dynamic linker resolves, so also what any caller
 /// reaches). `SSL_read` and `SSL_write` are required; the `_ex` calls
 /// (OpenSSL ≥ 1.1.1) are optional.
-pub fn ssl_offsets(path: &Path) -> Result<Vec<(&'static str, u64)>, Unattachable> {
-    let map = Mmap::open(path).ok_or(Unattachable::Unreadable)?;
-    let obj = object::File::parse(map.bytes()).map_err(|_| Unattachable::NotElf)?;
+fn openssl_offsets(obj: &object::File<'_>) -> Result<Vec<(&'static str, u64)>, Unattachable> {
     let mut out = Vec::new();
     for sym in obj.dynamic_symbols() {
         if !sym.is_definition() {
@@ -327,23 +397,25 @@ mod tests {
     fn system_libssl_and_node_export_ssl_read() {
         let lib = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
         if lib.exists() {
-            let offs = ssl_offsets(lib).unwrap();
-            assert_eq!(offs.len(), 4, "{offs:?}");
+            let (kind, sites) = tls_sites(lib).unwrap();
+            assert_eq!(kind, Kind::OpenSsl);
+            assert_eq!(sites.len(), 4, "{sites:?}");
+            assert!(sites.iter().all(|s| s.at == At::Entry));
         }
         let node = Path::new("/usr/bin/node");
         if node.exists() {
-            assert!(ssl_offsets(node).is_ok());
+            assert_eq!(tls_sites(node).unwrap().0, Kind::OpenSsl);
         }
         assert_eq!(
-            ssl_offsets(Path::new("/bin/true")),
+            tls_sites(Path::new("/bin/true")),
             Err(Unattachable::NoSymbols)
         );
         assert_eq!(
-            ssl_offsets(Path::new("/etc/hostname")),
+            tls_sites(Path::new("/etc/hostname")),
             Err(Unattachable::NotElf)
         );
         assert_eq!(
-            ssl_offsets(Path::new("/nonexistent")),
+            tls_sites(Path::new("/nonexistent")),
             Err(Unattachable::Unreadable)
         );
     }

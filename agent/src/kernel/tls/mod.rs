@@ -1,8 +1,10 @@
-//! HTTPS plaintext: which files get the OpenSSL uprobes, and for how long.
+//! HTTPS plaintext: which files get the TLS uprobes, and for how long.
 //!
-//! Every `libssl.so*` a process maps, and every executable exporting
-//! `SSL_read` (Node.js), is attached once per distinct file (device +
-//! inode) and detached when no live process maps it any more. Processes are
+//! Every `libssl.so*` a process maps, every executable exporting
+//! `SSL_read` (Node.js), and every Go executable whose symbol table names
+//! `crypto/tls.(*Conn).Read`/`Write` (see `golang`), is attached once per
+//! distinct file (device + inode) and detached when no live process maps it
+//! any more. Processes are
 //! found at start (a full look at `/proc`); on their exec and whenever they
 //! map a file's code (`sched:sched_process_exec` and `sys_enter_mmap` with
 //! `PROT_EXEC` send the pid through a small ring buffer: libraries such as
@@ -11,6 +13,7 @@
 mod attach;
 mod config;
 pub mod discover;
+pub mod golang;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -26,7 +29,7 @@ use prometheus_client::registry::Registry;
 
 pub use attach::TlsAttachError;
 pub use config::{PathFilter, TlsConfig};
-use discover::{Candidate, FileKey, Unattachable};
+use discover::{Candidate, FileKey, Kind, Unattachable};
 
 /// How often [`TlsManager::poll`] should run: a process is attached
 /// within about this long after it maps OpenSSL.
@@ -61,14 +64,15 @@ impl TlsMetrics {
             self.failures.clone(),
         );
         // Every series from the start, so rates work from the first scrape.
-        let _ = self.attached.get_or_create(&KindLabels { kind: "openssl" });
-        for reason in [
-            "unreadable",
-            "not_elf",
-            "no_symbols",
-            "not_permitted",
-            "kernel",
-        ] {
+        for kind in Kind::ALL {
+            let _ = self
+                .attached
+                .get_or_create(&KindLabels { kind: kind.label() });
+        }
+        for reason in Unattachable::LABELS
+            .into_iter()
+            .chain(["not_permitted", "kernel"])
+        {
             let _ = self.failures.get_or_create(&ReasonLabels { reason });
         }
     }
@@ -80,6 +84,7 @@ impl TlsMetrics {
 
 struct Attached {
     path: String,
+    kind: Kind,
     links: Vec<attach::Link>,
     /// Live processes mapping the file, as last seen.
     pids: HashSet<u32>,
@@ -216,6 +221,9 @@ impl TlsManager {
         }
         for (key, f) in &mut self.files {
             if maps_now.contains(key) {
+                if f.kind == Kind::Go && f.pids.insert(pid) {
+                    attach::mark_go_process(ebpf, pid);
+                }
                 f.pids.insert(pid);
             } else {
                 f.pids.remove(&pid);
@@ -240,9 +248,9 @@ impl TlsManager {
             refuse(self, "unreadable");
             return false;
         };
-        let offsets = match discover::ssl_offsets(&host) {
-            Ok(o) => o,
-            // Most executables carry no OpenSSL: not a failure worth a count.
+        let (kind, sites) = match discover::tls_sites(&host) {
+            Ok(found) => found,
+            // Most executables carry no TLS library: not a failure worth a count.
             Err(Unattachable::NoSymbols) if c.is_exe => {
                 self.remember_refused(c.key);
                 return false;
@@ -253,20 +261,23 @@ impl TlsManager {
                 return false;
             }
         };
-        match attach::attach_file(ebpf, &host, &offsets) {
+        match attach::attach_file(ebpf, &host, &sites) {
             Ok(links) => {
-                let symbols: Vec<&str> = offsets.iter().map(|(s, _)| *s).collect();
+                let mut symbols: Vec<&str> = sites.iter().map(|s| s.symbol).collect();
+                symbols.dedup();
                 tracing::info!(
                     pid,
                     path = %c.path,
-                    kind = "openssl",
+                    kind = kind.label(),
                     symbols = ?symbols,
+                    probes = links.len(),
                     "TLS uprobes attached"
                 );
                 self.files.insert(
                     c.key,
                     Attached {
                         path: c.path.clone(),
+                        kind,
                         links,
                         pids: HashSet::new(),
                     },
@@ -321,10 +332,13 @@ impl TlsManager {
     }
 
     fn set_gauge(&self) {
-        self.metrics
-            .attached
-            .get_or_create(&KindLabels { kind: "openssl" })
-            .set(self.files.len() as i64);
+        for kind in Kind::ALL {
+            let n = self.files.values().filter(|f| f.kind == kind).count();
+            self.metrics
+                .attached
+                .get_or_create(&KindLabels { kind: kind.label() })
+                .set(n as i64);
+        }
     }
 }
 
