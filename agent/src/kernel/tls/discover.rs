@@ -143,6 +143,8 @@ pub enum Unattachable {
     Stripped,
     #[error("the machine code of a TLS function could not be decoded")]
     Undecodable,
+    #[error("Go binary for another architecture or a Go before 1.18 (no register ABI build info)")]
+    UnsupportedGo,
 }
 
 impl Unattachable {
@@ -153,16 +155,18 @@ impl Unattachable {
             Self::NoSymbols => "no_symbols",
             Self::Stripped => "stripped",
             Self::Undecodable => "undecodable",
+            Self::UnsupportedGo => "unsupported_go",
         }
     }
 
     /// Every label, for series that exist from the first scrape.
-    pub const LABELS: [&'static str; 5] = [
+    pub const LABELS: [&'static str; 6] = [
         "unreadable",
         "not_elf",
         "no_symbols",
         "stripped",
         "undecodable",
+        "unsupported_go",
     ];
 }
 

@@ -22,10 +22,44 @@ pub fn is_go(obj: &object::File<'_>) -> bool {
     obj.section_by_name(".go.buildinfo").is_some()
 }
 
+/// The Go release that built `obj`, from `.go.buildinfo` (Go ≥ 1.18
+/// writes it inline: a 14-byte magic, pointer size, flags with bit 1 set,
+/// then at offset 32 a varint-length-prefixed string such as `go1.19.8`).
+pub fn go_version(obj: &object::File<'_>) -> Option<String> {
+    let data = obj.section_by_name(".go.buildinfo")?.data().ok()?;
+    if data.get(..14)? != b"\xff Go buildinf:" || data.get(15)? & 2 == 0 {
+        return None;
+    }
+    let len = usize::from(*data.get(32)?);
+    // One varint byte: a version string is far shorter than 128 bytes.
+    if len >= 0x80 {
+        return None;
+    }
+    let v = data.get(33..33 + len)?;
+    std::str::from_utf8(v).ok().map(str::to_string)
+}
+
+/// Whether the register ABI the probes read is the one `version` uses:
+/// amd64 ABIInternal arrived in Go 1.17; the inline build info (how the
+/// version is read) in 1.18, so older binaries are refused.
+fn register_abi(version: &str) -> bool {
+    let Some(rest) = version.strip_prefix("go1.") else {
+        return false;
+    };
+    let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    minor.parse::<u32>().is_ok_and(|m| m >= 17)
+}
+
 /// Entry and RET sites of the probed functions in a Go binary. A binary
 /// without a symbol table (stripped) is [`Unattachable::Stripped`]; one
-/// without `crypto/tls` is [`Unattachable::NoSymbols`].
+/// without `crypto/tls` is [`Unattachable::NoSymbols`]; one for another
+/// architecture or an older Go ABI is [`Unattachable::UnsupportedGo`].
 pub fn go_sites(obj: &object::File<'_>) -> Result<Vec<Site>, Unattachable> {
+    if obj.architecture() != object::Architecture::X86_64
+        || !go_version(obj).is_some_and(|v| register_abi(&v))
+    {
+        return Err(Unattachable::UnsupportedGo);
+    }
     if obj.section_by_name(".symtab").is_none() {
         return Err(Unattachable::Stripped);
     }
@@ -117,10 +151,24 @@ mod tests {
     }
 
     #[test]
+    fn go_releases_with_the_register_abi() {
+        assert!(register_abi("go1.19.8"));
+        assert!(register_abi("go1.17"));
+        assert!(register_abi("go1.22rc1"));
+        assert!(!register_abi("go1.16.15"));
+        assert!(!register_abi("devel +abc"));
+        assert!(!register_abi("go1."));
+    }
+
+    #[test]
     fn stripped_go_binary_is_told_apart() {
         // Debian ships its `go` command built with -s: buildinfo, no .symtab.
         let go = std::path::Path::new("/usr/lib/go-1.19/bin/go");
         if go.exists() {
+            let map = std::fs::read(go).unwrap();
+            let obj = object::File::parse(&*map).unwrap();
+            assert!(is_go(&obj));
+            assert!(go_version(&obj).is_some_and(|v| v.starts_with("go1.19")));
             assert_eq!(
                 super::super::discover::tls_sites(go),
                 Err(Unattachable::Stripped)
