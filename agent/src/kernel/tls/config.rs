@@ -10,7 +10,8 @@ use crate::config::ConfigError;
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Attach uprobes to OpenSSL (every `libssl.so*` a process maps, and
-    /// executables that export `SSL_read`) to see HTTPS plaintext.
+    /// executables that export `SSL_read`) and to Go's `crypto/tls` (Go
+    /// executables with a symbol table) to see HTTPS plaintext.
     pub enabled: bool,
     /// Globs on executable or library paths (as the process sees them); a
     /// file is attached only when one matches the library or the
