@@ -217,10 +217,20 @@ fn exit(ctx: &RetProbeContext, dir: Direction, source: DataSource) {
     } else {
         return;
     };
-    deliver(cfg, pid_tgid, call.ssl, call.sk, call.buf, len, dir, source, || {
-        // SAFETY: value pointer from the map.
-        LAST_TLS_SK.get_ptr(&pid_tgid).map(|sk| unsafe { *sk })
-    });
+    deliver(
+        cfg,
+        pid_tgid,
+        call.ssl,
+        call.sk,
+        call.buf,
+        len,
+        dir,
+        source,
+        || {
+            // SAFETY: value pointer from the map.
+            LAST_TLS_SK.get_ptr(&pid_tgid).map(|sk| unsafe { *sk })
+        },
+    );
 }
 
 /// Plaintext of one TLS library call (`len` bytes at user address `buf`)

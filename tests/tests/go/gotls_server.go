@@ -22,7 +22,7 @@ func main() {
 	}
 	log := bufio.NewWriter(f)
 	var mu sync.Mutex
-	codes := map[string]int{"/gotls/ok": 200, "/gotls/missing": 404, "/gotls/fail": 503}
+	codes := map[string]int{"/gotls/ok": 200, "/gotls/missing": 404, "/gotls/fail": 503, "/gotls/before": 200}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		code, ok := codes[r.URL.Path]
 		if !ok {
