@@ -5,7 +5,7 @@
 //! its body (found by decoding its machine code): Go moves goroutine stacks,
 //! so the return-address trick of a uretprobe is not safe there.
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
-use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSection, ObjectSymbol, SectionKind, SymbolKind};
 
 use super::discover::{At, Site, Unattachable};
 
@@ -69,9 +69,12 @@ pub fn go_sites(obj: &object::File<'_>) -> Result<Vec<Site>, Unattachable> {
             .symbols()
             .find(|s| s.kind() == SymbolKind::Text && s.name() == Ok(want))
             .ok_or(Unattachable::NoSymbols)?;
+        // Only code is decoded and probed: a symbol claiming to be a
+        // function in a data section is not trusted.
         let section = sym
             .section_index()
             .and_then(|i| obj.section_by_index(i).ok())
+            .filter(|s| s.kind() == SectionKind::Text)
             .ok_or(Unattachable::NoSymbols)?;
         let (file_off, file_len) = section.file_range().ok_or(Unattachable::NoSymbols)?;
         let rel = sym
