@@ -74,12 +74,18 @@ pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
     let start = SystemTime::now();
     match only {
         None => {}
-        Some(part @ ("overhead" | "https" | "latency")) => {
+        Some(part @ ("overhead" | "https" | "https-go" | "latency")) => {
             let ctx = system_benches::BenchContext {
                 out_dir: bench_dir(),
             };
-            if part == "overhead" || part == "https" {
-                crate::bench_overhead::run(part == "https")?;
+            use crate::bench_kit::Server;
+            if let Some(server) = match part {
+                "overhead" => Some(Server::Nginx),
+                "https" => Some(Server::NginxTls),
+                "https-go" => Some(Server::GoTls),
+                _ => None,
+            } {
+                crate::bench_overhead::run(server)?;
             } else {
                 system_benches::detection_latency(&ctx)?;
             }
@@ -108,7 +114,7 @@ pub fn bench(only: Option<&str>, criterion_args: &[OsString]) -> Result<()> {
         }
         Some(other) => {
             anyhow::bail!(
-                "--only {other}: known parts are `overhead`, `https`, `stages`, `memory`, `scrape`, `slowclients`, `latency`"
+                "--only {other}: known parts are `overhead`, `https`, `https-go`, `stages`, `memory`, `scrape`, `slowclients`, `latency`"
             )
         }
     }

@@ -293,53 +293,132 @@ pub(crate) fn agent_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// The load a bench drives: its nginx (plain, or `ssl` with a test
-/// certificate) and the URL wrk fetches.
-pub(crate) struct Load {
-    pub(crate) nginx: Nginx,
-    pub(crate) url: String,
-    /// The certificate's directory, kept while nginx runs.
-    _certs: Option<tempfile::TempDir>,
+/// The server a bench drives with wrk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Server {
+    /// nginx over plain HTTP.
+    Nginx,
+    /// nginx with `ssl` (OpenSSL uprobes in the path).
+    NginxTls,
+    /// The Go `net/http` TLS server of the kernel_tls_go tests (Go
+    /// `crypto/tls` uprobes in the path).
+    GoTls,
 }
 
-/// What a bench against nginx needs: the release agent, nginx (over TLS when
-/// `tls`) after a warm-up run (page cache, nginx's open-file state, CPU
+impl Server {
+    pub(crate) fn tls(self) -> bool {
+        self != Self::Nginx
+    }
+}
+
+/// The Go server, built at bench time like the tests build it.
+const GO_SERVER: &str = include_str!("../../tests/tests/go/gotls_server.go");
+
+/// A running server: nginx, or the Go server (killed on drop).
+enum Running {
+    Nginx(#[allow(dead_code)] Nginx),
+    Go(#[allow(dead_code)] testbed::child::Spawned),
+}
+
+/// The load a bench drives: its server, its port and process name (for a
+/// scope selecting it), and the URL wrk fetches.
+pub(crate) struct Load {
+    _server: Running,
+    pub(crate) port: u16,
+    pub(crate) process: &'static str,
+    pub(crate) url: String,
+    /// The certificate's (and the Go build's) directory, kept while the
+    /// server runs.
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// What a bench against a server needs: the release agent, the server
+/// after a warm-up run (page cache, nginx's open-file state, CPU
 /// frequency), and the clock-tick rate; `bench` names it in the error when
 /// not root.
-pub(crate) fn prepare(bench: &str, tls: bool) -> Result<(PathBuf, Load, f64)> {
+pub(crate) fn prepare(bench: &str, server: Server) -> Result<(PathBuf, Load, f64)> {
     if !util::is_root() {
         bail!("the {bench} bench loads eBPF programs: run as root");
     }
     let bin = agent_bin()?;
-    let load = if tls {
-        let dir = tempfile::tempdir()?;
-        let (_ca, cert, key) = testbed::certs::make_certs(dir.path());
-        let nginx = Nginx::start(&NginxOptions {
-            listen_params: "ssl".into(),
-            server_extra: format!(
-                "ssl_certificate {};\nssl_certificate_key {};\n",
-                cert.display(),
-                key.display()
-            ),
-            ..bench_nginx_options()
-        })?;
-        let url = format!("https://127.0.0.1:{}/index.html", nginx.port);
-        Load {
-            nginx,
-            url,
-            _certs: Some(dir),
+    let load = match server {
+        Server::NginxTls => {
+            let dir = tempfile::tempdir()?;
+            let (_ca, cert, key) = testbed::certs::make_certs(dir.path());
+            let nginx = Nginx::start(&NginxOptions {
+                listen_params: "ssl".into(),
+                server_extra: format!(
+                    "ssl_certificate {};\nssl_certificate_key {};\n",
+                    cert.display(),
+                    key.display()
+                ),
+                ..bench_nginx_options()
+            })?;
+            Load {
+                url: format!("https://127.0.0.1:{}/index.html", nginx.port),
+                port: nginx.port,
+                process: "nginx",
+                _server: Running::Nginx(nginx),
+                _dir: Some(dir),
+            }
         }
-    } else {
-        let nginx = bench_nginx("")?;
-        let url = format!("http://127.0.0.1:{}/index.html", nginx.port);
-        Load {
-            nginx,
-            url,
-            _certs: None,
+        Server::Nginx => {
+            let nginx = bench_nginx("")?;
+            Load {
+                url: format!("http://127.0.0.1:{}/index.html", nginx.port),
+                port: nginx.port,
+                process: "nginx",
+                _server: Running::Nginx(nginx),
+                _dir: None,
+            }
         }
+        Server::GoTls => go_server()?,
     };
     wrk_for(&load.url, WRK_SECS)?;
     Ok((bin, load, clock_ticks_per_sec()))
+}
+
+/// Build the Go TLS server offline with the Debian toolchain (everything Go
+/// writes kept in a temporary directory) and start it on a free port, one
+/// OS thread running Go code (`GOMAXPROCS=1`, as nginx has one worker).
+fn go_server() -> Result<Load> {
+    let dir = tempfile::tempdir()?;
+    let (_ca, cert, key) = testbed::certs::make_certs(dir.path());
+    let src = dir.path().join("gotlsserver.go");
+    std::fs::write(&src, GO_SERVER)?;
+    let bin = dir.path().join("gotlsserver");
+    util::run(
+        Command::new("go")
+            .current_dir(dir.path())
+            .env("GOCACHE", dir.path().join("gocache"))
+            .env("GOPATH", dir.path().join("gopath"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "")
+            .env("CGO_ENABLED", "0")
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(&src),
+    )
+    .context("building the Go TLS server (golang-go: cargo xtask setup)")?;
+    let port = testbed::env::free_port();
+    let mut cmd = Command::new(&bin);
+    cmd.env("GOMAXPROCS", "1")
+        .arg(port.to_string())
+        .arg(&cert)
+        .arg(&key)
+        .arg("/dev/null");
+    let mut child = testbed::child::Spawned::spawn(cmd)?;
+    let ready = child.line()?;
+    if ready != "ready" {
+        bail!("the Go TLS server said {ready:?} instead of ready");
+    }
+    Ok(Load {
+        url: format!("https://127.0.0.1:{port}/gotls/ok"),
+        port,
+        process: "gotlsserver",
+        _server: Running::Go(child),
+        _dir: Some(dir),
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,11 @@
 //! are in the path; it adds a fourth agent configuration, `attach`
 //! (`probes.cost_stage: attach`: every program attached and returning at
 //! once), which prices the uprobe traps alone, the floor of the TLS path.
-//! It writes `overhead_nginx_https.json`.
+//! It writes `overhead_nginx_https.json`. `--only https-go` does the same
+//! with the Go `net/http` TLS server of the kernel_tls_go tests (built with
+//! the Debian Go toolchain at bench time, `GOMAXPROCS=1`) in nginx's place,
+//! so the Go `crypto/tls` uprobes (and wrk's OpenSSL ones) are in the path;
+//! it writes `overhead_go_https.json`.
 //!
 //! Knobs for a busy host: `XTASK_BENCH_OVERHEAD_PAIRS` (default 8) and
 //! `XTASK_BENCH_OVERHEAD_SECS` (seconds per run, default 3).
@@ -24,7 +28,7 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::bench_kit::{
-    AgentRun, WRK_ARGS, WRK_SECS, WrkFigures, mean, median, prepare, wrk_without_agent,
+    AgentRun, Server, WRK_ARGS, WRK_SECS, WrkFigures, mean, median, prepare, wrk_without_agent,
 };
 
 /// Pairs of runs without and with the agent. Consecutive runs of the same
@@ -37,16 +41,16 @@ struct Scope {
     yaml: String,
 }
 
-fn scopes(nginx_port: u16, tls: bool) -> Vec<Scope> {
+fn scopes(process: &str, port: u16, tls: bool) -> Vec<Scope> {
     let mut scopes = vec![
         Scope {
             name: "all",
             yaml: String::new(),
         },
-        // Name and port: only this nginx, not another nginx on the host.
+        // Name and port: only this server, not another nginx on the host.
         Scope {
             name: "server",
-            yaml: format!("scope:\n  include:\n    - process: nginx\n      port: {nginx_port}\n"),
+            yaml: format!("scope:\n  include:\n    - process: {process}\n      port: {port}\n"),
         },
         Scope {
             name: "none",
@@ -81,18 +85,19 @@ struct Series {
     rps: Vec<f64>,
 }
 
-/// Runs the comparison and writes `overhead_nginx.json` (plain HTTP) or,
-/// with `tls`, `overhead_nginx_https.json`.
-pub fn run(tls: bool) -> Result<()> {
-    let name = if tls {
-        "overhead_nginx_https"
-    } else {
-        "overhead_nginx"
+/// Runs the comparison against `server` and writes `overhead_nginx.json`
+/// (plain HTTP), `overhead_nginx_https.json` or `overhead_go_https.json`.
+pub fn run(server: Server) -> Result<()> {
+    let tls = server.tls();
+    let name = match server {
+        Server::Nginx => "overhead_nginx",
+        Server::NginxTls => "overhead_nginx_https",
+        Server::GoTls => "overhead_go_https",
     };
     let pairs = knob("XTASK_BENCH_OVERHEAD_PAIRS", PAIRS);
     let secs = knob("XTASK_BENCH_OVERHEAD_SECS", WRK_SECS as usize) as u32;
-    let (bin, load, hz) = prepare("overhead", tls)?;
-    let scopes = scopes(load.nginx.port, tls);
+    let (bin, load, hz) = prepare("overhead", server)?;
+    let scopes = scopes(load.process, load.port, tls);
     let mut series: Vec<Series> = scopes.iter().map(|_| Series::default()).collect();
     let mut runs = Vec::new();
     let mut base_cpu_ns = Vec::new();

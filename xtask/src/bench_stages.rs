@@ -23,7 +23,7 @@ const STAGES: [&str; 4] = ["attach", "classify", "transfer", "full"];
 
 /// Runs the ladder and writes `overhead_stages.json`.
 pub fn run() -> Result<()> {
-    let (bin, load, hz) = prepare("stages", false)?;
+    let (bin, load, hz) = prepare("stages", crate::bench_kit::Server::Nginx)?;
 
     // Busy CPU of the whole machine per request without the agent.
     let mut base_ns = Vec::new();

@@ -13,15 +13,17 @@ pub struct BenchContext {
 }
 
 /// Runs every end-to-end bench: the nginx+wrk overhead comparison (plain
-/// HTTP, then HTTPS), the agent's memory at 1000 routes × 5 gray tags, then the detection latency
+/// HTTP, then HTTPS through nginx and through a Go server), the agent's memory at 1000 routes × 5 gray tags, then the detection latency
 /// of the SLO engine end to end.
 pub fn run(ctx: &BenchContext) -> Result<()> {
     println!(
         "bench: end-to-end benches (results go to {})",
         ctx.out_dir.display()
     );
-    crate::bench_overhead::run(false)?;
-    crate::bench_overhead::run(true)?;
+    use crate::bench_kit::Server;
+    crate::bench_overhead::run(Server::Nginx)?;
+    crate::bench_overhead::run(Server::NginxTls)?;
+    crate::bench_overhead::run(Server::GoTls)?;
     crate::bench_stages::run()?;
     crate::bench_memory::run()?;
     crate::bench_scrape::run()?;
