@@ -61,7 +61,13 @@ pub fn go_sites(obj: &object::File<'_>) -> Result<Vec<Site>, Unattachable> {
         return Err(Unattachable::UnsupportedGo);
     }
     if obj.section_by_name(".symtab").is_none() {
-        return Err(Unattachable::Stripped);
+        // Stripping keeps the runtime's function table: it tells a stripped
+        // binary that carries crypto/tls (counted) from one that does not.
+        return Err(if carries_go_tls(obj) {
+            Unattachable::Stripped
+        } else {
+            Unattachable::NoSymbols
+        });
     }
     let mut out = Vec::new();
     for want in GO_SYMBOLS {
@@ -103,6 +109,15 @@ pub fn go_sites(obj: &object::File<'_>) -> Result<Vec<Site>, Unattachable> {
         }));
     }
     Ok(out)
+}
+
+/// Whether the function-name table (`.gopclntab`, NUL-terminated names)
+/// names `crypto/tls.(*Conn).Read`.
+fn carries_go_tls(obj: &object::File<'_>) -> bool {
+    let needle = b"crypto/tls.(*Conn).Read\0";
+    obj.section_by_name(".gopclntab")
+        .and_then(|s| s.data().ok())
+        .is_some_and(|d| d.windows(needle.len()).any(|w| w == needle))
 }
 
 /// Offsets of the RET instructions in one function's machine code. Every
@@ -151,6 +166,21 @@ mod tests {
         // nop; nop: no return.
         assert_eq!(ret_offsets(&[0x90, 0x90]), Err(Unattachable::Undecodable));
         assert_eq!(ret_offsets(&[]), Err(Unattachable::Undecodable));
+    }
+
+    const GO_TOOLS: &str = "/usr/lib/go-1.19/pkg/tool/linux_amd64";
+
+    #[test]
+    fn stripped_go_binary_without_crypto_tls_is_not_counted() {
+        // Debian's `asm` is stripped and has no TLS in it: like any
+        // executable without a TLS library, not a failure.
+        let asm = std::path::Path::new(GO_TOOLS).join("asm");
+        if asm.exists() {
+            assert_eq!(
+                super::super::discover::tls_sites(&asm),
+                Err(Unattachable::NoSymbols)
+            );
+        }
     }
 
     #[test]
