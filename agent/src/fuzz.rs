@@ -17,6 +17,7 @@ use crate::request::trace::context::{
 use crate::request::{Header, RequestHeaders};
 
 pub use crate::protocol::http1::fuzz::{chunked, head, stream};
+pub use crate::protocol::http2::fuzz::frames as http2_frames;
 
 /// One fuzz harness: takes libFuzzer's input, panics on a broken invariant.
 pub type Harness = fn(&[u8]);
@@ -26,6 +27,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("http_head", head),
     ("http_chunked", chunked),
     ("http_stream", stream),
+    ("http2_frames", http2_frames),
     ("trace_headers", trace_headers),
     ("events", events),
     ("config", config),

@@ -16,6 +16,7 @@ pub const TARGETS: &[&str] = &[
     "http_head",
     "http_chunked",
     "http_stream",
+    "http2_frames",
     "trace_headers",
     "events",
     "config",

@@ -86,7 +86,7 @@ enum Cmd {
         /// Seconds per target.
         #[arg(long, default_value_t = fuzz::DEFAULT_SECS, value_parser = clap::value_parser!(u64).range(1..))]
         secs: u64,
-        /// Only this target (repeatable): http_head, http_chunked, http_stream,
+        /// Only this target (repeatable): http_head, http_chunked, http_stream, http2_frames,
         /// trace_headers, events, config.
         #[arg(long = "target")]
         targets: Vec<String>,

@@ -19,6 +19,7 @@ use crate::conn::tcp_stats::{FailureReason, TcpStats};
 use crate::export::metrics::{KindLabels, ReasonLabels, SelfMetrics, lost};
 use crate::kernel::events::{self, ALL_KINDS, Event, kind_label};
 use crate::protocol::http1::{DataChunk, Direction, Http1Tracker};
+use crate::protocol::http2::Http2Tracker;
 use crate::request::service::{ServiceIdentity, ServiceResolver};
 use crate::request::{Endpoint, HttpRequest, TaskIdentity};
 use crate::respond::alert::delivery::DispatcherHandle;
@@ -43,6 +44,8 @@ pub struct Outputs {
 pub struct Pipeline {
     conns: ConnTable,
     http: Http1Tracker,
+    /// Connections that began with the HTTP/2 client preface.
+    http2: Http2Tracker,
     stage: RequestStage,
     http_metrics: HttpSelfMetrics,
     alerts: Option<DispatcherHandle>,
@@ -123,6 +126,7 @@ impl Pipeline {
         Self {
             conns: ConnTable::new(CONN_TABLE_CAP),
             http: Http1Tracker::new(&cfg.http),
+            http2: Http2Tracker::new(&cfg.http),
             stage,
             http_metrics,
             alerts: out.alerts,
@@ -184,7 +188,9 @@ impl Pipeline {
     /// connections, closed SLO periods (alerts, verdicts), self metrics.
     pub fn tick(&mut self) {
         let mut done = std::mem::take(&mut self.done);
-        self.http.expire(crate::clock::monotonic_ns(), &mut done);
+        let now = crate::clock::monotonic_ns();
+        self.http.expire(now, &mut done);
+        self.http2.expire(now, &mut done);
         self.finish_all(&mut done);
         self.done = done;
         let mut out = self.stage.slo.tick();
@@ -218,6 +224,7 @@ impl Pipeline {
         }
         self.http_metrics.sync(
             self.http.counters(),
+            self.http2.counters(),
             &self.stage.invalid,
             self.stage.routes.counters(),
             self.stage.routes.gray_counters(),
@@ -313,6 +320,7 @@ impl Pipeline {
                 if e.newstate == tcp_state::CLOSE {
                     let mut done = std::mem::take(&mut self.done);
                     self.http.on_close(e.sk, e.header.ts_ns, &mut done);
+                    self.http2.on_close(e.sk, e.header.ts_ns, &mut done);
                     self.finish_all(&mut done);
                     self.done = done;
                     self.conns.remove_if_older(e.sk, e.header.ts_ns);
@@ -382,6 +390,8 @@ impl Pipeline {
                     // A reused socket address starts a new connection.
                     self.http
                         .on_close(d.head.sk, d.head.header.ts_ns, &mut done);
+                    self.http2
+                        .on_close(d.head.sk, d.head.header.ts_ns, &mut done);
                 }
                 if d.head.flags & agent_common::DATA_FLAG_TLS != 0 {
                     self.conns.entry(d.head.sk, d.head.header.ts_ns).tls = true;
@@ -398,7 +408,9 @@ impl Pipeline {
                     len: d.head.len,
                     payload: d.payload,
                 };
-                self.http.on_data(&chunk, &mut done);
+                if !self.http2.claim(&chunk, &mut done) {
+                    self.http.on_data(&chunk, &mut done);
+                }
                 self.finish_all(&mut done);
                 self.done = done;
             }

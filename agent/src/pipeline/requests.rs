@@ -18,6 +18,7 @@ use crate::export::otlp::{OtlpConfig, SpanRecord, SpanSink, should_export};
 use crate::export::reqlog::{RequestLogLine, RequestLogger};
 use crate::measure::slo::{SloEngine, SloSample};
 use crate::protocol::http1::HttpCounters;
+use crate::protocol::http2::Http2Counters;
 use crate::request::route::RouteTable;
 use crate::request::route::gray::{GrayCounters, OtherReason};
 use crate::request::trace::context::{InvalidCounts, InvalidReason, extract, hex_lower};
@@ -38,6 +39,7 @@ pub struct InvalidLabels {
 #[derive(Clone, Default)]
 pub struct HttpSelfMetrics {
     pub http: Family<EventLabels, Counter>,
+    pub http2: Family<EventLabels, Counter>,
     pub trace_invalid: Family<InvalidLabels, Counter>,
     pub route_overflow: Counter,
     pub gray_other: Family<InvalidLabels, Counter>,
@@ -50,6 +52,7 @@ pub struct HttpSelfMetrics {
 #[derive(Clone, Default)]
 struct Reported {
     http: Vec<u64>,
+    http2: Vec<u64>,
     invalid: Vec<u64>,
     routes: crate::request::route::RouteCounters,
     gray_other: GrayCounters,
@@ -61,6 +64,11 @@ impl HttpSelfMetrics {
             "sloguard_http_events",
             "What the HTTP/1.x tracker saw: exchanges, incomplete ones, non-HTTP connections, parse errors, truncated heads, evictions",
             self.http.clone(),
+        );
+        registry.register(
+            "sloguard_http2_events",
+            "What the HTTP/2 and gRPC tracker saw: connections, exchanges, HPACK fields it could not decode, undecodable requests, resets, lost framing",
+            self.http2.clone(),
         );
         registry.register(
             "sloguard_trace_context_invalid",
@@ -103,21 +111,21 @@ impl HttpSelfMetrics {
     pub fn sync(
         &mut self,
         http: &HttpCounters,
+        http2: &Http2Counters,
         invalid: &InvalidCounts,
         routes: &crate::request::route::RouteCounters,
         gray: &GrayCounters,
     ) {
-        let now = http_counter_values(http);
-        self.reported.http.resize(now.len(), 0);
-        for (i, (name, v)) in now.iter().enumerate() {
-            let d = v.saturating_sub(self.reported.http[i]);
-            if d > 0 || self.reported.http[i] == 0 {
-                self.http
-                    .get_or_create(&EventLabels { event: name })
-                    .inc_by(d);
-            }
-            self.reported.http[i] = *v;
-        }
+        sync_events(
+            &self.http,
+            &mut self.reported.http,
+            &http_counter_values(http),
+        );
+        sync_events(
+            &self.http2,
+            &mut self.reported.http2,
+            &http2_counter_values(http2),
+        );
         self.reported.invalid.resize(InvalidReason::ALL.len(), 0);
         for (i, r) in InvalidReason::ALL.iter().enumerate() {
             let v = invalid.get(*r);
@@ -151,6 +159,43 @@ impl HttpSelfMetrics {
         }
         self.reported.gray_other = *gray;
     }
+}
+
+/// Add each event's growth since `reported` to `family` (every event's
+/// series exists from the first sync on, zero or not).
+fn sync_events(
+    family: &Family<EventLabels, Counter>,
+    reported: &mut Vec<u64>,
+    now: &[(&'static str, u64)],
+) {
+    reported.resize(now.len(), 0);
+    for (i, (name, v)) in now.iter().enumerate() {
+        let d = v.saturating_sub(reported[i]);
+        if d > 0 || reported[i] == 0 {
+            family.get_or_create(&EventLabels { event: name }).inc_by(d);
+        }
+        reported[i] = *v;
+    }
+}
+
+fn http2_counter_values(c: &Http2Counters) -> [(&'static str, u64); 15] {
+    [
+        ("connections", c.connections),
+        ("exchanges", c.exchanges),
+        ("incomplete_exchanges", c.incomplete_exchanges),
+        ("hpack_unknown_fields", c.hpack_unknown_fields),
+        ("hpack_malformed_fields", c.hpack_malformed_fields),
+        ("lost_header_blocks", c.lost_header_blocks),
+        ("undecodable_requests", c.undecodable_requests),
+        ("stream_overflows", c.stream_overflows),
+        ("reset_streams", c.reset_streams),
+        ("goaway_dropped", c.goaway_dropped),
+        ("pushes", c.pushes),
+        ("protocol_errors", c.protocol_errors),
+        ("desynced_connections", c.desynced_connections),
+        ("evicted_connections", c.evicted_connections),
+        ("expired_connections", c.expired_connections),
+    ]
 }
 
 fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 15] {

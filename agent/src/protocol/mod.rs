@@ -2,8 +2,10 @@
 //! completed requests with their timing. HTTP/1.x lives in `http1`; another
 //! protocol (HTTP/2, gRPC) gets a sibling module behind the same boundary,
 //! [`ProtocolTracker`], and the pipeline hands each connection's bytes to the
-//! tracker of the protocol the connection speaks.
+//! tracker of the protocol the connection speaks (HTTP/2 connections are
+//! recognised by their client preface, `http2`).
 pub mod http1;
+pub mod http2;
 
 pub use agent_common::Direction;
 

@@ -194,6 +194,10 @@ pub struct HttpRequest {
     pub tcp: TcpEvidence,
     /// Seen as TLS plaintext at the TLS library (`url.scheme="https"`).
     pub tls: bool,
+    /// An HTTP/2 stream (`version_minor` is then meaningless).
+    pub http2: bool,
+    /// A gRPC call (HTTP/2 with `content-type: application/grpc*`).
+    pub grpc: Option<crate::protocol::http2::grpc::GrpcCall>,
 }
 
 impl HttpRequest {
@@ -205,8 +209,22 @@ impl HttpRequest {
         self.duration_ns() as f64 / 1e9
     }
 
+    /// A 5xx, or for a gRPC call a server-error status code (the gRPC
+    /// route's "5xx burst"; see `grpc::SERVER_ERROR_CODES`).
     pub fn is_server_error(&self) -> bool {
-        (500..600).contains(&self.status)
+        match &self.grpc {
+            Some(g) => g.is_server_error() || (500..600).contains(&self.status),
+            None => (500..600).contains(&self.status),
+        }
+    }
+
+    /// The protocol version as OpenTelemetry's `network.protocol.version`.
+    pub fn protocol_version(&self) -> &'static str {
+        match (self.http2, self.version_minor) {
+            (true, _) => "2",
+            (false, 0) => "1.0",
+            (false, _) => "1.1",
+        }
     }
 
     pub fn conn_id(&self) -> u64 {
@@ -241,6 +259,8 @@ impl HttpRequest {
             response_bytes: 0,
             tcp: TcpEvidence::default(),
             tls: false,
+            http2: false,
+            grpc: None,
         }
     }
 

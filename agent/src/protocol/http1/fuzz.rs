@@ -204,6 +204,7 @@ pub fn stream(data: &[u8]) {
         max_head_buffer_bytes: MAX_HEAD_BYTES * 4,
         max_pipelined: 3,
         idle_timeout: std::time::Duration::from_nanos(50),
+        ..HttpConfig::default()
     };
     let mut t = Http1Tracker::new(&cfg);
     let mut out = Vec::new();

@@ -23,6 +23,7 @@ pub use super::{DataChunk, Direction};
 use serde::{Deserialize, Serialize};
 
 use crate::config::error::ConfigError;
+pub(crate) use tracker::ConnIdHasher;
 pub use tracker::Http1Tracker;
 
 /// `http:` section of the config file.
@@ -43,6 +44,9 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     /// Requests waiting for their responses on one connection (pipelining).
     pub max_pipelined: usize,
+    /// HTTP/2 streams tracked at once on one connection; more are counted
+    /// (`stream_overflows`) and not measured.
+    pub max_streams_per_connection: usize,
 }
 
 impl Default for HttpConfig {
@@ -53,6 +57,7 @@ impl Default for HttpConfig {
             max_head_buffer_bytes: 64 << 20,
             idle_timeout: Duration::from_secs(30),
             max_pipelined: 64,
+            max_streams_per_connection: 256,
         }
     }
 }
@@ -85,6 +90,12 @@ impl HttpConfig {
         }
         if self.max_pipelined == 0 {
             return Err(ConfigError::key("http.max_pipelined", "must be at least 1"));
+        }
+        if self.max_streams_per_connection == 0 {
+            return Err(ConfigError::key(
+                "http.max_streams_per_connection",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -114,6 +114,7 @@ proptest! {
             max_head_buffer_bytes: 300,
             max_pipelined: 3,
             idle_timeout: std::time::Duration::from_nanos(50),
+            ..HttpConfig::default()
         };
         let mut t = Http1Tracker::new(&cfg);
         let mut out = Vec::new();
