@@ -87,6 +87,12 @@ pub const DATA_FLAG_UNDECIDED: u32 = 2;
 /// call); `sk` is the socket carrying its records, `fd` is -1.
 pub const DATA_FLAG_TLS: u32 = 4;
 
+/// A segment of a syscall's bytes on an HTTP/2 connection, sent after the
+/// syscall's first event: `offset` says where in the syscall's `len` bytes its
+/// `captured` bytes start (frame headers and the payloads of frames the
+/// tracker reads, past what the first event held; `agent-ebpf/src/http2.rs`).
+pub const DATA_FLAG_SEGMENT: u32 = 8;
+
 /// Offset of `payload` in [`DataEvent`]: the fixed part that is always sent.
 pub const DATA_EVENT_FIXED: usize = core::mem::size_of::<DataEvent>() - MAX_PAYLOAD;
 
@@ -108,6 +114,10 @@ pub struct DataEventHead {
     pub captured: u32,
     /// `DATA_FLAG_*` bits.
     pub flags: u32,
+    /// With [`DATA_FLAG_SEGMENT`]: where the payload starts in the syscall's
+    /// bytes; 0 otherwise.
+    pub offset: u32,
+    pub _pad: u32,
 }
 
 // The head must be exactly the bytes before `payload`.

@@ -12,6 +12,9 @@ pub const PREFIX_LEN: usize = 8;
 pub enum PrefixClass {
     /// A request method and a space, or `HTTP/1.`.
     Http,
+    /// The HTTP/2 client connection preface (`PRI * HTTP/2.0`, prior
+    /// knowledge, or TLS plaintext after ALPN `h2`): its first 8 bytes.
+    Http2,
     /// Cannot be HTTP/1.x.
     NotHttp,
     /// Too few bytes to tell, and they match the start of a pattern.
@@ -51,10 +54,34 @@ const fn mask(n: usize) -> u64 {
     }
 }
 
+/// `PRI * HT`: the first 8 bytes of the HTTP/2 client preface.
+const H2_PREFACE: u64 = word(b"PRI * HT");
+
+/// Whether the first `n` bytes in `w` start like an HTTP/2 server's first
+/// frame, its SETTINGS on stream 0 (length < 64 KiB, type 4, no flags):
+/// a server may write it before it reads the client's preface, so the
+/// connection must stay undecided rather than be judged not HTTP.
+#[inline(always)]
+pub fn is_h2_server_settings(w: u64, n: usize) -> bool {
+    // Bytes 0 (length high), 3 (type), 4 (flags), 5..8 (stream id).
+    n >= 8 && w & 0xffff_ffff_ff00_00ff == 0x0000_0000_0400_0000
+}
+
 /// Classify a stream whose first `n` bytes (`n` ≥ 1; bytes past `n` ignored)
 /// are `w`, loaded little-endian.
 #[inline(always)]
 pub fn classify(w: u64, n: usize) -> PrefixClass {
+    let m = mask(if n < 8 { n } else { 8 });
+    if (w & m) == (H2_PREFACE & m) && n > 0 {
+        return if n >= 8 {
+            PrefixClass::Http2
+        } else {
+            PrefixClass::Undecided
+        };
+    }
+    if is_h2_server_settings(w, n) {
+        return PrefixClass::Undecided;
+    }
     let mut undecided = false;
     let mut i = 0;
     while i < PATTERNS.len() {
@@ -121,8 +148,9 @@ mod tests {
     fn other_protocols_are_not_http() {
         for s in [
             &b"\x16\x03\x01\x02\x00\x01\x00\x01"[..], // TLS ClientHello
-            b"PRI * HTTP/2.0\r\n",                    // HTTP/2 preface
             b"HTTP/2 200",
+            b"\x00\x00\x12\x04\x01\x00\x00\x00", // SETTINGS with ACK: not a first frame
+            b"\x01\x00\x12\x04\x00\x00\x00\x00", // SETTINGS longer than 64 KiB
             b"GETX / HTTP/1.1",
             b"get / HTTP/1.1",
             b"SSH-2.0-OpenSSH",
@@ -132,6 +160,26 @@ mod tests {
         ] {
             assert_eq!(classify_bytes(s), PrefixClass::NotHttp, "{:?}", s);
         }
+    }
+
+    #[test]
+    fn http2_preface_and_server_settings() {
+        assert_eq!(
+            classify_bytes(b"PRI * HTTP/2.0\r\n\r\nSM"),
+            PrefixClass::Http2
+        );
+        assert_eq!(classify_bytes(b"PRI * HT"), PrefixClass::Http2);
+        assert_eq!(classify_bytes(b"PRI"), PrefixClass::Undecided);
+        assert_eq!(classify_bytes(b"PRI * X"), PrefixClass::NotHttp);
+        // nghttp2 and gRPC servers may write SETTINGS before reading the preface.
+        assert_eq!(
+            classify_bytes(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00\x03"),
+            PrefixClass::Undecided
+        );
+        assert_eq!(
+            classify_bytes(b"\x00\x00\x00\x04\x00\x00\x00\x00"),
+            PrefixClass::Undecided
+        );
     }
 
     #[test]

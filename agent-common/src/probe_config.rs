@@ -103,8 +103,15 @@ pub enum KernelCounter {
     /// configured scope: the probe returned after the scope check, before
     /// any other lookup.
     OutOfScope = 14,
+    /// HTTP/2 connections (client preface seen: prior knowledge).
+    Http2Connections = 15,
+    /// HTTP/2 syscalls whose frame walk stopped before the syscall's end (more
+    /// than the frames walked per syscall, bytes the probe could not read, a
+    /// header split over too short a syscall): that direction's frames are
+    /// no longer followed, userspace loses the connection's framing.
+    Http2WalkLost = 16,
 }
-pub const KERNEL_COUNTERS: u32 = 15;
+pub const KERNEL_COUNTERS: u32 = 17;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -13,6 +13,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    http2,
     maps::{EVENTS, count, output_flags},
     sock::{Verdict, count_non_http, set_verdict},
     syscall::{self, first_buffer},
@@ -22,10 +23,13 @@ use crate::{
 #[map(name = "DATA_SCRATCH")]
 static DATA_SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
 
-/// Emit the data event for `len` bytes moved on `sk` by the current syscall.
-/// `known_http`: the connection is already classified HTTP (else unknown).
+/// Emit the data event for `len` bytes moved on `sk` by the current syscall;
+/// `verdict`: the connection's so far (HTTP/1, HTTP/2 or unknown). On
+/// HTTP/2 the frame walk (`http2.rs`) sends what lies beyond the prefix.
 #[inline(always)]
-pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http: bool, tgid: u32) {
+pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, verdict: u32, tgid: u32) {
+    let known_h2 = verdict == Verdict::Http2 as u32;
+    let known_http = verdict == Verdict::Http as u32 || known_h2;
     let args = syscall::current();
     // Measuring the transfer alone: an event without payload, nothing read.
     let transfer_only = cfg.cost_stage == cost_stage::TRANSFER;
@@ -58,7 +62,8 @@ pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http:
         source: args.source,
         flags: 0,
     };
-    emit(cfg, &at, buffer, known_http, |v, (w, n)| match v {
+    let mut h2_start = None;
+    let captured = emit(cfg, &at, buffer, known_http, |v, (w, n)| match v {
         // Ciphertext: the plaintext comes from the TLS library probes.
         Verdict::NotHttp if is_tls_record(w, n) => {
             set_verdict(sk, tgid, Verdict::Tls);
@@ -69,8 +74,23 @@ pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, known_http:
             count(KernelCounter::NonHttpConnections);
             count_non_http(len as i32);
         }
+        Verdict::Http2 => {
+            set_verdict(sk, tgid, Verdict::Http2);
+            count(KernelCounter::Http2Connections);
+            h2_start = Some(http2::PREFACE_LEN);
+        }
         v => set_verdict(sk, tgid, v),
     });
+    if (known_h2 || h2_start.is_some()) && !transfer_only {
+        http2::walk(
+            sk,
+            dir,
+            len,
+            http2::Source::Syscall(&args),
+            captured,
+            h2_start,
+        );
+    }
 }
 
 /// Where the bytes of a data event were seen.
@@ -90,7 +110,8 @@ pub struct Capture {
 /// the first bytes showed (with those bytes as a little-endian word and
 /// their count), where the caller keeps its per-connection verdict; on
 /// `NotHttp` nothing is sent. Shared by socket syscalls and TLS library
-/// calls, so both follow the same capture rules and bounds.
+/// calls, so both follow the same capture rules and bounds. Gives the bytes
+/// of payload the event carried.
 #[inline(always)]
 pub fn emit<F: FnOnce(Verdict, (u64, usize))>(
     cfg: &ProbeConfig,
@@ -98,9 +119,9 @@ pub fn emit<F: FnOnce(Verdict, (u64, usize))>(
     buffer: Option<(u64, u64)>,
     known_http: bool,
     set_verdict: F,
-) {
+) -> u32 {
     let Some(ev) = DATA_SCRATCH.get_ptr_mut(0) else {
-        return;
+        return 0;
     };
     // SAFETY: per-CPU scratch; a BPF program does not migrate mid-run.
     let ev = unsafe { &mut *ev };
@@ -119,14 +140,18 @@ pub fn emit<F: FnOnce(Verdict, (u64, usize))>(
                     set_verdict(Verdict::Http, w);
                     flags |= DATA_FLAG_CLASSIFIED_HERE;
                 }
+                Some((PrefixClass::Http2, w)) => {
+                    set_verdict(Verdict::Http2, w);
+                    flags |= DATA_FLAG_CLASSIFIED_HERE;
+                }
                 Some((PrefixClass::Undecided, _)) => flags |= DATA_FLAG_UNDECIDED,
                 Some((PrefixClass::NotHttp, w)) => {
                     set_verdict(Verdict::NotHttp, w);
-                    return;
+                    return 0;
                 }
                 None => {
                     count(KernelCounter::ReadFailed);
-                    return;
+                    return 0;
                 }
             }
         }
@@ -147,15 +172,17 @@ pub fn emit<F: FnOnce(Verdict, (u64, usize))>(
     head.len = len;
     head.captured = captured;
     head.flags = flags;
+    head.offset = 0;
     let total = DATA_EVENT_FIXED + captured as usize;
     if total > core::mem::size_of::<DataEvent>() {
-        return;
+        return 0;
     }
     // SAFETY: `total` ≤ size_of::<DataEvent>() and `ev` is a whole DataEvent.
     let bytes = unsafe { core::slice::from_raw_parts(ev as *const DataEvent as *const u8, total) };
     if EVENTS.output::<[u8]>(bytes, output_flags(cfg)).is_err() {
         count(KernelCounter::RingbufFull);
     }
+    captured
 }
 
 /// Classify the first bytes at `buf` (`avail` valid), using the payload area

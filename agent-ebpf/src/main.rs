@@ -6,6 +6,7 @@
 
 mod gotls;
 mod http;
+mod http2;
 mod maps;
 mod scope;
 mod sock;

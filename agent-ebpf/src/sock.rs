@@ -48,6 +48,9 @@ pub enum Verdict {
     NotHttp = 2,
     /// TLS records: counted, never captured (see `tls.rs`).
     Tls = 3,
+    /// Began with the HTTP/2 client preface: captured with a frame walk
+    /// (`http2.rs`).
+    Http2 = 4,
 }
 
 /// Per-socket state, keyed by `sk`. Forgotten when the socket reaches CLOSE
@@ -88,6 +91,7 @@ pub fn sock_forget_closed(ctx: TracePointContext) -> u32 {
     {
         let sk: u64 = unsafe { field(p, ss::SKADDR) };
         let _ = SOCKS.remove(&sk);
+        crate::http2::forget(sk);
     }
     0
 }
@@ -158,20 +162,16 @@ fn on_sock_io(ctx: &RawTracePointContext, dir: Direction) {
         return;
     }
     // Plain HTTP (the hot path) never pays for the TLS lookup.
-    if verdict != Verdict::Http as u32 && crate::tls::on_socket_io(sk, pid_tgid, verdict, ret) {
+    if verdict != Verdict::Http as u32
+        && verdict != Verdict::Http2 as u32
+        && crate::tls::on_socket_io(sk, pid_tgid, verdict, ret)
+    {
         return;
     }
     if cfg.capture_http == 0 || cfg.cost_stage == cost_stage::CLASSIFY {
         return;
     }
-    http::capture(
-        cfg,
-        sk,
-        dir,
-        ret as u32,
-        verdict == Verdict::Http as u32,
-        tgid,
-    );
+    http::capture(cfg, sk, dir, ret as u32, verdict, tgid);
 }
 
 #[inline(always)]

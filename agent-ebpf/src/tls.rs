@@ -302,14 +302,26 @@ pub fn deliver<F: FnOnce() -> Option<u64>>(
         flags: DATA_FLAG_TLS,
     };
     let buffer = (cfg.cost_stage != cost_stage::TRANSFER).then_some((buf, len));
-    emit(cfg, &at, buffer, verdict == Verdict::Http as u32, |v, _| {
+    let known_h2 = verdict == Verdict::Http2 as u32;
+    let known = verdict == Verdict::Http as u32 || known_h2;
+    let mut h2_start = None;
+    let captured = emit(cfg, &at, buffer, known, |v, _| {
         if v == Verdict::NotHttp {
-            // HTTP/2, another protocol or garbage inside TLS.
+            // Another protocol or garbage inside TLS.
             count(KernelCounter::TlsNotHttpConnections);
+        }
+        if v == Verdict::Http2 {
+            // ALPN h2: the plaintext starts with the client preface.
+            count(KernelCounter::Http2Connections);
+            h2_start = Some(crate::http2::PREFACE_LEN);
         }
         // SAFETY: value pointer from the map.
         unsafe { (*state).tls_verdict = v as u32 };
     });
+    if (known_h2 || h2_start.is_some()) && buffer.is_some() {
+        let src = crate::http2::Source::Plain(buf);
+        crate::http2::walk(sk, dir, len as u32, src, captured, h2_start);
+    }
 }
 
 /// Is `sk` still a live TLS socket? (Closed sockets leave `SOCKS`; a

@@ -16,6 +16,8 @@ pub struct Data {
     pub source: u32,
     pub len: u32,
     pub flags: u32,
+    /// Where `payload` starts in the syscall's bytes (HTTP/2 segments).
+    pub offset: u32,
     pub payload: Vec<u8>,
 }
 
@@ -52,6 +54,7 @@ pub fn decode(bytes: &[u8]) -> Event {
                 source: d.head.source,
                 len: d.head.len,
                 flags: d.head.flags,
+                offset: d.head.offset,
                 payload: d.payload.to_vec(),
             })
         }

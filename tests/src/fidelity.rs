@@ -36,10 +36,12 @@ pub fn request_logs(agent: &Agent, service: &str) -> Vec<serde_json::Value> {
 
 /// Print what the agent says it dropped or could not frame.
 pub fn losses(text: &str) {
-    for l in text
-        .lines()
-        .filter(|l| l.starts_with("sloguard_events_lost") || l.starts_with("sloguard_http_events"))
-    {
+    for l in text.lines().filter(|l| {
+        l.starts_with("sloguard_events_lost")
+            || l.starts_with("sloguard_http_events")
+            || l.starts_with("sloguard_http2_events")
+            || (l.starts_with("sloguard_probe_events") && l.contains("http2"))
+    }) {
         eprintln!("  {l}");
     }
 }

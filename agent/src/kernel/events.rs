@@ -187,6 +187,8 @@ pub mod encode {
                 len,
                 captured: captured as u32,
                 flags: 0,
+                offset: 0,
+                _pad: 0,
             },
             payload: [0; MAX_PAYLOAD],
         };

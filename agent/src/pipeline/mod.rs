@@ -408,7 +408,17 @@ impl Pipeline {
                     len: d.head.len,
                     payload: d.payload,
                 };
-                if !self.http2.claim(&chunk, &mut done) {
+                if d.head.flags & agent_common::DATA_FLAG_SEGMENT != 0 {
+                    // More of an HTTP/2 syscall's bytes (frame headers, header
+                    // blocks past the first event's prefix).
+                    self.http2.on_segment(
+                        chunk.conn_id,
+                        direction,
+                        d.head.offset,
+                        d.payload,
+                        &mut done,
+                    );
+                } else if !self.http2.claim(&chunk, &mut done) {
                     self.http.on_data(&chunk, &mut done);
                 }
                 self.finish_all(&mut done);

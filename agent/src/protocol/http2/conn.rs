@@ -87,6 +87,7 @@ impl Fields {
 
 /// Everything but the frame readers (which call into it).
 struct State {
+    conn_id: u64,
     /// The client's direction: its bytes are requests.
     request_dir: Direction,
     side: Side,
@@ -96,8 +97,18 @@ struct State {
     limits: Limits,
 }
 
+/// Where a direction stands in its latest syscall's bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Syscall {
+    len: u64,
+    /// Bytes of it accounted for (captured or skipped).
+    pos: u64,
+    ts: u64,
+}
+
 pub struct H2Conn {
     readers: [FrameReader; 2],
+    sys: [Syscall; 2],
     /// Preface bytes still expected from the client.
     preface_left: usize,
     state: State,
@@ -111,7 +122,7 @@ fn idx(d: Direction) -> usize {
 
 impl H2Conn {
     /// A connection whose client preface was seen moving in `request_dir`.
-    pub fn new(request_dir: Direction, ts: u64, limits: Limits) -> Self {
+    pub fn new(conn_id: u64, request_dir: Direction, ts: u64, limits: Limits) -> Self {
         let side = match request_dir {
             Direction::Ingress => Side::Server,
             Direction::Egress => Side::Client,
@@ -121,8 +132,10 @@ impl H2Conn {
                 FrameReader::new(limits.max_block),
                 FrameReader::new(limits.max_block),
             ],
+            sys: [Syscall::default(); 2],
             preface_left: PREFACE.len(),
             state: State {
+                conn_id,
                 request_dir,
                 side,
                 hpack: [
@@ -140,8 +153,8 @@ impl H2Conn {
 
     /// A connection joined after its start (the tables are unknown): the
     /// side must come from elsewhere (the socket table).
-    pub fn joined(request_dir: Direction, ts: u64, limits: Limits) -> Self {
-        let mut c = Self::new(request_dir, ts, limits);
+    pub fn joined(conn_id: u64, request_dir: Direction, ts: u64, limits: Limits) -> Self {
+        let mut c = Self::new(conn_id, request_dir, ts, limits);
         c.preface_left = 0;
         c
     }
@@ -150,7 +163,9 @@ impl H2Conn {
         self.readers.iter().any(FrameReader::desynced)
     }
 
-    /// Bytes moved at `ts` in `dir`: `len` in all, the first `payload.len()` captured.
+    /// A syscall moved `len` bytes at `ts` in `dir`; its first event holds
+    /// the first `payload.len()` of them. Segments of the same syscall may
+    /// follow ([`H2Conn::on_segment`]); the bytes no event holds are holes.
     pub fn on_data(
         &mut self,
         dir: Direction,
@@ -159,35 +174,91 @@ impl H2Conn {
         mut payload: &[u8],
         ctx: &mut Ctx<'_>,
     ) {
+        self.end_syscall(dir, ctx);
         self.last_ts = ts;
-        let was_desynced = self.desynced();
-        let mut len = len.max(payload.len() as u64);
+        let len = len.max(payload.len() as u64);
+        self.sys[idx(dir)] = Syscall { len, pos: 0, ts };
         if dir == self.state.request_dir && self.preface_left > 0 {
             let n = self.preface_left.min(payload.len());
             payload = &payload[n..];
-            len -= n as u64;
             self.preface_left -= n;
-            if self.preface_left > 0 && len > 0 {
+            let mut pos = n as u64;
+            if self.preface_left > 0 {
                 // The rest of the preface was not captured: skip it as bytes.
-                let k = (self.preface_left as u64).min(len);
+                let k = (self.preface_left as u64).min(len - pos);
                 self.preface_left -= k as usize;
-                len -= k;
+                pos += k;
             }
+            self.sys[idx(dir)].pos = pos;
         }
+        self.take(dir, payload, ctx);
+    }
+
+    /// Bytes of the current syscall in `dir` starting `offset` bytes in (a
+    /// segment the kernel's frame walk sent: headers and read payloads).
+    pub fn on_segment(&mut self, dir: Direction, offset: u64, payload: &[u8], ctx: &mut Ctx<'_>) {
+        let sys = self.sys[idx(dir)];
+        if offset < sys.pos || offset + payload.len() as u64 > sys.len {
+            // Not where this syscall's bytes stand (events out of order).
+            ctx.counters.protocol_errors += 1;
+            return;
+        }
+        self.hole(dir, offset - sys.pos, ctx);
+        self.take(dir, payload, ctx);
+    }
+
+    /// Captured bytes at the current position of `dir`'s syscall; then skip
+    /// what the reader would not read anyway, so a stream ending with a DATA
+    /// frame ends with the syscall that wrote its last byte.
+    fn take(&mut self, dir: Direction, payload: &[u8], ctx: &mut Ctx<'_>) {
+        let sys = self.sys[idx(dir)];
+        self.with_reader(dir, ctx, |r, f| r.feed(payload, sys.ts, f));
+        let pos = sys.pos + payload.len() as u64;
+        self.sys[idx(dir)].pos = pos;
+        let unread = u64::from(self.readers[idx(dir)].unread_payload());
+        let skip = unread.min(sys.len.saturating_sub(pos));
+        self.hole(dir, skip, ctx);
+    }
+
+    fn hole(&mut self, dir: Direction, n: u64, ctx: &mut Ctx<'_>) {
+        if n == 0 {
+            return;
+        }
+        let ts = self.sys[idx(dir)].ts;
+        self.sys[idx(dir)].pos += n;
+        self.with_reader(dir, ctx, |r, f| r.skip(n, ts, f));
+    }
+
+    /// The rest of `dir`'s last syscall was not captured: a hole.
+    fn end_syscall(&mut self, dir: Direction, ctx: &mut Ctx<'_>) {
+        let sys = self.sys[idx(dir)];
+        self.hole(dir, sys.len.saturating_sub(sys.pos), ctx);
+    }
+
+    fn with_reader(
+        &mut self,
+        dir: Direction,
+        ctx: &mut Ctx<'_>,
+        go: impl FnOnce(&mut FrameReader, &mut dyn FnMut(Frame<'_>)),
+    ) {
+        let was_desynced = self.desynced();
         let state = &mut self.state;
+        let ts_end = self.sys[idx(dir)].ts;
         let reader = &mut self.readers[idx(dir)];
-        let mut on_frame = |f: Frame<'_>| state.on_frame(dir, &f, ts, ctx);
-        reader.feed(payload, ts, &mut on_frame);
-        reader.skip(len - payload.len() as u64, ts, &mut on_frame);
+        let mut on_frame = |f: Frame<'_>| state.on_frame(dir, &f, ts_end, ctx);
+        go(reader, &mut on_frame);
         if self.desynced() && !was_desynced {
             ctx.counters.desynced_connections += 1;
             // Pairing is over: what is open ends here, incomplete.
-            self.state.drain(ts, ctx);
+            self.state.drain(ts_end, ctx);
         }
     }
 
     /// The connection ended at `ts`: open streams are emitted, incomplete.
     pub fn finish(mut self, ts: u64, ctx: &mut Ctx<'_>) {
+        for dir in [Direction::Ingress, Direction::Egress] {
+            self.end_syscall(dir, ctx);
+        }
         self.state.drain(ts, ctx);
     }
 }
@@ -320,7 +391,8 @@ impl State {
                 ctx.counters.stream_overflows += 1;
                 return;
             }
-            let mut req = HttpRequest::synthetic(self.side, &method, &path, 0, first_ts, first_ts);
+            let mut req = HttpRequest::synthetic(self.side, &method, &path, 0, first_ts, first_ts)
+                .with_conn_id(self.conn_id);
             req.headers = fields.headers;
             req.http2 = true;
             if fields.grpc {

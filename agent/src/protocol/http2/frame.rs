@@ -111,8 +111,17 @@ impl FrameReader {
         self.desynced
     }
 
+    /// Bytes left of the current frame's payload when the reader does not
+    /// need them (DATA and the other skipped frames): a hole there is harmless.
+    pub fn unread_payload(&self) -> u32 {
+        match self.cur {
+            Some((_, left)) if !self.keep => left,
+            _ => 0,
+        }
+    }
+
     /// Feed captured bytes seen at `ts`; each completed frame goes to `f`.
-    pub fn feed(&mut self, mut bytes: &[u8], ts: u64, f: &mut impl FnMut(Frame<'_>)) {
+    pub fn feed(&mut self, mut bytes: &[u8], ts: u64, f: &mut dyn FnMut(Frame<'_>)) {
         while !bytes.is_empty() && !self.desynced {
             let Some((head, left)) = self.cur else {
                 if self.head_len == 0 {
@@ -140,7 +149,7 @@ impl FrameReader {
     }
 
     /// `n` bytes at `ts` were moved but not captured.
-    pub fn skip(&mut self, mut n: u64, ts: u64, f: &mut impl FnMut(Frame<'_>)) {
+    pub fn skip(&mut self, mut n: u64, ts: u64, f: &mut dyn FnMut(Frame<'_>)) {
         while n > 0 && !self.desynced {
             let Some((head, left)) = self.cur else {
                 // A hole over a frame header: where the next frame starts is unknown.
@@ -162,7 +171,7 @@ impl FrameReader {
         }
     }
 
-    fn start_frame(&mut self, ts: u64, f: &mut impl FnMut(Frame<'_>)) {
+    fn start_frame(&mut self, ts: u64, f: &mut dyn FnMut(Frame<'_>)) {
         self.head_len = 0;
         let head = FrameHead::parse(&self.head);
         let wants = head.wants_payload();
@@ -175,7 +184,7 @@ impl FrameReader {
         }
     }
 
-    fn end_frame(&mut self, _ts: u64, f: &mut impl FnMut(Frame<'_>)) {
+    fn end_frame(&mut self, _ts: u64, f: &mut dyn FnMut(Frame<'_>)) {
         let Some((head, _)) = self.cur.take() else {
             return;
         };

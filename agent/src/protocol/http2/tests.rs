@@ -382,12 +382,85 @@ fn a_hole_over_a_frame_header_ends_pairing_and_is_counted() {
         payload: &resp[..3],
     };
     t.on_data(&lossy, &mut out);
+    // The hole is known once the next syscall in that direction starts.
+    t.on_data(&chunk(W, 4, &resp), &mut out);
     assert_eq!(t.counters().desynced_connections, 1);
     assert_eq!(out.len(), 1);
     assert!(out[0].incomplete);
+    assert_eq!(
+        out[0].end_ns, 3,
+        "ended with the syscall that lost the framing"
+    );
     // Whatever follows is not parsed as frames (nothing invented).
-    t.on_data(&chunk(W, 4, &resp), &mut out);
+    t.on_data(&chunk(W, 5, &resp), &mut out);
     assert_eq!(out.len(), 1);
+}
+
+/// What the kernel sends for one write holding the response head, a 1 MiB
+/// DATA frame and the trailers (gRPC's large unary response): the first
+/// 1 KiB as the syscall's event, then a segment at the trailers' offset.
+#[test]
+fn a_segment_after_a_large_data_frame_delivers_the_trailers_of_the_same_write() {
+    let (mut c, mut s) = (Peer::new(), Peer::new());
+    let mut t = tracker();
+    let (req, _) = unary_call(&mut c, &mut Peer::new(), 1, "/demo.Big/Get", "0");
+    let mut write = s.headers(
+        1,
+        0,
+        &[(":status", "200"), ("content-type", "application/grpc")],
+    );
+    write.extend(frame(kind::DATA, 0, 1, &vec![7u8; 1 << 20]));
+    let at = write.len();
+    write.extend(s.headers(1, flag::END_STREAM, &[("grpc-status", "0")]));
+    let mut out = feed(&mut t, &[(R, 100, opening()), (R, 200, req)]);
+    let first = DataChunk {
+        conn_id: CONN,
+        direction: W,
+        ts_ns: 900,
+        len: write.len() as u32,
+        payload: &write[..1024],
+    };
+    t.on_data(&first, &mut out);
+    assert!(out.is_empty(), "not ended before the trailers");
+    t.on_segment(CONN, W, at as u32, &write[at..], &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].grpc.unwrap().status, Some(0));
+    assert_eq!((out[0].end_ns, out[0].incomplete), (900, false));
+    // A segment that overlaps what was already taken is refused, counted.
+    t.on_segment(CONN, W, 10, &write[10..20], &mut out);
+    assert_eq!(t.counters().protocol_errors, 1);
+    assert_eq!(t.counters().desynced_connections, 0);
+}
+
+/// A plain HTTP/2 response whose last DATA frame (END_STREAM) is mostly
+/// uncaptured ends with that write, not with the connection's next one.
+#[test]
+fn a_response_ending_in_an_uncaptured_data_frame_ends_with_its_write() {
+    let (mut c, mut s) = (Peer::new(), Peer::new());
+    let mut t = tracker();
+    let req = c.headers(
+        1,
+        flag::END_STREAM,
+        &[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/big"),
+            (":authority", "x"),
+        ],
+    );
+    let mut write = s.headers(1, 0, &[(":status", "200")]);
+    write.extend(frame(kind::DATA, flag::END_STREAM, 1, &vec![1u8; 5000]));
+    let mut out = feed(&mut t, &[(R, 1, opening()), (R, 2, req)]);
+    let first = DataChunk {
+        conn_id: CONN,
+        direction: W,
+        ts_ns: 50,
+        len: write.len() as u32,
+        payload: &write[..1024],
+    };
+    t.on_data(&first, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].status, out[0].end_ns), (200, 50));
 }
 
 #[test]

@@ -63,11 +63,30 @@ impl Http2Tracker {
             self.counters.connections += 1;
             self.conns.insert(
                 chunk.conn_id,
-                H2Conn::new(chunk.direction, chunk.ts_ns, self.limits),
+                H2Conn::new(chunk.conn_id, chunk.direction, chunk.ts_ns, self.limits),
             );
         }
         self.feed(chunk, out);
         true
+    }
+
+    /// A segment of the latest syscall on a connection (`DATA_FLAG_SEGMENT`):
+    /// `payload` lies `offset` bytes into that syscall's bytes.
+    pub fn on_segment(
+        &mut self,
+        conn_id: u64,
+        direction: super::Direction,
+        offset: u32,
+        payload: &[u8],
+        out: &mut Vec<HttpRequest>,
+    ) {
+        if let Some(c) = self.conns.get_mut(&conn_id) {
+            let mut ctx = Ctx {
+                out,
+                counters: &mut self.counters,
+            };
+            c.on_segment(direction, u64::from(offset), payload, &mut ctx);
+        }
     }
 
     /// Follow a connection whose start the agent did not see (tests, and a
@@ -75,7 +94,7 @@ impl Http2Tracker {
     pub fn join(&mut self, conn_id: u64, request_dir: super::Direction, ts_ns: u64) {
         self.conns
             .entry(conn_id)
-            .or_insert_with(|| H2Conn::joined(request_dir, ts_ns, self.limits));
+            .or_insert_with(|| H2Conn::joined(conn_id, request_dir, ts_ns, self.limits));
     }
 
     fn feed(&mut self, chunk: &DataChunk<'_>, out: &mut Vec<HttpRequest>) {
