@@ -38,10 +38,36 @@ pub struct RedLabels {
     /// Registered codes as they are, the rest by class (bounded).
     pub http_response_status_code: StatusLabel,
     pub gray_tag: Escaped<Arc<str>>,
+    /// `network_protocol_version="2"` on HTTP/2 requests.
+    #[prometheus(flatten)]
+    pub protocol: ProtocolLabel,
     /// The serving (or calling) process's pod: values bounded by the pods
     /// on this node.
     #[prometheus(flatten)]
     pub k8s: K8sLabelSet,
+}
+
+/// OTel's `network.protocol.version`, written for HTTP/2 only: HTTP/1.x
+/// series keep the label set they always had (dashboards, recording rules
+/// and alerts keyed on it stay as they are); absent means 1.x.
+#[derive(Clone, Copy, Debug, Default, Hash, PartialEq, Eq)]
+pub struct ProtocolLabel {
+    pub http2: bool,
+}
+
+impl EncodeLabelSet for ProtocolLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        if self.http2 {
+            prometheus_client::encoding::EncodeLabel::encode(
+                &("network_protocol_version", "2"),
+                encoder.encode_label(),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,6 +120,7 @@ const HANDLE_CACHE_CAP: usize = 16_384;
 #[derive(Clone)]
 struct HandleKey {
     side: Side,
+    protocol: ProtocolLabel,
     status: StatusLabel,
     service: Arc<str>,
     method: Arc<str>,
@@ -105,6 +132,7 @@ struct HandleKey {
 impl PartialEq for HandleKey {
     fn eq(&self, o: &Self) -> bool {
         self.side == o.side
+            && self.protocol == o.protocol
             && self.status == o.status
             && Arc::ptr_eq(&self.service, &o.service)
             && Arc::ptr_eq(&self.method, &o.method)
@@ -123,6 +151,7 @@ impl Eq for HandleKey {}
 impl std::hash::Hash for HandleKey {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         self.side.hash(h);
+        self.protocol.hash(h);
         self.status.hash(h);
         for s in [&self.service, &self.method, &self.route, &self.gray_tag] {
             (Arc::as_ptr(s) as *const u8 as usize).hash(h);
@@ -167,6 +196,7 @@ impl RedMetrics {
     pub fn observe(
         &mut self,
         side: Side,
+        protocol: ProtocolLabel,
         route: &RouteKey,
         status: u16,
         gray_tag: &Arc<str>,
@@ -178,6 +208,7 @@ impl RedMetrics {
         let status = StatusLabel::of(status);
         let key = HandleKey {
             side,
+            protocol,
             status,
             service: route.service.clone(),
             method: route.method.clone(),
@@ -198,6 +229,7 @@ impl RedMetrics {
             http_route: Escaped(route.route.clone()),
             http_response_status_code: status,
             gray_tag: Escaped(gray_tag.clone()),
+            protocol,
             k8s: K8sLabelSet::of(k8s),
         };
         let fam = match side {
@@ -261,9 +293,39 @@ pub(crate) mod tests {
             0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80,
             0x31, 0x9c,
         ]);
-        red.observe(Side::Server, &route, 200, &tag, None, 0.003, trace, now);
-        red.observe(Side::Server, &route, 500, &tag, None, 0.9, None, now);
-        red.observe(Side::Client, &route, 200, &tag, None, 0.02, None, now);
+        red.observe(
+            Side::Server,
+            ProtocolLabel::default(),
+            &route,
+            200,
+            &tag,
+            None,
+            0.003,
+            trace,
+            now,
+        );
+        red.observe(
+            Side::Server,
+            ProtocolLabel::default(),
+            &route,
+            500,
+            &tag,
+            None,
+            0.9,
+            None,
+            now,
+        );
+        red.observe(
+            Side::Client,
+            ProtocolLabel::default(),
+            &route,
+            200,
+            &tag,
+            None,
+            0.02,
+            None,
+            now,
+        );
         let mut om = String::new();
         prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
         assert!(om.contains("http_server_request_duration_seconds_bucket{le=\"0.005\",service_name=\"shop\",http_request_method=\"GET\",http_route=\"/items/{id}\",http_response_status_code=\"200\",gray_tag=\"\"} 1 # {trace_id=\"0af7651916cd43dd8448eb211c80319c\"} 0.003"), "{om}");
@@ -274,6 +336,37 @@ pub(crate) mod tests {
         let text = crate::export::metrics::openmetrics_to_prometheus(&om);
         assert!(!text.contains("trace_id"));
         crate::export::metrics::lint::assert_promtool_accepts_openmetrics(&om);
+    }
+
+    #[test]
+    fn http2_series_carry_the_protocol_version_and_http1_series_do_not() {
+        let (reg, mut red) = registered();
+        let route = RouteKey::new("web", "GET", "/a");
+        let tag: Arc<str> = "".into();
+        let now = SystemTime::now();
+        let h2 = ProtocolLabel { http2: true };
+        red.observe(Side::Server, h2, &route, 200, &tag, None, 0.01, None, now);
+        red.observe(
+            Side::Server,
+            ProtocolLabel::default(),
+            &route,
+            200,
+            &tag,
+            None,
+            0.01,
+            None,
+            now,
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        let base = "service_name=\"web\",http_request_method=\"GET\",http_route=\"/a\",http_response_status_code=\"200\",gray_tag=\"\"";
+        assert!(text.contains(&format!("http_server_request_duration_seconds_count{{{base},network_protocol_version=\"2\"}} 1")), "{text}");
+        assert!(
+            text.contains(&format!(
+                "http_server_request_duration_seconds_count{{{base}}} 1"
+            )),
+            "{text}"
+        );
     }
 
     #[test]
@@ -289,8 +382,28 @@ pub(crate) mod tests {
             workload_kind: Some(crate::request::k8s::identity::WorkloadKind::Deployment),
         });
         let at = SystemTime::now();
-        red.observe(Side::Server, &route, 200, &tag, Some(&pod), 0.01, None, at);
-        red.observe(Side::Server, &route, 200, &tag, None, 0.01, None, at);
+        red.observe(
+            Side::Server,
+            ProtocolLabel::default(),
+            &route,
+            200,
+            &tag,
+            Some(&pod),
+            0.01,
+            None,
+            at,
+        );
+        red.observe(
+            Side::Server,
+            ProtocolLabel::default(),
+            &route,
+            200,
+            &tag,
+            None,
+            0.01,
+            None,
+            at,
+        );
         let mut om = String::new();
         prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
         let base = "service_name=\"checkout\",http_request_method=\"POST\",http_route=\"/pay\",http_response_status_code=\"200\",gray_tag=\"\"";
@@ -310,7 +423,17 @@ pub(crate) mod tests {
         let tag: Arc<str> = "".into();
         let at = SystemTime::now();
         for code in 0..1000u16 {
-            red.observe(Side::Client, &route, code, &tag, None, 0.01, None, at);
+            red.observe(
+                Side::Client,
+                ProtocolLabel::default(),
+                &route,
+                code,
+                &tag,
+                None,
+                0.01,
+                None,
+                at,
+            );
         }
         let mut om = String::new();
         prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
@@ -344,13 +467,63 @@ pub(crate) mod tests {
         let same_text: Arc<str> = "".into();
         let at = SystemTime::now();
         for _ in 0..3 {
-            red.observe(Side::Server, &route, 200, &tag, None, 0.01, None, at);
+            red.observe(
+                Side::Server,
+                ProtocolLabel::default(),
+                &route,
+                200,
+                &tag,
+                None,
+                0.01,
+                None,
+                at,
+            );
         }
-        red.observe(Side::Server, &route, 200, &same_text, None, 0.01, None, at);
+        red.observe(
+            Side::Server,
+            ProtocolLabel::default(),
+            &route,
+            200,
+            &same_text,
+            None,
+            0.01,
+            None,
+            at,
+        );
         red.handles.clear();
-        red.observe(Side::Server, &route, 200, &tag, None, 0.01, None, at);
-        red.observe(Side::Server, &route, 500, &tag, None, 0.01, None, at);
-        red.observe(Side::Client, &route, 200, &tag, None, 0.01, None, at);
+        red.observe(
+            Side::Server,
+            ProtocolLabel::default(),
+            &route,
+            200,
+            &tag,
+            None,
+            0.01,
+            None,
+            at,
+        );
+        red.observe(
+            Side::Server,
+            ProtocolLabel::default(),
+            &route,
+            500,
+            &tag,
+            None,
+            0.01,
+            None,
+            at,
+        );
+        red.observe(
+            Side::Client,
+            ProtocolLabel::default(),
+            &route,
+            200,
+            &tag,
+            None,
+            0.01,
+            None,
+            at,
+        );
         let mut om = String::new();
         prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
         let count = |side: &str, status: u16| {

@@ -87,6 +87,8 @@ impl Pipeline {
         let clock: Arc<dyn Clock> = out.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
         let red = crate::measure::red::RedMetrics::default();
         red.register(registry);
+        let rpc = crate::measure::rpc::RpcMetrics::default();
+        rpc.register(registry);
         let slo = crate::measure::slo::SloEngine::new(cfg.slo.clone(), clock);
         slo.register_metrics(registry);
         let http_metrics = HttpSelfMetrics::default();
@@ -96,6 +98,7 @@ impl Pipeline {
         let stage = RequestStage {
             routes: crate::request::route::RouteTable::new(&cfg.routes),
             red,
+            rpc,
             spans: out.spans,
             otlp: cfg.otlp.clone(),
             not_sampled: out.span_counters.counter("not_sampled"),

@@ -161,6 +161,17 @@ impl HttpSelfMetrics {
     }
 }
 
+/// The status the SLO engine judges: a gRPC call that failed on the
+/// server's side (see `grpc::SERVER_ERROR_CODES`) counts as a 5xx, so the
+/// "5xx burst" of L2 and the error ratio work for RPC routes as for HTTP.
+fn slo_status(req: &HttpRequest) -> u16 {
+    if req.grpc.is_some() && req.is_server_error() && req.status < 500 {
+        500
+    } else {
+        req.status
+    }
+}
+
 /// Add each event's growth since `reported` to `family` (every event's
 /// series exists from the first sync on, zero or not).
 fn sync_events(
@@ -222,6 +233,7 @@ fn http_counter_values(c: &HttpCounters) -> [(&'static str, u64); 15] {
 pub struct RequestStage {
     pub routes: RouteTable,
     pub red: crate::measure::red::RedMetrics,
+    pub rpc: crate::measure::rpc::RpcMetrics,
     pub spans: Option<SpanSink>,
     pub otlp: OtlpConfig,
     pub not_sampled: Counter,
@@ -291,8 +303,8 @@ impl RequestStage {
         let span_id: [u8; 8] = random_id(&mut self.ids);
         let duration = Duration::from_nanos(req.duration_ns());
         let error = match req.side {
-            Side::Server => req.status >= 500 || req.incomplete,
-            Side::Client => req.status >= 400 || req.incomplete,
+            Side::Server => req.is_server_error() || req.status >= 500 || req.incomplete,
+            Side::Client => req.is_server_error() || req.status >= 400 || req.incomplete,
         };
         let exported = match &self.spans {
             Some(sink) => {
@@ -321,6 +333,7 @@ impl RequestStage {
             let exemplar = exported.then_some(trace_id);
             self.red.observe(
                 req.side,
+                crate::measure::red::ProtocolLabel { http2: req.http2 },
                 &route,
                 req.status,
                 &gray,
@@ -329,6 +342,10 @@ impl RequestStage {
                 exemplar,
                 wall,
             );
+            if let Some(code) = req.grpc.and_then(|g| g.status) {
+                self.rpc
+                    .observe(req.side, &route, code, &gray, duration.as_secs_f64());
+            }
         }
         if self.reqlog.keep(error, duration) {
             let path = req.target.split('?').next().unwrap_or("");
@@ -374,7 +391,7 @@ impl RequestStage {
             self.slo.record(&SloSample {
                 route: &route,
                 gray_tag: &gray,
-                status: req.status,
+                status: slo_status(&req),
                 duration_ns: req.duration_ns(),
                 trace_id: Some(trace_id),
                 retransmits: req.tcp.retransmits,

@@ -63,8 +63,28 @@ fn hostile_registry() -> Registry {
             workload_kind: None,
         });
         for side in [Side::Server, Side::Client] {
-            red.observe(side, &route, 200, &tag, Some(&pod), 0.01, Some([7; 16]), at);
-            red.observe(side, &route, 500, &tag, None, 0.2, None, at);
+            red.observe(
+                side,
+                Default::default(),
+                &route,
+                200,
+                &tag,
+                Some(&pod),
+                0.01,
+                Some([7; 16]),
+                at,
+            );
+            red.observe(
+                side,
+                Default::default(),
+                &route,
+                500,
+                &tag,
+                None,
+                0.2,
+                None,
+                at,
+            );
         }
         let svc = ServiceIdentity {
             name: (*v).into(),
@@ -195,7 +215,17 @@ fn control_characters_without_an_escape_are_replaced_not_passed_on() {
     let route = RouteKey::new("svc\r\u{1}", "GET", "/a\rb\u{7f}");
     let tag: Arc<str> = "".into();
     let now = SystemTime::now();
-    red.observe(Side::Server, &route, 200, &tag, None, 0.01, None, now);
+    red.observe(
+        Side::Server,
+        Default::default(),
+        &route,
+        200,
+        &tag,
+        None,
+        0.01,
+        None,
+        now,
+    );
     let mut om = String::new();
     prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
     assert!(!om.contains('\r'), "{om:?}");
