@@ -29,10 +29,11 @@ use crate::{
 };
 
 /// Steps of the walk per syscall: one per frame, plus one per buffer
-/// boundary crossed.
-pub const MAX_STEPS: u32 = 24;
+/// boundary crossed. gRPC's C core writes a HEADERS frame as one iovec per
+/// encoded field (a response head took 12 iovecs here), so buffers are many.
+pub const MAX_STEPS: u32 = 128;
 /// Buffers (iovecs) of one syscall looked at.
-pub const MAX_IOV: usize = 8;
+pub const MAX_IOV: u64 = 64;
 /// Length of the client preface, which precedes the client's first frame.
 pub const PREFACE_LEN: u32 = 24;
 const HEADER_LEN: i64 = 9;
@@ -58,14 +59,19 @@ pub struct Walk {
 #[map(name = "H2_WALKS")]
 static H2_WALKS: LruHashMap<u64, Walk> = LruHashMap::with_max_entries(65_536, 0);
 
-/// The syscall's buffers: base and length of each.
+/// The syscall's buffers: its iovec array (read one entry at a time as the
+/// walk reaches it) or its one buffer.
 #[repr(C)]
 pub struct Iovs {
-    base: [u64; MAX_IOV],
-    len: [u64; MAX_IOV],
-    n: u32,
+    /// User address of the `struct iovec` array; 0: one buffer, `base0`.
+    vec: u64,
+    /// Entries in the array (or 1).
+    n: u64,
+    base0: u64,
+    len0: u64,
     /// Where [`launder`] passes values through.
     tmp: u32,
+    _pad: u32,
 }
 
 #[map(name = "H2_IOVS")]
@@ -179,10 +185,9 @@ pub fn walk(sk: u64, dir: Direction, len: u32, src: Source<'_>, prefix: u32, sta
         iovs.n = 0;
     }
     let len = len as i64;
-    let (cur_end, cur_base) = if iovs.n > 0 {
-        (min(iovs.len[0] as i64, len), iovs.base[0])
-    } else {
-        (0, 0)
+    let (cur_end, cur_base) = match buffer(iovs, 0) {
+        Some((base, l)) => (min(l as i64, len), base),
+        None => (0, 0),
     };
     let carry_len = st.carry_len as i64;
     let Some(wp) = H2_STEP.get_ptr_mut(0) else {
@@ -329,15 +334,34 @@ fn advance(w: &mut Step) -> i64 {
     // SAFETY: per-CPU scratch.
     let iovs = unsafe { &*iovs };
     w.iov += 1;
-    if w.iov >= iovs.n as u64 || w.iov >= MAX_IOV as u64 || w.cur_end >= w.len {
+    if w.iov >= MAX_IOV || w.cur_end >= w.len {
         w.stop = STOP_LOST;
         return 1;
     }
-    let i = (launder(w.iov as u32) as usize) & (MAX_IOV - 1);
+    let Some((base, l)) = buffer(iovs, w.iov) else {
+        w.stop = STOP_LOST;
+        return 1;
+    };
     w.cur_start = w.cur_end;
-    w.cur_end = min(w.cur_start + iovs.len[i] as i64, w.len);
-    w.cur_base = iovs.base[i];
+    w.cur_end = min(w.cur_start + l as i64, w.len);
+    w.cur_base = base;
     0
+}
+
+/// Address and length of buffer `i` of the syscall.
+#[inline(always)]
+fn buffer(iovs: &Iovs, i: u64) -> Option<(u64, u64)> {
+    if i >= iovs.n {
+        return None;
+    }
+    if iovs.vec == 0 {
+        return (i == 0).then_some((iovs.base0, iovs.len0));
+    }
+    // SAFETY: user memory read with a fault-tolerant helper.
+    let v: [u64; 2] =
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user((iovs.vec + 16 * i) as *const [u64; 2]) }
+            .ok()?;
+    Some((v[0], v[1]))
 }
 
 /// `v`, as the verifier sees a value loaded from a map: with no link to how
@@ -378,21 +402,22 @@ fn read_word(addr: u64, n: u32) -> Option<u64> {
 /// the probe can read.
 #[inline(always)]
 fn fill_iovs(iovs: &mut Iovs, src: &Source<'_>) -> Option<()> {
-    let (vec, cnt) = match src {
+    iovs.vec = 0;
+    iovs.n = 1;
+    match src {
         Source::Plain(buf) => {
-            iovs.base[0] = *buf;
-            iovs.len[0] = u64::MAX >> 1;
-            iovs.n = 1;
-            return Some(());
+            iovs.base0 = *buf;
+            iovs.len0 = u64::MAX >> 1;
         }
         Source::Syscall(a) => match a.source {
             DataSource::Read | DataSource::Write | DataSource::Recvfrom | DataSource::Sendto => {
-                iovs.base[0] = a.arg1;
-                iovs.len[0] = a.arg2;
-                iovs.n = 1;
-                return Some(());
+                iovs.base0 = a.arg1;
+                iovs.len0 = a.arg2;
             }
-            DataSource::Readv | DataSource::Writev => (a.arg1, a.arg2),
+            DataSource::Readv | DataSource::Writev => {
+                iovs.vec = a.arg1;
+                iovs.n = a.arg2;
+            }
             DataSource::Recvmsg | DataSource::Sendmsg => {
                 // struct user_msghdr: msg_name, msg_namelen (padded), msg_iov, msg_iovlen.
                 // SAFETY: user memory read with a fault-tolerant helper.
@@ -400,27 +425,13 @@ fn fill_iovs(iovs: &mut Iovs, src: &Source<'_>) -> Option<()> {
                     aya_ebpf::helpers::bpf_probe_read_user((a.arg1 + 16) as *const [u64; 2])
                 }
                 .ok()?;
-                (v[0], v[1])
+                iovs.vec = v[0];
+                iovs.n = v[1];
             }
             _ => return None,
         },
-    };
-    let mut i = 0usize;
-    while i < MAX_IOV {
-        if i as u64 >= cnt {
-            break;
-        }
-        // SAFETY: user memory read with a fault-tolerant helper.
-        let v: [u64; 2] = unsafe {
-            aya_ebpf::helpers::bpf_probe_read_user((vec + 16 * i as u64) as *const [u64; 2])
-        }
-        .ok()?;
-        iovs.base[i] = v[0];
-        iovs.len[i] = v[1];
-        i += 1;
     }
-    iovs.n = i as u32;
-    Some(())
+    (iovs.vec != 0 || iovs.n == 1).then_some(())
 }
 
 /// Send the bytes `[from, to)` of the current buffer that userspace lacks

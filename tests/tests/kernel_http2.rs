@@ -1,6 +1,7 @@
 //! HTTP/2 on the real kernel, checked against the peers' own records: nginx
 //! serving h2c (prior knowledge) to h2load (many streams per connection) and
-//! curl, counted against nginx's access log.
+//! curl, counted against nginx's access log; a Python grpcio server and
+//! client, counted against the server interceptor's log.
 use std::process::Command;
 
 use tests::agent::Agent;
@@ -87,5 +88,148 @@ fn nginx_h2c_under_h2load_and_curl_matches_the_access_log() {
             &[("event", "http2_walk_lost")]
         ),
         Some(0.0)
+    );
+}
+
+/// The gRPC peer (`peers/grpc_peer.py`), killed on drop.
+struct Peer(std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const GRPC_PEER: &str = include_str!("peers/grpc_peer.py");
+const METHODS: [&str; 4] = ["Hello", "Stream", "Fail", "Big"];
+
+fn grpc_ready() -> bool {
+    ready(&["python3"])
+        && Command::new("python3")
+            .args(["-c", "import grpc"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Python grpcio server and client on h2c: unary, server streaming, a
+/// method answering UNAVAILABLE and a 1 MiB response whose trailers follow
+/// a large DATA frame in one write. The agent's gRPC counts per method and
+/// status equal the server interceptor's own log, on the server side and
+/// on the client side.
+#[test]
+fn grpcio_calls_per_method_and_status_match_the_servers_log() {
+    if !grpc_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("grpc_peer.py");
+    std::fs::write(&script, GRPC_PEER).unwrap();
+    let log_path = dir.path().join("calls.log");
+    let port = tests::env::free_port();
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .args(["server", &port.to_string()])
+        .arg(&log_path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 grpc server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let _server = Peer(child);
+    let patterns: String = METHODS
+        .iter()
+        .map(|m| format!("    - pattern: /demo.Greeter/{m}\n"))
+        .collect();
+    // gRPC's C core does its socket I/O on threads named `event_engine`,
+    // whose name the socket's owner carries: the server by its port, the
+    // client by that name.
+    let rules = format!(
+        "    - name: grpc-server\n      port: {port}\n    - name: grpc-client\n      process: \"event_engine\"\n"
+    );
+    let agent = Agent::start(&config(
+        &rules,
+        &format!("routes:\n  patterns:\n{patterns}"),
+    ))
+    .expect("agent starts");
+    run(Command::new("python3")
+        .arg(&script)
+        .args(["client", &port.to_string(), "40"]));
+    // The server's own record: calls per (method, status code).
+    let mut want: std::collections::BTreeMap<(String, String), f64> = Default::default();
+    let t0 = std::time::Instant::now();
+    let calls = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.lines().count() >= 40 * 3 + 8 || t0.elapsed().as_secs() > 10 {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    for l in calls.lines() {
+        let (m, c) = l.split_once(' ').unwrap();
+        *want.entry((m.to_string(), c.to_string())).or_default() += 1.0;
+    }
+    let total: f64 = want.values().sum();
+    let text = agent.scrape_until(std::time::Duration::from_secs(30), |t| {
+        value(
+            t,
+            "rpc_server_call_duration_seconds_count",
+            &[("service_name", "grpc-server")],
+        )
+        .unwrap_or(0.0)
+            >= total
+            && value(
+                t,
+                "rpc_client_call_duration_seconds_count",
+                &[("service_name", "grpc-client")],
+            )
+            .unwrap_or(0.0)
+                >= total
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let text = agent.scrape().unwrap_or(text);
+    tests::fidelity::losses(&text);
+    for (side, service) in [("server", "grpc-server"), ("client", "grpc-client")] {
+        let mut got: std::collections::BTreeMap<(String, String), f64> = Default::default();
+        for (m, c) in want.keys() {
+            let v = value(
+                &text,
+                &format!("rpc_{side}_call_duration_seconds_count"),
+                &[
+                    ("service_name", service),
+                    ("rpc_system", "grpc"),
+                    ("rpc_service", "demo.Greeter"),
+                    ("rpc_method", m),
+                    ("rpc_grpc_status_code", c),
+                ],
+            );
+            got.insert((m.clone(), c.clone()), v.unwrap_or(0.0));
+        }
+        let seen = value(
+            &text,
+            &format!("rpc_{side}_call_duration_seconds_count"),
+            &[("service_name", service)],
+        )
+        .unwrap_or(0.0);
+        eprintln!("{side}: server log {want:?}; agent {got:?} ({seen} in all)");
+        assert_eq!(got, want, "{side} side: calls per method and status");
+        assert_eq!(seen, total, "{side} side: no other calls");
+    }
+    // The same calls in the HTTP histograms, as HTTP/2.
+    assert_eq!(
+        value(
+            &text,
+            "http_server_request_duration_seconds_count",
+            &[
+                ("service_name", "grpc-server"),
+                ("network_protocol_version", "2")
+            ]
+        ),
+        Some(total)
     );
 }
