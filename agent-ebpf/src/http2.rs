@@ -439,6 +439,9 @@ fn fill_iovs(iovs: &mut Iovs, src: &Source<'_>) -> Option<()> {
 /// counts the frame as lost); `covered` moves to `to` either way.
 #[inline(always)]
 fn send(w: &mut Step, from: i64, to: i64) {
+    // Bytes below `covered` were sent already (the first event's prefix, an
+    // earlier segment): a second copy would not fit where userspace stands.
+    let from = if from < w.covered { w.covered } else { from };
     if to <= from {
         return;
     }

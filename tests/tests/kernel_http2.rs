@@ -220,6 +220,20 @@ fn grpcio_calls_per_method_and_status_match_the_servers_log() {
         assert_eq!(got, want, "{side} side: calls per method and status");
         assert_eq!(seen, total, "{side} side: no other calls");
     }
+    // Every kernel segment fitted where its syscall's bytes stood (a header
+    // split at the end of the prefix's buffer was once sent twice: 127
+    // misplaced here) and the walk never lost a direction.
+    let h2 = |event: &str| value(&text, "sloguard_http2_events_total", &[("event", event)]);
+    assert_eq!(h2("misplaced_segments"), Some(0.0));
+    assert_eq!(h2("desynced_connections"), Some(0.0));
+    assert_eq!(
+        value(
+            &text,
+            "sloguard_probe_events_total",
+            &[("event", "http2_walk_lost")]
+        ),
+        Some(0.0)
+    );
     // The same calls in the HTTP histograms, as HTTP/2.
     assert_eq!(
         value(

@@ -189,7 +189,7 @@ fn sync_events(
     }
 }
 
-fn http2_counter_values(c: &Http2Counters) -> [(&'static str, u64); 15] {
+fn http2_counter_values(c: &Http2Counters) -> [(&'static str, u64); 16] {
     [
         ("connections", c.connections),
         ("exchanges", c.exchanges),
@@ -203,6 +203,7 @@ fn http2_counter_values(c: &Http2Counters) -> [(&'static str, u64); 15] {
         ("goaway_dropped", c.goaway_dropped),
         ("pushes", c.pushes),
         ("protocol_errors", c.protocol_errors),
+        ("misplaced_segments", c.misplaced_segments),
         ("desynced_connections", c.desynced_connections),
         ("evicted_connections", c.evicted_connections),
         ("expired_connections", c.expired_connections),

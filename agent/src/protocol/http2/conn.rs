@@ -200,7 +200,7 @@ impl H2Conn {
         let sys = self.sys[idx(dir)];
         if offset < sys.pos || offset + payload.len() as u64 > sys.len {
             // Not where this syscall's bytes stand (events out of order).
-            ctx.counters.protocol_errors += 1;
+            ctx.counters.misplaced_segments += 1;
             return;
         }
         self.hole(dir, offset - sys.pos, ctx);

@@ -52,6 +52,9 @@ pub struct Http2Counters {
     pub pushes: u64,
     /// Frames out of order (a header block interrupted, a stray CONTINUATION).
     pub protocol_errors: u64,
+    /// Kernel segments that did not fit where their syscall's bytes stood
+    /// (events of one syscall out of order): ignored.
+    pub misplaced_segments: u64,
     /// Connections whose framing was lost (bytes over a frame header not captured).
     pub desynced_connections: u64,
     /// Connections dropped to respect `http.max_connections`.

@@ -428,7 +428,7 @@ fn a_segment_after_a_large_data_frame_delivers_the_trailers_of_the_same_write() 
     assert_eq!((out[0].end_ns, out[0].incomplete), (900, false));
     // A segment that overlaps what was already taken is refused, counted.
     t.on_segment(CONN, W, 10, &write[10..20], &mut out);
-    assert_eq!(t.counters().protocol_errors, 1);
+    assert_eq!(t.counters().misplaced_segments, 1);
     assert_eq!(t.counters().desynced_connections, 0);
 }
 
