@@ -62,34 +62,30 @@ pub fn capture(cfg: &ProbeConfig, sk: u64, dir: Direction, len: u32, verdict: u3
         source: args.source,
         flags: 0,
     };
-    let mut h2_start = None;
-    let captured = emit(cfg, &at, buffer, known_http, |v, (w, n)| match v {
+    // The verdict is acted on after `emit`, not in its callback: a callback
+    // this size was compiled as a BPF subprogram of its own, whose stack
+    // with the program's exceeded 512 bytes once the HTTP/2 walk came.
+    let mut verdict = None;
+    let (captured, h2_here) = emit(cfg, &at, buffer, known_http, |v, wn| {
+        verdict = Some((v, wn));
+    });
+    match verdict {
         // Ciphertext: the plaintext comes from the TLS library probes.
-        Verdict::NotHttp if is_tls_record(w, n) => {
+        Some((Verdict::NotHttp, (w, n))) if is_tls_record(w, n) => {
             set_verdict(sk, tgid, Verdict::Tls);
             crate::tls::on_first_record(sk, len);
         }
-        Verdict::NotHttp => {
+        Some((Verdict::NotHttp, _)) => {
             set_verdict(sk, tgid, Verdict::NotHttp);
             count(KernelCounter::NonHttpConnections);
             count_non_http(len as i32);
         }
-        Verdict::Http2 => {
-            set_verdict(sk, tgid, Verdict::Http2);
-            count(KernelCounter::Http2Connections);
-            h2_start = Some(http2::PREFACE_LEN);
-        }
-        v => set_verdict(sk, tgid, v),
-    });
-    if (known_h2 || h2_start.is_some()) && !transfer_only {
-        http2::walk(
-            sk,
-            dir,
-            len,
-            http2::Source::Syscall(&args),
-            captured,
-            h2_start,
-        );
+        Some((v, _)) => set_verdict(sk, tgid, v),
+        None => {}
+    }
+    if (known_h2 || h2_here) && !transfer_only {
+        let start = h2_here.then_some(http2::PREFACE_LEN);
+        http2::walk(sk, dir, len, http2::Source::Syscall(&args), captured, start);
     }
 }
 
@@ -111,7 +107,8 @@ pub struct Capture {
 /// their count), where the caller keeps its per-connection verdict; on
 /// `NotHttp` nothing is sent. Shared by socket syscalls and TLS library
 /// calls, so both follow the same capture rules and bounds. Gives the bytes
-/// of payload the event carried.
+/// of payload the event carried, and whether these bytes began an HTTP/2
+/// connection (its client preface; counted here).
 #[inline(always)]
 pub fn emit<F: FnOnce(Verdict, (u64, usize))>(
     cfg: &ProbeConfig,
@@ -119,9 +116,10 @@ pub fn emit<F: FnOnce(Verdict, (u64, usize))>(
     buffer: Option<(u64, u64)>,
     known_http: bool,
     set_verdict: F,
-) -> u32 {
+) -> (u32, bool) {
+    let mut h2 = false;
     let Some(ev) = DATA_SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        return (0, h2);
     };
     // SAFETY: per-CPU scratch; a BPF program does not migrate mid-run.
     let ev = unsafe { &mut *ev };
@@ -143,15 +141,17 @@ pub fn emit<F: FnOnce(Verdict, (u64, usize))>(
                 Some((PrefixClass::Http2, w)) => {
                     set_verdict(Verdict::Http2, w);
                     flags |= DATA_FLAG_CLASSIFIED_HERE;
+                    count(KernelCounter::Http2Connections);
+                    h2 = true;
                 }
                 Some((PrefixClass::Undecided, _)) => flags |= DATA_FLAG_UNDECIDED,
                 Some((PrefixClass::NotHttp, w)) => {
                     set_verdict(Verdict::NotHttp, w);
-                    return 0;
+                    return (0, h2);
                 }
                 None => {
                     count(KernelCounter::ReadFailed);
-                    return 0;
+                    return (0, h2);
                 }
             }
         }
@@ -175,14 +175,14 @@ pub fn emit<F: FnOnce(Verdict, (u64, usize))>(
     head.offset = 0;
     let total = DATA_EVENT_FIXED + captured as usize;
     if total > core::mem::size_of::<DataEvent>() {
-        return 0;
+        return (0, h2);
     }
     // SAFETY: `total` ≤ size_of::<DataEvent>() and `ev` is a whole DataEvent.
     let bytes = unsafe { core::slice::from_raw_parts(ev as *const DataEvent as *const u8, total) };
     if EVENTS.output::<[u8]>(bytes, output_flags(cfg)).is_err() {
         count(KernelCounter::RingbufFull);
     }
-    captured
+    (captured, h2)
 }
 
 /// Classify the first bytes at `buf` (`avail` valid), using the payload area

@@ -140,24 +140,22 @@ const STOP_LOST: u32 = 2;
 #[inline(always)]
 pub fn walk(sk: u64, dir: Direction, len: u32, src: Source<'_>, prefix: u32, start: Option<u32>) {
     let key = sk | dir as u64;
-    if let Some(start) = start {
+    if start.is_some() {
         // The preface: a new connection, whatever an earlier socket at this
         // address left behind.
         let _ = H2_WALKS.remove(&(sk | (1 - dir as u64)));
-        let fresh = Walk {
-            next_hdr: start,
-            need: 0,
-            carry: 0,
-            carry_len: 0,
-            lost: 0,
-        };
-        let _ = H2_WALKS.insert(&key, &fresh, 0);
     }
-    let st = match H2_WALKS.get_ptr_mut(&key) {
+    let existing = if start.is_some() {
+        None
+    } else {
+        H2_WALKS.get_ptr_mut(&key)
+    };
+    let st = match existing {
         Some(s) => s,
         None => {
+            // One literal for both cases (a second would cost stack).
             let fresh = Walk {
-                next_hdr: 0,
+                next_hdr: start.unwrap_or(0),
                 need: 0,
                 carry: 0,
                 carry_len: 0,
@@ -195,25 +193,25 @@ pub fn walk(sk: u64, dir: Direction, len: u32, src: Source<'_>, prefix: u32, sta
     };
     // SAFETY: per-CPU scratch.
     let w = unsafe { &mut *wp };
-    *w = Step {
-        sk,
-        dir: dir as u32,
-        stop: 0,
-        len,
-        iov: 0,
-        cur_start: 0,
-        cur_end,
-        cur_base,
-        off: if carry_len > 0 {
-            -carry_len
-        } else {
-            st.next_hdr as i64
-        },
-        carry: st.carry,
-        carry_len,
-        covered: prefix as i64,
-        need_end: st.need as i64,
+    // Field by field: a `Step` literal would be built on the stack first,
+    // and this program's stack plus the step's must stay under 512 bytes.
+    w.sk = sk;
+    w.dir = dir as u32;
+    w.stop = 0;
+    w.len = len;
+    w.iov = 0;
+    w.cur_start = 0;
+    w.cur_end = cur_end;
+    w.cur_base = cur_base;
+    w.off = if carry_len > 0 {
+        -carry_len
+    } else {
+        st.next_hdr as i64
     };
+    w.carry = st.carry;
+    w.carry_len = carry_len;
+    w.covered = prefix as i64;
+    w.need_end = st.need as i64;
     // One frame or buffer boundary per bpf_loop iteration: the verifier
     // checks the step once (a plain loop over frames and buffers exceeded
     // its budget).
@@ -437,7 +435,9 @@ fn fill_iovs(iovs: &mut Iovs, src: &Source<'_>) -> Option<()> {
 /// Send the bytes `[from, to)` of the current buffer that userspace lacks
 /// as one segment (at most 1 KiB: past that userspace sees a hole and
 /// counts the frame as lost); `covered` moves to `to` either way.
-#[inline(always)]
+// Not inlined: its own frame keeps the step's small enough that the
+// program's stack, the step's and this one's stay under 512 bytes together.
+#[inline(never)]
 fn send(w: &mut Step, from: i64, to: i64) {
     // Bytes below `covered` were sent already (the first event's prefix, an
     // earlier segment): a second copy would not fit where userspace stands.

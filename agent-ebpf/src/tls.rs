@@ -304,23 +304,19 @@ pub fn deliver<F: FnOnce() -> Option<u64>>(
     let buffer = (cfg.cost_stage != cost_stage::TRANSFER).then_some((buf, len));
     let known_h2 = verdict == Verdict::Http2 as u32;
     let known = verdict == Verdict::Http as u32 || known_h2;
-    let mut h2_start = None;
-    let captured = emit(cfg, &at, buffer, known, |v, _| {
+    let (captured, h2_here) = emit(cfg, &at, buffer, known, |v, _| {
         if v == Verdict::NotHttp {
             // Another protocol or garbage inside TLS.
             count(KernelCounter::TlsNotHttpConnections);
         }
-        if v == Verdict::Http2 {
-            // ALPN h2: the plaintext starts with the client preface.
-            count(KernelCounter::Http2Connections);
-            h2_start = Some(crate::http2::PREFACE_LEN);
-        }
         // SAFETY: value pointer from the map.
         unsafe { (*state).tls_verdict = v as u32 };
     });
-    if (known_h2 || h2_start.is_some()) && buffer.is_some() {
+    // ALPN h2: the plaintext starts with the client preface.
+    if (known_h2 || h2_here) && buffer.is_some() {
         let src = crate::http2::Source::Plain(buf);
-        crate::http2::walk(sk, dir, len as u32, src, captured, h2_start);
+        let start = h2_here.then_some(crate::http2::PREFACE_LEN);
+        crate::http2::walk(sk, dir, len as u32, src, captured, start);
     }
 }
 
