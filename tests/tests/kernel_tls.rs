@@ -306,7 +306,7 @@ fn trace_context_sent_over_https_links_the_server_span() {
             "/small.txt?tp",
             "4bf92f3577b34da6a3ce929d0e0e4736",
             "00f067aa0ba902b7",
-            format!("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
         ),
         (
             "/small.txt?b3",
@@ -483,7 +483,10 @@ fn processes_started_later_are_attached_and_released_without_leaks() {
     }
     let t0 = Instant::now();
     let (mut a, mut fds) = (attached(&agent), probe_fds(agent.pid()));
-    while (a != base_attached || fds != base_fds) && t0.elapsed() < Duration::from_secs(5) {
+    // At most the baseline: a process that had libssl mapped when the agent
+    // started (another test's peer on a shared host) may exit meanwhile; a
+    // leak of this copy's attachment shows as more.
+    while (a > base_attached || fds > base_fds) && t0.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(100));
         (a, fds) = (attached(&agent), probe_fds(agent.pid()));
     }
@@ -491,8 +494,14 @@ fn processes_started_later_are_attached_and_released_without_leaks() {
     eprintln!(
         "attached {base_attached} -> {a}, probe fds {base_fds} -> {fds}, short-lived requests seen {many}/100"
     );
-    assert_eq!(a, base_attached, "attachments released");
-    assert_eq!(fds, base_fds, "no uprobe link left behind");
+    assert!(
+        a <= base_attached,
+        "attachments released: {base_attached} -> {a}"
+    );
+    assert!(
+        fds <= base_fds,
+        "no uprobe link left behind: {base_fds} -> {fds}"
+    );
     assert!(agent.log().contains("TLS uprobes detached"));
     assert!(many >= 99, "requests of short-lived processes: {many}/100");
 }

@@ -126,7 +126,12 @@ fn go_https_server_and_client_agree_with_the_server_log() {
     losses(&text);
     let server = server_counts(&text, "goweb");
     eprintln!("go server: agent {server:?}, server log {logged:?}");
-    assert_eq!(server, logged, "server side per status");
+    assert_eq!(
+        server,
+        logged,
+        "server side per status\n{}",
+        explain(&agent, &text)
+    );
     assert!(
         agent.log().contains("\"kind\":\"go\""),
         "attachment logged with its kind"
@@ -292,4 +297,35 @@ fn stripped_go_binary_is_counted_as_not_attachable_and_the_agent_stays_up() {
             .any(|l| l.contains("TLS uprobes attached") && l.contains(&path)),
         "nothing attached to the stripped binary"
     );
+}
+
+/// What a mismatch needs to be told apart: the kernel's TLS counters, the
+/// services the server-side requests went to, and the agent's own lines.
+fn explain(agent: &Agent, text: &str) -> String {
+    let counters: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("sloguard_probe_events_total") || l.starts_with("sloguard_tls_"))
+        .collect();
+    let mut services: BTreeMap<String, usize> = BTreeMap::new();
+    let log = agent.log();
+    let requests = log
+        .lines()
+        .filter(|l| l.contains("\"message\":\"request\""))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    for v in requests {
+        if field(&v, "side") == "server" {
+            *services
+                .entry(field(&v, "service_name").to_string())
+                .or_default() += 1;
+        }
+    }
+    let own: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("\"message\":\"request\""))
+        .collect();
+    format!(
+        "server-side requests by service: {services:?}\n{}\nagent log:\n{}",
+        counters.join("\n"),
+        own.join("\n")
+    )
 }
