@@ -277,6 +277,22 @@ pub(crate) mod tests {
     use super::*;
 
     /// A registry with the RED families registered in it.
+    /// One HTTP/1.x observation of 10 ms with no pod labels and no trace:
+    /// what most tests here record.
+    fn http1(red: &mut RedMetrics, side: Side, route: &RouteKey, status: u16, tag: &Arc<str>) {
+        red.observe(
+            side,
+            ProtocolLabel::default(),
+            route,
+            status,
+            tag,
+            None,
+            0.01,
+            None,
+            SystemTime::now(),
+        );
+    }
+
     pub(crate) fn registered() -> (Registry, RedMetrics) {
         let mut reg = Registry::default();
         let red = RedMetrics::default();
@@ -346,17 +362,7 @@ pub(crate) mod tests {
         let now = SystemTime::now();
         let h2 = ProtocolLabel { http2: true };
         red.observe(Side::Server, h2, &route, 200, &tag, None, 0.01, None, now);
-        red.observe(
-            Side::Server,
-            ProtocolLabel::default(),
-            &route,
-            200,
-            &tag,
-            None,
-            0.01,
-            None,
-            now,
-        );
+        http1(&mut red, Side::Server, &route, 200, &tag);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
         let base = "service_name=\"web\",http_request_method=\"GET\",http_route=\"/a\",http_response_status_code=\"200\",gray_tag=\"\"";
@@ -393,17 +399,7 @@ pub(crate) mod tests {
             None,
             at,
         );
-        red.observe(
-            Side::Server,
-            ProtocolLabel::default(),
-            &route,
-            200,
-            &tag,
-            None,
-            0.01,
-            None,
-            at,
-        );
+        http1(&mut red, Side::Server, &route, 200, &tag);
         let mut om = String::new();
         prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
         let base = "service_name=\"checkout\",http_request_method=\"POST\",http_route=\"/pay\",http_response_status_code=\"200\",gray_tag=\"\"";
@@ -421,19 +417,8 @@ pub(crate) mod tests {
         let (reg, mut red) = registered();
         let route = RouteKey::new("shop", "GET", "/a");
         let tag: Arc<str> = "".into();
-        let at = SystemTime::now();
         for code in 0..1000u16 {
-            red.observe(
-                Side::Client,
-                ProtocolLabel::default(),
-                &route,
-                code,
-                &tag,
-                None,
-                0.01,
-                None,
-                at,
-            );
+            http1(&mut red, Side::Client, &route, code, &tag);
         }
         let mut om = String::new();
         prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
@@ -465,65 +450,14 @@ pub(crate) mod tests {
         let tag: Arc<str> = "".into();
         // Another Arc with the same text: a second cache entry, same series.
         let same_text: Arc<str> = "".into();
-        let at = SystemTime::now();
         for _ in 0..3 {
-            red.observe(
-                Side::Server,
-                ProtocolLabel::default(),
-                &route,
-                200,
-                &tag,
-                None,
-                0.01,
-                None,
-                at,
-            );
+            http1(&mut red, Side::Server, &route, 200, &tag);
         }
-        red.observe(
-            Side::Server,
-            ProtocolLabel::default(),
-            &route,
-            200,
-            &same_text,
-            None,
-            0.01,
-            None,
-            at,
-        );
+        http1(&mut red, Side::Server, &route, 200, &same_text);
         red.handles.clear();
-        red.observe(
-            Side::Server,
-            ProtocolLabel::default(),
-            &route,
-            200,
-            &tag,
-            None,
-            0.01,
-            None,
-            at,
-        );
-        red.observe(
-            Side::Server,
-            ProtocolLabel::default(),
-            &route,
-            500,
-            &tag,
-            None,
-            0.01,
-            None,
-            at,
-        );
-        red.observe(
-            Side::Client,
-            ProtocolLabel::default(),
-            &route,
-            200,
-            &tag,
-            None,
-            0.01,
-            None,
-            at,
-        );
+        http1(&mut red, Side::Server, &route, 200, &tag);
+        http1(&mut red, Side::Server, &route, 500, &tag);
+        http1(&mut red, Side::Client, &route, 200, &tag);
         let mut om = String::new();
         prometheus_client::encoding::text::encode(&mut om, &reg).unwrap();
         let count = |side: &str, status: u16| {
