@@ -14,6 +14,11 @@ pub const SERVER: &str = "http_server_request_duration_seconds_count";
 /// reader-to-pipeline channel is deep so that a debug-build agent sharing two
 /// cores with other test jobs absorbs a burst instead of dropping it (drops
 /// would still show in `sloguard_events_lost_total`, printed by `losses`).
+/// The service rule the nginx fidelity tests use: nginx on `port` is "web".
+pub fn web_rules(port: u16) -> String {
+    format!("    - name: web\n      process: \"nginx\"\n      port: {port}\n")
+}
+
 pub fn config(rules: &str, extra: &str) -> String {
     format!(
         "log:\n  format: json\nrequest_logs:\n  rest: 1.0\n  slow: 1.0\n  errors: 1.0\n  max_per_second: 1000000\nprobes:\n  channel_capacity: 1048576\nservices:\n  rules:\n{rules}{extra}"

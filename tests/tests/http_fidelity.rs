@@ -12,7 +12,7 @@ use tests::agent::{Agent, http_get};
 use tests::env::{require_kernel, require_tool};
 use tests::fidelity::{
     SERVER, agree, assert_counts_match_access_log, config, field, losses, paced_wrk, pct,
-    request_logs, run, server_counts, settle,
+    request_logs, run, server_counts, settle, web_rules,
 };
 use tests::nginx::{Nginx, NginxOptions};
 use tests::prom::value;
@@ -140,10 +140,7 @@ fn nginx_access_log_and_agent_agree_on_counts_statuses_and_durations() {
         ..Default::default()
     })
     .expect("nginx starts");
-    let rules = format!(
-        "    - name: web\n      process: \"nginx\"\n      port: {}\n",
-        nginx.port
-    );
+    let rules = web_rules(nginx.port);
     let agent = Agent::start(&config(&rules, "")).expect("agent starts");
     let t0 = Instant::now();
 
@@ -430,10 +427,7 @@ fn hostile_input_leaves_the_agent_alive_with_bounded_routes() {
     })
     .expect("nginx starts");
     let cap = 50;
-    let rules = format!(
-        "    - name: web\n      process: \"nginx\"\n      port: {}\n",
-        nginx.port
-    );
+    let rules = web_rules(nginx.port);
     let agent = Agent::start(&config(
         &rules,
         &format!("routes:\n  max_per_service: {cap}\n"),

@@ -13,7 +13,7 @@ use tests::child::Spawned;
 use tests::env::{require_kernel, require_tool};
 use tests::fidelity::{
     agree, assert_counts_match_access_log, config, field, losses, paced_wrk, pct, request_logs,
-    run, server_counts, settle,
+    run, server_counts, settle, web_rules,
 };
 use tests::nginx::{Nginx, NginxOptions};
 use tests::otlp::OtlpReceiver;
@@ -60,13 +60,6 @@ fn https_nginx_with(certs: &Path, extra: &str, http_extra: &str) -> Nginx {
 
 fn https(nginx: &Nginx, path: &str) -> String {
     format!("https://127.0.0.1:{}{path}", nginx.port)
-}
-
-fn web_rules(nginx: &Nginx) -> String {
-    format!(
-        "    - name: web\n      process: \"nginx\"\n      port: {}\n",
-        nginx.port
-    )
 }
 
 /// A Python `http.client` over TLS: `n` keep-alive GETs of each path on one
@@ -116,7 +109,7 @@ fn https_nginx_access_log_and_clients_agree_with_the_agent() {
     }
     let certs = tempfile::tempdir().unwrap();
     let nginx = https_nginx(certs.path(), "");
-    let agent = Agent::start(&config(&web_rules(&nginx), "")).expect("agent starts");
+    let agent = Agent::start(&config(&web_rules(nginx.port), "")).expect("agent starts");
     let t0 = Instant::now();
 
     // curl: keep-alive, every path several times per connection; curl's own
@@ -300,7 +293,7 @@ fn trace_context_sent_over_https_links_the_server_span() {
         "otlp:\n  endpoint: {}\n  protocol: grpc\n  root_sampling_ratio: 1.0\n",
         rx.endpoint()
     );
-    let agent = Agent::start(&config(&web_rules(&nginx), &otlp)).expect("agent starts");
+    let agent = Agent::start(&config(&web_rules(nginx.port), &otlp)).expect("agent starts");
     let cases = [
         (
             "/small.txt?tp",
@@ -375,7 +368,7 @@ fn keep_alive_tls_connection_opened_before_the_agent_is_seen() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line.trim(), "ready");
-    let agent = Agent::start(&config(&web_rules(&nginx), "")).expect("agent starts");
+    let agent = Agent::start(&config(&web_rules(nginx.port), "")).expect("agent starts");
     py.stdin.take().unwrap().write_all(b"go\n").unwrap();
     line.clear();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
@@ -447,7 +440,7 @@ fn processes_started_later_are_attached_and_released_without_leaks() {
     std::fs::create_dir_all(&lib).unwrap();
     std::fs::copy(system, lib.join("libssl.so.3")).expect("copy libssl");
     let nginx = https_nginx(certs.path(), "location /life/ { return 200; }\n");
-    let agent = Agent::start(&config(&web_rules(&nginx), "")).expect("agent starts");
+    let agent = Agent::start(&config(&web_rules(nginx.port), "")).expect("agent starts");
     let (base_attached, base_fds) = (attached(&agent), probe_fds(agent.pid()));
     let lib_path = lib.join("libssl.so.3").display().to_string();
     let py = |n: usize, path: &str, pause: &str| {
@@ -543,7 +536,7 @@ fn garbage_http2_and_a_large_body_inside_tls() {
             "server {{ listen 127.0.0.1:{sink}; location / {{ return 200 \"stored\\n\"; }} }}"
         ),
     );
-    let mut agent = Agent::start(&config(&web_rules(&nginx), "")).expect("agent starts");
+    let mut agent = Agent::start(&config(&web_rules(nginx.port), "")).expect("agent starts");
     let before = agent.scrape().unwrap();
     let not_http = |t: &str| {
         value(
@@ -660,7 +653,7 @@ fn a_not_http_tls_connection_does_not_silence_the_next_one_at_its_addresses() {
     }
     let certs = tempfile::tempdir().unwrap();
     let nginx = https_nginx(certs.path(), "");
-    let mut agent = Agent::start(&config(&web_rules(&nginx), "")).expect("agent starts");
+    let mut agent = Agent::start(&config(&web_rules(nginx.port), "")).expect("agent starts");
     let n = 30;
     let out = run(Command::new("python3").args([
         "-c",
